@@ -1,0 +1,105 @@
+"""The EM driver: one pass over the chunks per iteration.
+
+Each pass computes, under the current parameters, the merged sufficient
+statistics and the total log-likelihood.  The M-step turns the statistics
+into the next parameters; the log-likelihood divided by the row count is
+scikit-learn's lower bound for the parameters *before* that M-step, so
+one pass gives both the update and the convergence test.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from ._data import ChunkedData
+from ._params import GMMParams, m_step
+from ._stats import estep_chunk
+
+logger = logging.getLogger("gmm_engine")
+
+
+@dataclass(frozen=True)
+class EMState:
+    """Where EM stands after an iteration: enough to checkpoint and resume.
+
+    Attributes
+    ----------
+    params : GMMParams
+        Parameters after the iteration's M-step.
+    n_iter : int
+        Iterations done, counted from the initialisation.
+    lower_bound : float
+        Mean log-likelihood of the parameters before this M-step.
+    lower_bounds : tuple of float
+        One per iteration so far.
+    change : float
+        ``lower_bound`` minus the previous one.
+    converged : bool
+    seconds : float
+        Wall time of the iteration.
+    """
+
+    params: GMMParams
+    n_iter: int
+    lower_bound: float
+    lower_bounds: tuple = field(default_factory=tuple)
+    change: float = math.nan
+    converged: bool = False
+    seconds: float = 0.0
+
+
+def run_em(
+    data: ChunkedData,
+    start: EMState,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    on_iteration=None,
+) -> EMState:
+    """Iterate EM from ``start`` until ``|change| < tol`` or ``max_iter`` in total.
+
+    Parameters
+    ----------
+    data : ChunkedData
+    start : EMState
+        Initial parameters with ``n_iter=0`` and ``lower_bound=-inf``, or a
+        checkpointed state to resume from (same data, same result as an
+        uninterrupted run).
+    reg_covar, tol : float
+    max_iter : int
+        Total iteration budget, counting those already in ``start``.
+    on_iteration : callable, optional
+        Called with each new :class:`EMState`.
+
+    Returns
+    -------
+    EMState
+        The last state; ``converged`` says whether ``tol`` was met.
+    """
+    state = start
+    while state.n_iter < max_iter and not state.converged:
+        t0 = time.perf_counter()
+        stats = data.map_reduce(estep_chunk, state.params.kernel_params())
+        lower_bound = stats.loglik / stats.n_samples
+        params = m_step(stats, reg_covar)
+        change = lower_bound - state.lower_bound
+        state = EMState(
+            params=params,
+            n_iter=state.n_iter + 1,
+            lower_bound=lower_bound,
+            lower_bounds=state.lower_bounds + (lower_bound,),
+            change=change,
+            converged=abs(change) < tol,
+            seconds=time.perf_counter() - t0,
+        )
+        logger.info(
+            "EM iteration %d: mean log-likelihood %.6f, change %.3g, %.2f s",
+            state.n_iter, lower_bound, change, state.seconds,
+        )
+        if on_iteration is not None:
+            on_iteration(state)
+    return state

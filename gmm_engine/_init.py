@@ -1,0 +1,353 @@
+"""Initialisation of the mixture parameters on chunked data.
+
+All methods follow scikit-learn's ``BaseMixture._initialize_parameters``:
+they produce responsibilities (here: their sufficient statistics) from
+which one M-step with weights ``nk / n_samples`` gives the starting
+parameters; user ``weights_init``, ``means_init`` and ``precisions_init``
+replace what they specify.
+
+Randomness that touches rows comes from :func:`_data.row_uniforms`, a
+function of the global row index, so a given ``random_state`` gives the
+same initialisation whatever the chunking and whatever order the
+scheduler runs chunks in.
+
+* ``random``: uniform responsibilities per row, normalised.
+* ``random_from_data``: K distinct rows drawn with
+  ``RandomState.choice(n_samples, K, replace=False)``, the same draw as
+  scikit-learn's.
+* ``k-means++``: greedy k-means++ (``2 + log K`` trials per centre) out of
+  core, one pass per centre: each pass scores the previous round's trial
+  centres and, for every trial, already samples the next round's trials
+  by exponential races (``-log(u) / d^2``: the smallest key is a draw
+  proportional to ``d^2``).
+* ``kmeans``: k-means|| (Bahmani et al. 2012) with a fixed ``2 K`` draws
+  per round (weighted sampling without replacement by exponential keys),
+  candidates weighted by the rows nearest to them and reclustered in
+  memory with weighted k-means++ and Lloyd, then Lloyd passes on the
+  chunks until the centres move less than scikit-learn's KMeans ``tol``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as kern
+from ._data import ChunkedData, row_uniforms
+from ._params import GMMParams, m_step
+from ._stats import DataSummary, SuffStats
+
+logger = logging.getLogger(__name__)
+
+#: k-means|| sampling rounds and draws per round (times n_components)
+KMEANS_PARALLEL_ROUNDS = 5
+KMEANS_PARALLEL_OVERSAMPLING = 2
+#: Lloyd passes over the data at most, and scikit-learn KMeans' relative tol
+KMEANS_MAX_ITER = 300
+KMEANS_TOL = 1e-4
+
+
+# ---------------------------------------------------------------------------
+# values returned by chunk functions
+
+
+@dataclass(frozen=True, eq=False)
+class _TopKeys:
+    """The ``m`` rows with the smallest keys, and the total squared distance."""
+
+    keys: np.ndarray  # (m,)
+    idx: np.ndarray  # (m,)
+    rows: np.ndarray  # (m, D)
+    cost: float
+
+    def merge(self, other):
+        keys = np.concatenate([self.keys, other.keys])
+        idx = np.concatenate([self.idx, other.idx])
+        rows = np.concatenate([self.rows, other.rows])
+        m = max(len(self.keys), len(other.keys))
+        order = np.lexsort((idx, keys))[:m]
+        return _TopKeys(keys[order], idx[order], rows[order], self.cost + other.cost)
+
+
+@dataclass(frozen=True, eq=False)
+class _Races:
+    """Per hypothesis h: potential, and the winner of each of L races."""
+
+    potentials: np.ndarray  # (H,)
+    keys: np.ndarray  # (H, L)
+    idx: np.ndarray  # (H, L)
+    rows: np.ndarray  # (H, L, D)
+
+    def merge(self, other):
+        take = (other.keys < self.keys) | ((other.keys == self.keys) & (other.idx < self.idx))
+        return _Races(
+            self.potentials + other.potentials,
+            np.where(take, other.keys, self.keys),
+            np.where(take, other.idx, self.idx),
+            np.where(take[..., None], other.rows, self.rows),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _Counts:
+    counts: np.ndarray
+
+    def merge(self, other):
+        return _Counts(self.counts + other.counts)
+
+
+# ---------------------------------------------------------------------------
+# chunk functions (top level: they travel to workers by reference)
+
+
+def _min_sqdist(block, centers):
+    dist = np.full(block.shape[0], np.inf)
+    kern.min_sqdist_update(block, np.ascontiguousarray(centers, dtype=np.float64), dist)
+    return dist
+
+
+def _exp_keys(u, weights):
+    with np.errstate(divide="ignore"):
+        return np.where(weights > 0, -np.log1p(-u) / weights, np.inf)
+
+
+def _topkeys_chunk(block, start, centers, key, stream, m):
+    d2 = _min_sqdist(block, centers)
+    u = row_uniforms(key, stream, start, start + block.shape[0], 1)[:, 0]
+    keys = _exp_keys(u, d2)
+    take = np.argsort(keys, kind="stable")[:m]
+    take = take[np.isfinite(keys[take])]
+    return _TopKeys(keys[take], start + take, np.asarray(block[take], dtype=np.float64), float(d2.sum()))
+
+
+def _races_chunk(block, start, centers, trials, key, stream, n_races):
+    d2 = _min_sqdist(block, centers)
+    if trials is None:
+        hyp = d2[:, None]
+    else:
+        each = np.empty((block.shape[0], trials.shape[0]))
+        kern.sqdist_each(block, np.ascontiguousarray(trials), each)
+        hyp = np.minimum(d2[:, None], each)
+    n, H = hyp.shape
+    u = row_uniforms(key, stream, start, start + n, H * n_races).reshape(n, H, n_races)
+    keys = _exp_keys(u, hyp[:, :, None])
+    win = np.argmin(keys, axis=0)  # (H, L)
+    best = np.take_along_axis(keys, win[None], axis=0)[0]
+    return _Races(
+        hyp.sum(axis=0),
+        best,
+        np.where(np.isfinite(best), start + win, -1),
+        np.asarray(block[win], dtype=np.float64),
+    )
+
+
+def _count_nearest_chunk(block, start, centers):
+    labels = np.empty(block.shape[0], dtype=np.int64)
+    dist = np.empty(block.shape[0])
+    kern.nearest(block, centers, labels, dist)
+    return _Counts(np.bincount(labels, minlength=centers.shape[0]).astype(np.float64))
+
+
+def _lloyd_chunk(block, start, centers, covariance_type):
+    labels = np.empty(block.shape[0], dtype=np.int64)
+    dist = np.empty(block.shape[0])
+    kern.nearest(block, centers, labels, dist)
+    resp = np.zeros((block.shape[0], centers.shape[0]))
+    resp[np.arange(block.shape[0]), labels] = 1.0
+    return SuffStats.from_resp(block, resp, centers, covariance_type)
+
+
+def _random_resp_chunk(block, start, shift, key, covariance_type):
+    K = shift.shape[0]
+    resp = row_uniforms(key, 0, start, start + block.shape[0], K)
+    resp /= resp.sum(axis=1, keepdims=True)
+    return SuffStats.from_resp(block, resp, shift, covariance_type)
+
+
+# ---------------------------------------------------------------------------
+# in-memory weighted k-means for the k-means|| candidates
+
+
+def _weighted_kmeanspp(points, weights, K, rs):
+    m = points.shape[0]
+    n_trials = 2 + int(np.log(K))
+    p = weights / weights.sum()
+    first = rs.choice(m, p=p)
+    centers = [points[first]]
+    d2 = ((points - points[first]) ** 2).sum(axis=1)
+    for _ in range(1, K):
+        pot = (weights * d2).sum()
+        if pot <= 0:
+            centers.append(points[rs.randint(m)])
+            continue
+        cum = np.cumsum(weights * d2)
+        cand = np.searchsorted(cum, rs.uniform(size=n_trials) * pot)
+        cand = np.clip(cand, None, m - 1)
+        dc = ((points[None, :, :] - points[cand][:, None, :]) ** 2).sum(axis=2)
+        dc = np.minimum(d2[None], dc)
+        best = int(np.argmin((dc * weights).sum(axis=1)))
+        centers.append(points[cand[best]])
+        d2 = dc[best]
+    return np.array(centers)
+
+
+def _weighted_lloyd(points, weights, centers, tol, max_iter=300):
+    for _ in range(max_iter):
+        labels = np.empty(points.shape[0], dtype=np.int64)
+        dist = np.empty(points.shape[0])
+        kern.nearest(points, centers, labels, dist)
+        new = centers.copy()
+        for k in range(centers.shape[0]):
+            mask = labels == k
+            if weights[mask].sum() > 0:
+                new[k] = np.average(points[mask], axis=0, weights=weights[mask])
+        moved = ((new - centers) ** 2).sum()
+        centers = new
+        if moved <= tol:
+            break
+    return centers
+
+
+# ---------------------------------------------------------------------------
+# the methods
+
+
+def _one_hot_stats(rows, covariance_type):
+    """Statistics of responsibilities equal to 1 on one row per component."""
+    empty = SuffStats.zeros(covariance_type, rows, loglik=float("nan"))
+    return dataclasses.replace(empty, nk=np.ones(rows.shape[0]), n_samples=rows.shape[0])
+
+
+def kmeans_plusplus_rows(data: ChunkedData, K: int, rs: np.random.RandomState):
+    """Greedy k-means++ centres drawn from the rows, one pass per centre.
+
+    Returns
+    -------
+    rows : ndarray of shape (K, D)
+    indices : ndarray of shape (K,)
+    """
+    key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
+    n_races = 2 + int(np.log(K))
+    first = int(rs.randint(data.n_samples))
+    rows = [data.take([first])[0]]
+    indices = [first]
+    trials, trial_idx = None, None
+    stream = 0
+    while len(rows) < K:
+        res = data.map_reduce(
+            _races_chunk, np.array(rows), trials, key, stream, n_races
+        )
+        stream += 1
+        h = 0
+        if trials is not None:
+            h = int(np.argmin(res.potentials))
+            if trial_idx[h] >= 0:
+                rows.append(trials[h])
+                indices.append(int(trial_idx[h]))
+            else:  # fewer distinct rows than components
+                i = int(rs.randint(data.n_samples))
+                rows.append(data.take([i])[0])
+                indices.append(i)
+            if len(rows) == K:
+                break
+        valid = res.idx[h] >= 0
+        if not valid.any():
+            trials = data.take(rs.randint(data.n_samples, size=n_races))
+            trial_idx = np.full(n_races, -1)
+        else:
+            # races that found no row (all remaining distances 0) repeat a winner
+            pick = np.where(valid, np.arange(n_races), np.flatnonzero(valid)[0])
+            trials, trial_idx = res.rows[h][pick], res.idx[h][pick]
+    return np.array(rows), np.array(indices)
+
+
+def kmeans_parallel_centers(data: ChunkedData, summary: DataSummary, K: int, rs):
+    """k-means|| candidates reclustered to K centres (not yet refined by Lloyd)."""
+    key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
+    first = int(rs.randint(data.n_samples))
+    candidates = data.take([first])
+    m = KMEANS_PARALLEL_OVERSAMPLING * K
+    for r in range(KMEANS_PARALLEL_ROUNDS):
+        top = data.map_reduce(_topkeys_chunk, candidates, key, r, m)
+        if top.cost <= 0 or len(top.idx) == 0:
+            break
+        candidates = np.vstack([candidates, top.rows])
+    counts = data.map_reduce(_count_nearest_chunk, candidates).counts
+    tol = KMEANS_TOL * float(np.mean(summary.variance))
+    if candidates.shape[0] <= K:
+        extra = data.take(rs.randint(data.n_samples, size=K - candidates.shape[0]))
+        return np.vstack([candidates, extra])
+    centers = _weighted_kmeanspp(candidates, counts, K, rs)
+    return _weighted_lloyd(candidates, counts, centers, tol)
+
+
+def kmeans_stats(data, summary, K, covariance_type, rs):
+    """Hard k-means labels as sufficient statistics (scikit-learn's 'kmeans')."""
+    centers = kmeans_parallel_centers(data, summary, K, rs)
+    tol = KMEANS_TOL * float(np.mean(summary.variance))
+    for it in range(1, KMEANS_MAX_ITER + 1):
+        stats = data.map_reduce(_lloyd_chunk, centers, covariance_type)
+        empty = stats.nk == 0
+        new = np.where(empty[:, None], centers, centers + stats.sums / np.maximum(stats.nk, 1e-300)[:, None])
+        moved = float(((new - centers) ** 2).sum())
+        logger.debug("k-means pass %d: centre shift %.3g (tol %.3g)", it, moved, tol)
+        if moved <= tol:
+            break
+        centers = new
+    return stats
+
+
+def initialize(
+    data: ChunkedData,
+    summary: DataSummary,
+    *,
+    n_components: int,
+    covariance_type: str,
+    init_params: str,
+    reg_covar: float,
+    rs: np.random.RandomState,
+    weights_init=None,
+    means_init=None,
+    precisions_init=None,
+) -> GMMParams:
+    """Starting parameters, as scikit-learn's ``GaussianMixture._initialize``.
+
+    ``weights_init``, ``means_init`` and ``precisions_init`` must already be
+    validated arrays (or None).
+    """
+    from . import _covariance
+
+    cov = _covariance.get(covariance_type)
+    K, D = n_components, data.n_features
+    if weights_init is not None and means_init is not None and precisions_init is not None:
+        return GMMParams.from_precisions_cholesky(
+            covariance_type,
+            weights_init,
+            means_init,
+            cov.precision_cholesky_from_precisions(precisions_init),
+        )
+    if init_params == "kmeans":
+        stats = kmeans_stats(data, summary, K, covariance_type, rs)
+    elif init_params == "random":
+        key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
+        shift = np.broadcast_to(summary.mean, (K, D)).copy()
+        stats = data.map_reduce(_random_resp_chunk, shift, key, covariance_type)
+    elif init_params == "random_from_data":
+        indices = rs.choice(data.n_samples, size=K, replace=False)
+        stats = _one_hot_stats(data.take(indices), covariance_type)
+    elif init_params == "k-means++":
+        rows, _ = kmeans_plusplus_rows(data, K, rs)
+        stats = _one_hot_stats(rows, covariance_type)
+    else:  # pragma: no cover - validated by the estimator
+        raise ValueError(f"unknown init_params {init_params!r}")
+    params = m_step(stats, reg_covar, n_samples=data.n_samples)
+    weights = params.weights if weights_init is None else np.asarray(weights_init, dtype=np.float64)
+    means = params.means if means_init is None else np.asarray(means_init, dtype=np.float64)
+    if precisions_init is None:
+        return GMMParams(covariance_type, weights, means, params.covariances, params.precisions_cholesky)
+    return GMMParams.from_precisions_cholesky(
+        covariance_type, weights, means, cov.precision_cholesky_from_precisions(precisions_init)
+    )

@@ -1,0 +1,388 @@
+"""Parameter and input validation with scikit-learn's wording.
+
+scikit-learn is not a runtime dependency, so its ``validate_data`` and
+parameter constraints are reproduced here for what ``GaussianMixture``
+uses.  Error texts match scikit-learn's where it has one; where we know
+more (which rows hold NaN), the message says so.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+
+import numpy as np
+
+from .exceptions import DataValidationError, InvalidParameterError, NotFittedError, compatible
+
+# ---------------------------------------------------------------------------
+# random_state
+
+
+def check_random_state(seed) -> np.random.RandomState:
+    """scikit-learn's ``check_random_state``: None, int or RandomState."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, numbers.Integral):
+        return np.random.RandomState(int(seed))
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    raise ValueError(
+        "%r cannot be used to seed a numpy.random.RandomState instance" % seed
+    )
+
+
+# ---------------------------------------------------------------------------
+# constructor parameters
+
+
+class _Interval:
+    def __init__(self, kind, left, right, closed):
+        self.kind, self.left, self.right, self.closed = kind, left, right, closed
+
+    def ok(self, v):
+        if isinstance(v, (bool, np.bool_)):
+            return False
+        if not isinstance(v, self.kind):
+            return False
+        if self.left is not None:
+            if v < self.left or (v == self.left and self.closed not in ("left", "both")):
+                return False
+        if self.right is not None:
+            if v > self.right or (v == self.right and self.closed not in ("right", "both")):
+                return False
+        return True
+
+    def __str__(self):
+        kind = "an int" if self.kind is numbers.Integral else "a float"
+        left = self.left if self.left is not None else "-inf"
+        right = self.right if self.right is not None else "inf"
+        if self.kind is numbers.Real and self.left is not None:
+            left = float(self.left)
+        lb = "[" if self.closed in ("left", "both") and self.left is not None else "("
+        rb = "]" if self.closed in ("right", "both") and self.right is not None else ")"
+        return f"{kind} in the range {lb}{left}, {right}{rb}"
+
+
+class _Options:
+    def __init__(self, options):
+        self.options = set(options)
+
+    def ok(self, v):
+        return isinstance(v, str) and v in self.options
+
+    def __str__(self):
+        return "a str among {%s}" % ", ".join(repr(o) for o in sorted(self.options))
+
+
+class _Const:
+    def __init__(self, text, predicate):
+        self.text, self.predicate = text, predicate
+
+    def ok(self, v):
+        return self.predicate(v)
+
+    def __str__(self):
+        return self.text
+
+
+_BOOL = [
+    _Const("an instance of 'bool'", lambda v: isinstance(v, bool)),
+    _Const("an instance of 'numpy.bool'", lambda v: isinstance(v, np.bool_)),
+]
+_NONE = _Const("None", lambda v: v is None)
+_ARRAY_LIKE = _Const(
+    "an array-like",
+    lambda v: hasattr(v, "__len__") or hasattr(v, "shape") or hasattr(v, "__array__"),
+)
+
+PARAMETER_CONSTRAINTS = {
+    "n_components": [_Interval(numbers.Integral, 1, None, "left")],
+    "covariance_type": [_Options({"full", "tied", "diag", "spherical"})],
+    "tol": [_Interval(numbers.Real, 0.0, None, "left")],
+    "reg_covar": [_Interval(numbers.Real, 0.0, None, "left")],
+    "max_iter": [_Interval(numbers.Integral, 0, None, "left")],
+    "n_init": [_Interval(numbers.Integral, 1, None, "left")],
+    "init_params": [_Options({"kmeans", "random", "random_from_data", "k-means++"})],
+    "weights_init": [_ARRAY_LIKE, _NONE],
+    "means_init": [_ARRAY_LIKE, _NONE],
+    "precisions_init": [_ARRAY_LIKE, _NONE],
+    "random_state": [
+        _Interval(numbers.Integral, 0, 2**32 - 1, "both"),
+        _Const(
+            "an instance of 'numpy.random.mtrand.RandomState'",
+            lambda v: isinstance(v, np.random.RandomState),
+        ),
+        _NONE,
+    ],
+    "warm_start": _BOOL,
+    "verbose": [_Interval(numbers.Integral, 0, None, "left"), *_BOOL],
+    "verbose_interval": [_Interval(numbers.Integral, 1, None, "left")],
+    "persist": _BOOL,
+}
+
+
+def _join(constraints):
+    texts = [str(c) for c in constraints]
+    if len(texts) == 1:
+        return texts[0]
+    return ", ".join(texts[:-1]) + " or " + texts[-1]
+
+
+def validate_params(estimator) -> None:
+    """Raise ``InvalidParameterError`` for the first invalid constructor parameter."""
+    name = type(estimator).__name__
+    for param, value in estimator.get_params(deep=False).items():
+        constraints = PARAMETER_CONSTRAINTS.get(param)
+        if constraints is None or any(c.ok(value) for c in constraints):
+            continue
+        raise InvalidParameterError(
+            f"The {param!r} parameter of {name} must be {_join(constraints)}. "
+            f"Got {value!r} instead."
+        )
+
+
+# ---------------------------------------------------------------------------
+# user-supplied initial parameters (scikit-learn's wording)
+
+
+def check_weights(weights, n_components):
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (n_components,):
+        raise ValueError(
+            "The parameter 'weights' should have the shape of %s, but got %s"
+            % ((n_components,), weights.shape)
+        )
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range "
+            "[0, 1], but got max value %.5f, min value %.5f"
+            % (np.min(weights), np.max(weights))
+        )
+    if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=1e-8):
+        raise ValueError(
+            "The parameter 'weights' should be normalized, but got sum(weights) = %.5f"
+            % weights.sum()
+        )
+    return weights
+
+
+def check_means(means, n_components, n_features):
+    means = np.asarray(means, dtype=np.float64)
+    if means.shape != (n_components, n_features):
+        raise ValueError(
+            "The parameter 'means' should have the shape of %s, but got %s"
+            % ((n_components, n_features), means.shape)
+        )
+    return means
+
+
+# ---------------------------------------------------------------------------
+# input arrays
+
+
+def is_dask_array(X) -> bool:
+    return type(X).__module__.startswith("dask.") and hasattr(X, "chunks") and hasattr(X, "dask")
+
+
+def is_zarr_array(X) -> bool:
+    return type(X).__module__.startswith("zarr.") and hasattr(X, "chunks") and hasattr(X, "attrs")
+
+
+def is_path_like(X) -> bool:
+    return isinstance(X, (str, os.PathLike))
+
+
+def non_finite_message(n_nan_rows, n_inf_rows, n_rows, bad_rows, what="X") -> str:
+    """Say what is wrong (NaN or infinity), in how many rows, where, and the fix."""
+    kinds = []
+    if n_nan_rows:
+        kinds.append("NaN")
+    if n_inf_rows:
+        kinds.append("infinity or a value too large for dtype('float64')")
+    n_bad = n_nan_rows + n_inf_rows
+    shown = ", ".join(str(r) for r in bad_rows)
+    more = ", ..." if n_bad > len(bad_rows) else ""
+    return (
+        f"Input {what} contains {' and '.join(kinds)} in {n_bad} of {n_rows} rows "
+        f"(row indices {shown}{more}). GaussianMixture does not accept missing or "
+        "infinite values: impute or remove these rows first, for example with "
+        "pipeline.ingest(..., bad_rows='drop'), which drops them and records how many."
+    )
+
+
+def _sparse_error():
+    return TypeError(
+        "Sparse data was passed for X, but dense data is required. Use '.toarray()' "
+        "to convert to a dense numpy array."
+    )
+
+
+def _is_sparse(X) -> bool:
+    return hasattr(X, "tocsr") and hasattr(X, "nnz")
+
+
+def check_dim_and_dtype(shape, dtype, name="GaussianMixture", array_repr=None):
+    """Shape/dtype checks shared by in-memory and lazy inputs."""
+    if len(shape) == 0:
+        raise ValueError(
+            f"Expected 2D array, got scalar array instead:\narray={array_repr}.\n"
+            "Reshape your data either using array.reshape(-1, 1) if your data has a "
+            "single feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    if len(shape) == 1:
+        raise ValueError(
+            f"Expected 2D array, got 1D array instead:\narray={array_repr}.\n"
+            "Reshape your data either using array.reshape(-1, 1) if your data has a "
+            "single feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    if len(shape) > 2:
+        raise ValueError(
+            f"Found array with dim {len(shape)}, while dim <= 2 is required by {name}."
+        )
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"Complex data not supported\n{array_repr}\n")
+
+
+def check_n_samples(n_samples, n_features, shape, min_samples, name="GaussianMixture"):
+    if n_samples < min_samples:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) (shape={tuple(shape)}) while a "
+            f"minimum of {min_samples} is required by {name}."
+        )
+    if n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of "
+            f"1 is required by {name}."
+        )
+
+
+def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
+    """scikit-learn's ``check_array`` for dense in-memory input.
+
+    Returns a C-contiguous float32 or float64 array (other numeric dtypes
+    become float64) and raises on sparse, complex, non-2D, too small or
+    non-finite input.
+    """
+    if _is_sparse(X):
+        raise _sparse_error()
+    if hasattr(X, "columns") and hasattr(X, "to_numpy"):  # pandas
+        X = X.to_numpy()
+    arr = np.asarray(X)
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"Complex data not supported\n{arr}\n")
+    dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64
+    if arr.dtype.kind == "O":
+        arr = arr.astype(np.float64)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_dim_and_dtype(arr.shape, arr.dtype, name, array_repr=arr)
+    check_n_samples(arr.shape[0], arr.shape[1], arr.shape, min_samples, name)
+    finite_rows = np.isfinite(arr).all(axis=1)
+    if not finite_rows.all():
+        bad = np.flatnonzero(~finite_rows)
+        nan_rows = np.isnan(arr[bad]).any(axis=1)
+        raise DataValidationError(
+            non_finite_message(
+                int(nan_rows.sum()), int((~nan_rows).sum()), arr.shape[0], bad[:10].tolist()
+            )
+        )
+    return arr
+
+
+# ---------------------------------------------------------------------------
+# fitted state, feature counts and feature names
+
+
+def check_is_fitted(estimator, attribute="means_"):
+    if not hasattr(estimator, attribute):
+        raise compatible(NotFittedError)(
+            f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' "
+            "with appropriate arguments before using this estimator."
+        )
+
+
+def check_n_features(estimator, n_features, reset):
+    if reset:
+        estimator.n_features_in_ = int(n_features)
+        return
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and n_features != expected:
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
+            f"{expected} features as input."
+        )
+
+
+def get_feature_names(X):
+    """Column names of a DataFrame, or ``feature_names`` of a Zarr array, or None."""
+    names = None
+    if hasattr(X, "columns"):
+        names = list(X.columns)
+    elif is_zarr_array(X):
+        names = X.attrs.get("feature_names")
+    if names is None or len(names) == 0:
+        return None
+    kinds = {type(n) for n in names}
+    if all(isinstance(n, str) for n in names):
+        return np.asarray(names, dtype=object)
+    if len(kinds) > 1 and any(issubclass(k, str) for k in kinds):
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {sorted(k.__name__ for k in kinds)} as feature name / "
+            "column name types. If you want feature names to be stored and validated, "
+            "you must convert them all to strings, by using X.columns = "
+            "X.columns.astype(str) for example. Otherwise you can remove feature / "
+            "column names from your input data, or convert them all to a non-string "
+            "data type."
+        )
+    return None
+
+
+def check_feature_names(estimator, X, reset):
+    """scikit-learn's feature-name bookkeeping and messages."""
+    name = type(estimator).__name__
+    names = get_feature_names(X)
+    if reset:
+        if names is not None:
+            estimator.feature_names_in_ = names
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None and names is None:
+        return
+    if names is not None and fitted is None:
+        warnings.warn(
+            f"X has feature names, but {name} was fitted without feature names",
+            UserWarning,
+        )
+        return
+    if names is None and fitted is not None:
+        warnings.warn(
+            f"X does not have valid feature names, but {name} was fitted with "
+            "feature names",
+            UserWarning,
+        )
+        return
+    if len(fitted) != len(names) or np.any(fitted != names):
+        message = "The feature names should match those that were passed during fit.\n"
+        fitted_set, new_set = set(fitted), set(names)
+        unexpected = sorted(new_set - fitted_set)
+        missing = sorted(fitted_set - new_set)
+
+        def listing(header, items, max_n=5):
+            out = header
+            for item in items[:max_n]:
+                out += f"- {item}\n"
+            if len(items) > max_n:
+                out += "- ...\n"
+            return out
+
+        if unexpected:
+            message += listing("Feature names unseen at fit time:\n", unexpected)
+        if missing:
+            message += listing("Feature names seen at fit time, yet now missing:\n", missing)
+        if not missing and not unexpected:
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(message)

@@ -1,0 +1,675 @@
+"""``GaussianMixture``: scikit-learn's estimator, fitted out of core on Dask."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _covariance
+from ._data import NUMPY_BLOCK_ROWS, TARGET_CHUNK_BYTES, DaskData, NumpyData, n_threads
+from ._em import EMState, run_em
+from ._init import initialize
+from ._params import GMMParams
+from ._persist import load_model, save_model
+from ._stats import summary_chunk
+from ._validation import (
+    check_dim_and_dtype,
+    check_feature_names,
+    check_is_fitted,
+    check_means,
+    check_n_features,
+    check_n_samples,
+    check_numpy,
+    check_random_state,
+    check_weights,
+    is_dask_array,
+    is_path_like,
+    is_zarr_array,
+    non_finite_message,
+    validate_params,
+)
+from .exceptions import ConvergenceWarning, DataValidationError, compatible
+
+logger = logging.getLogger("gmm_engine")
+
+__all__ = ["GaussianMixture"]
+
+
+# ---------------------------------------------------------------------------
+# input handling
+
+
+def open_zarr_array(path, storage_options=None):
+    """Open a Zarr array read-only from a local path or any fsspec URL."""
+    import zarr
+
+    try:
+        return zarr.open_array(str(path), mode="r", storage_options=storage_options)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"No Zarr array at {path!s}: check the path, or ingest the data first "
+            "(`gmm ingest` or pipeline.ingest)."
+        ) from None
+
+
+def zarr_to_dask(z):
+    """A dask array over a Zarr array, chunked in whole storage chunks of ~64 MiB."""
+    import dask.array as da
+
+    n, D = z.shape
+    unit = int((getattr(z, "shards", None) or z.chunks)[0])
+    row_bytes = max(1, D * z.dtype.itemsize)
+    rows = max(unit, (TARGET_CHUNK_BYTES // row_bytes) // unit * unit)
+    return da.from_zarr(z, chunks=(min(rows, max(n, 1)), D))
+
+
+def _lazy_input(X, min_samples):
+    """Validate a dask array's metadata (no data read) and fix its dtype."""
+    if len(X.shape) == 2 and any(math.isnan(c) for c in X.chunks[0]):
+        raise ValueError(
+            "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() "
+            "(or X = X.persist()) before passing it to GaussianMixture."
+        )
+    check_dim_and_dtype(X.shape, X.dtype, array_repr=repr(X))
+    check_n_samples(X.shape[0], X.shape[1], X.shape, min_samples)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.numblocks[1] != 1:
+        X = X.rechunk({1: -1})
+    return X
+
+
+def _resolve(X):
+    """Turn paths and Zarr arrays into dask arrays; return (array, names source)."""
+    if is_path_like(X):
+        X = open_zarr_array(X)
+    if is_zarr_array(X):
+        return zarr_to_dask(X), X
+    return X, X
+
+
+# ---------------------------------------------------------------------------
+# per-block scoring (numpy blocks from either backend)
+
+
+def _check_block_finite(block, start):
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        nan_rows = np.isnan(block[bad]).any(axis=1)
+        raise DataValidationError(
+            non_finite_message(
+                int(nan_rows.sum()), int((~nan_rows).sum()), f"the chunk at row {start}",
+                (start + bad[:10]).tolist(),
+            )
+        )
+
+
+def _weighted_log_prob(block, kp, start=0):
+    _check_block_finite(block, start)
+    out = np.empty((block.shape[0], kp.n_components))
+    _covariance.get(kp.covariance_type).weighted_log_prob(block, kp, out)
+    return out
+
+
+def _logsumexp_rows(wlp):
+    m = wlp.max(axis=1)
+    finite = np.isfinite(m)
+    shift = np.where(finite, m, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(wlp - shift[:, None]).sum(axis=1)) + shift
+
+
+def _score_block(block, kp, block_info=None):
+    start = block_info[0]["array-location"][0][0] if block_info else 0
+    return _logsumexp_rows(_weighted_log_prob(block, kp, start))
+
+
+def _predict_block(block, kp, block_info=None):
+    start = block_info[0]["array-location"][0][0] if block_info else 0
+    return np.argmax(_weighted_log_prob(block, kp, start), axis=1)
+
+
+def _proba_block(block, kp, block_info=None):
+    start = block_info[0]["array-location"][0][0] if block_info else 0
+    wlp = _weighted_log_prob(block, kp, start)
+    with np.errstate(under="ignore"):
+        return np.exp(wlp - _logsumexp_rows(wlp)[:, None])
+
+
+def _map_rows_numpy(fn, X, kp, out):
+    """Apply a block function over an in-memory array on local threads."""
+    starts = range(0, X.shape[0], NUMPY_BLOCK_ROWS)
+
+    def run(s):
+        info = {0: {"array-location": [(s, min(s + NUMPY_BLOCK_ROWS, X.shape[0]))]}}
+        out[s : s + NUMPY_BLOCK_ROWS] = fn(X[s : s + NUMPY_BLOCK_ROWS], kp, block_info=info)
+
+    if len(starts) <= 1:
+        for s in starts:
+            run(s)
+    else:
+        with ThreadPoolExecutor(min(n_threads(), len(starts))) as pool:
+            list(pool.map(run, starts))
+    return out
+
+
+# ---------------------------------------------------------------------------
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by EM with one pass over chunked data per iteration.
+
+    A drop-in for :class:`sklearn.mixture.GaussianMixture` (same parameters,
+    defaults, attributes, methods, warnings and error messages) that also
+    accepts dask arrays, Zarr arrays and paths or URLs of Zarr arrays, and
+    never gathers the data on the client.  Each EM iteration is one pass
+    over the chunks: every chunk yields its sufficient statistics and
+    log-likelihood, a tree reduction merges them, and the M-step is a pure
+    function of the merged statistics.  Dask input is computed on the
+    active ``distributed.Client`` when there is one, else on the threaded
+    scheduler; in-memory input runs on local threads.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Each component has its own general covariance matrix ('full'), all
+        share one ('tied'), each has its own diagonal ('diag') or a single
+        variance ('spherical').
+    tol : float, default=1e-3
+        EM stops when the mean log-likelihood changes by less than this.
+    reg_covar : float, default=1e-6
+        Non-negative value added to the diagonal of every covariance.
+    max_iter : int, default=100
+        The number of EM iterations to perform.
+    n_init : int, default=1
+        The number of initialisations; the best lower bound is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
+default='kmeans'
+        'kmeans' runs k-means|| then Lloyd passes over the chunks;
+        'k-means++' draws greedy k-means++ centres (one pass per centre);
+        'random' draws random responsibilities; 'random_from_data' takes
+        random rows as means (the same rows as scikit-learn for the same
+        ``random_state``).
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        (n_components,) if 'spherical', (n_features, n_features) if 'tied',
+        (n_components, n_features) if 'diag',
+        (n_components, n_features, n_features) if 'full'.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and ``sample``.  Row-level randomness is a
+        function of the row index, so the fit does not depend on chunking.
+    warm_start : bool, default=False
+        Start from the last fit's parameters; ``n_init`` is then ignored.
+    verbose : int, default=0
+        1 or more shows a progress bar over EM iterations with the current
+        mean log-likelihood.  Every iteration is also logged at INFO on the
+        ``gmm_engine`` logger.
+    verbose_interval : int, default=10
+        Kept for scikit-learn compatibility (the bar refreshes every
+        iteration).
+    persist : bool, default=False
+        Keep dask input in (cluster) memory for the whole fit instead of
+        reading it from its store on every pass.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+        Shape set by ``covariance_type`` (see ``precisions_init``).
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+        Upper-triangular ``U`` with ``precision = U U^T``.
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Mean log-likelihood of the training data under the parameters before
+        the last M-step (scikit-learn's definition).
+    lower_bounds_ : list of float
+        One per iteration of the best initialisation.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Only when the input had string feature names (DataFrame columns or
+        a Zarr array's ``feature_names`` attribute).
+
+    Notes
+    -----
+    Fitted arrays are float64 whatever the input dtype; the arithmetic is
+    float64 with statistics accumulated around the current means, so data
+    far from the origin and float32 input keep full accuracy.
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        persist=False,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.persist = persist
+
+    # -- scikit-learn estimator protocol ------------------------------------
+
+    @classmethod
+    def _get_param_names(cls):
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values() if p.name != "self")
+
+    def get_params(self, deep=True):
+        """Parameters of this estimator, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set parameters, as scikit-learn's ``set_params``; returns self."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {self}. Valid parameters "
+                    f"are: {valid!r}."
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self):
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(type(self).__init__).parameters.values()
+            if p.name != "self"
+        }
+        changed = []
+        for name in defaults:  # signature order, as scikit-learn prints
+            value = getattr(self, name)
+            default = defaults[name]
+            same = value is default or (
+                not isinstance(value, np.ndarray)
+                and not isinstance(default, np.ndarray)
+                and type(value) is type(default)
+                and value == default
+            )
+            if not same:
+                changed.append((name, value))
+        changed.sort(key=lambda kv: kv[0])
+        args = ", ".join(f"{k}={v!r}" for k, v in changed)
+        return f"{type(self).__name__}({args})"
+
+    def __sklearn_tags__(self):
+        # Only scikit-learn calls this, so it is importable here.
+        from sklearn.utils import InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            input_tags=InputTags(),
+        )
+
+    # -- fitting -------------------------------------------------------------
+
+    def _training_data(self, X):
+        """ChunkedData for X; sets ``n_features_in_`` and ``feature_names_in_``."""
+        X, names_source = _resolve(X)
+        if is_dask_array(X):
+            X = _lazy_input(X, min_samples=2)
+            data = DaskData(X, persist=self.persist)
+        else:
+            data = NumpyData(check_numpy(X, min_samples=2))
+        check_n_features(self, data.n_features, reset=True)
+        check_feature_names(self, names_source, reset=True)
+        return data
+
+    def fit(self, X, y=None, *, on_iteration=None):
+        """Estimate the parameters with EM; see :meth:`fit_predict`.
+
+        Parameters
+        ----------
+        X : array-like, dask array, zarr array, or path/URL of a Zarr array, \
+of shape (n_samples, n_features)
+        y : Ignored
+        on_iteration : callable, optional
+            Called after every EM iteration with an ``EMState`` (parameters,
+            iteration count, lower bounds): the hook for checkpoints.
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        self._fit(X, on_iteration=on_iteration)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the most likely component of every row of X.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
+        """
+        self._fit(X)
+        return self.predict(X)
+
+    def _check_init_params(self, n_features):
+        K = self.n_components
+        weights = None if self.weights_init is None else check_weights(self.weights_init, K)
+        means = None if self.means_init is None else check_means(self.means_init, K, n_features)
+        precisions = None
+        if self.precisions_init is not None:
+            precisions = _covariance.get(self.covariance_type).check_precisions(
+                self.precisions_init, K, n_features
+            )
+        return weights, means, precisions
+
+    def _fit(self, X, on_iteration=None):
+        validate_params(self)
+        data = self._training_data(X)
+        n = data.n_samples
+        if n < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, n_samples = {n}"
+            )
+        weights_init, means_init, precisions_init = self._check_init_params(data.n_features)
+        # One scan: validates lazy input (NaN/inf with row positions) and gives
+        # the per-feature mean and variance the initialisers need.
+        summary = data.map_reduce(summary_chunk)
+        if summary.n_bad_rows:
+            raise DataValidationError(
+                non_finite_message(summary.n_nan_rows, summary.n_inf_rows, n, list(summary.bad_rows))
+            )
+
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        rs = check_random_state(self.random_state)
+        best = None
+        self.converged_ = False
+        for init in range(n_init):
+            if do_init:
+                params = initialize(
+                    data, summary,
+                    n_components=self.n_components,
+                    covariance_type=self.covariance_type,
+                    init_params=self.init_params,
+                    reg_covar=self.reg_covar,
+                    rs=rs,
+                    weights_init=weights_init,
+                    means_init=means_init,
+                    precisions_init=precisions_init,
+                )
+                start = EMState(params, 0, -math.inf)
+            else:
+                start = EMState(self._params(), 0, self.lower_bound_)
+            logger.info("Initialization %d", init)
+            state = self._run(data, start, init, n_init, on_iteration)
+            if self.max_iter == 0 or best is None or state.lower_bound > best.lower_bound or best.lower_bound == -math.inf:
+                best = state
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                compatible(ConvergenceWarning),
+            )
+        self._set_params_from(best.params)
+        self.converged_ = bool(best.converged)
+        self.n_iter_ = int(best.n_iter)
+        self.lower_bound_ = float(best.lower_bound) if self.max_iter > 0 else -math.inf
+        self.lower_bounds_ = list(best.lower_bounds)
+        return self
+
+    def _run(self, data, start, init, n_init, on_iteration):
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            desc = f"EM init {init + 1}/{n_init}" if n_init > 1 else "EM"
+            bar = tqdm(total=self.max_iter, desc=desc, unit="iter", leave=True)
+
+        def hook(state):
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loglik=f"{state.lower_bound:.6g}", change=f"{state.change:.2g}")
+            if on_iteration is not None:
+                on_iteration(state)
+
+        try:
+            return run_em(
+                data, start, reg_covar=self.reg_covar, tol=self.tol,
+                max_iter=self.max_iter, on_iteration=hook,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def resume(self, X, state, *, on_iteration=None):
+        """Continue an interrupted fit from a checkpointed :class:`EMState`.
+
+        The iteration budget ``max_iter`` counts the iterations already in
+        ``state``; on the same data the result equals an uninterrupted fit.
+
+        Parameters
+        ----------
+        X : as for :meth:`fit`
+        state : EMState
+            As passed to ``on_iteration`` during the interrupted fit.
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        validate_params(self)
+        data = self._training_data(X)
+        if state.params.n_features != data.n_features or state.params.covariance_type != self.covariance_type:
+            raise ValueError(
+                "The checkpoint does not match this estimator and data: it has "
+                f"{state.params.n_features} features and covariance_type="
+                f"{state.params.covariance_type!r}, the data has {data.n_features} features "
+                f"and the estimator covariance_type={self.covariance_type!r}."
+            )
+        final = self._run(data, state, 0, 1, on_iteration)
+        if not final.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                compatible(ConvergenceWarning),
+            )
+        self._set_params_from(final.params)
+        self.converged_ = bool(final.converged)
+        self.n_iter_ = int(final.n_iter)
+        self.lower_bound_ = float(final.lower_bound)
+        self.lower_bounds_ = list(final.lower_bounds)
+        return self
+
+    def _set_params_from(self, params: GMMParams):
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = params.precisions
+
+    def _params(self) -> GMMParams:
+        return GMMParams(
+            self.covariance_type,
+            np.asarray(self.weights_, dtype=np.float64),
+            np.asarray(self.means_, dtype=np.float64),
+            np.asarray(self.covariances_, dtype=np.float64),
+            np.asarray(self.precisions_cholesky_, dtype=np.float64),
+        )
+
+    # -- prediction ------------------------------------------------------------
+
+    def _prepare(self, X):
+        """Validate X for prediction; return (array, is_lazy)."""
+        check_is_fitted(self)
+        X, names_source = _resolve(X)
+        if is_dask_array(X):
+            X = _lazy_input(X, min_samples=1)
+            lazy = True
+        else:
+            X = check_numpy(X, min_samples=1)
+            lazy = False
+        check_n_features(self, X.shape[1], reset=False)
+        check_feature_names(self, names_source, reset=False)
+        return X, lazy
+
+    def _apply(self, fn, X, n_out):
+        X, lazy = self._prepare(X)
+        kp = self._params().kernel_params()
+        if lazy:
+            import dask
+
+            kp_node = dask.delayed(kp, pure=True, traverse=False)
+            if n_out is None:
+                return X.map_blocks(fn, kp_node, drop_axis=1, dtype=np.int64 if fn is _predict_block else np.float64)
+            return X.map_blocks(fn, kp_node, chunks=(X.chunks[0], (n_out,)), dtype=np.float64)
+        shape = (X.shape[0],) if n_out is None else (X.shape[0], n_out)
+        dtype = np.int64 if fn is _predict_block else np.float64
+        return _map_rows_numpy(fn, X, kp, np.empty(shape, dtype=dtype))
+
+    def score_samples(self, X):
+        """Log-likelihood of every row under the model.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,), or a lazy dask array for dask input
+        """
+        return self._apply(_score_block, X, None)
+
+    def predict(self, X):
+        """Most likely component of every row.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
+        """
+        return self._apply(_predict_block, X, None)
+
+    def predict_proba(self, X):
+        """Posterior probability of every component for every row.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components), or a lazy dask array
+        """
+        return self._apply(_proba_block, X, self.n_components)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the rows of X (computed, also for dask input)."""
+        s = self.score_samples(X)
+        return float(s.mean().compute() if hasattr(s, "compute") else s.mean())
+
+    def _n_parameters(self):
+        _, n_features = self.means_.shape
+        return _covariance.get(self.covariance_type).n_parameters(self.n_components, n_features)
+
+    def _n_rows(self, X):
+        X, _ = _resolve(X)
+        return int(np.shape(X)[0])
+
+    def bic(self, X):
+        """Bayesian information criterion on X; lower is better."""
+        n = self._n_rows(X)
+        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion on X; lower is better."""
+        n = self._n_rows(X)
+        return -2 * self.score(X) * n + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw rows from the fitted mixture (scikit-learn's draws for a given seed).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of every row.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                "Invalid value for 'n_samples': %d . The sampling requires at least one "
+                "sample." % n_samples
+            )
+        _, n_features = self.means_.shape
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        if self.covariance_type == "full":
+            X = np.vstack([
+                rng.multivariate_normal(mean, cov, int(c))
+                for mean, cov, c in zip(self.means_, self.covariances_, counts)
+            ])
+        elif self.covariance_type == "tied":
+            X = np.vstack([
+                rng.multivariate_normal(mean, self.covariances_, int(c))
+                for mean, c in zip(self.means_, counts)
+            ])
+        else:
+            X = np.vstack([
+                mean + rng.standard_normal(size=(c, n_features)) * np.sqrt(cov)
+                for mean, cov, c in zip(self.means_, self.covariances_, counts)
+            ])
+        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
+        return X, y
+
+    # -- persistence ---------------------------------------------------------
+
+    def save(self, path, *, metadata=None, overwrite=False):
+        """Write the fitted model to a directory (JSON + .npy; never pickle).
+
+        Parameters
+        ----------
+        path : str or PathLike
+        metadata : dict, optional
+            JSON-serialisable information stored with the model.
+        overwrite : bool, default=False
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        check_is_fitted(self)
+        return save_model(self, path, metadata=metadata, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`, verifying checksums, shapes and dtypes.
+
+        Raises
+        ------
+        ModelFormatError
+            The directory is missing, corrupt, tampered with or not a model.
+        """
+        est, _ = load_model(cls, path)
+        return est
