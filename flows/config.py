@@ -1,0 +1,280 @@
+"""YAML configuration for every command, validated once with pydantic.
+
+Each command has one model (``IngestConfig``, ``FitConfig``, ``SelectConfig``,
+``ScoreConfig``, ``ServeConfig``, ``DemoConfig``); ``configs/`` holds an
+example of each.  Unknown keys are errors (a typo must not be ignored),
+and :func:`load_config` turns pydantic's errors into one message per
+problem that names the field, what was given and what is allowed.
+Relative paths in a config are resolved against its ``workdir``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message lists every problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Strict):
+    """TLS for connections to a Dask scheduler (``tls://`` addresses)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    require_encryption: bool = True
+
+
+class ClusterConfig(_Strict):
+    """Where Dask work runs: the embedded LocalCluster or an existing scheduler."""
+
+    address: str | None = Field(
+        None, description="Scheduler address (tcp://host:8786, tls://...). Empty: start a LocalCluster."
+    )
+    n_workers: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Embedded cluster only; default: one worker per core."
+    )
+    threads_per_worker: Annotated[int, Field(ge=1)] = 1
+    memory_limit: str = Field("auto", description="Per worker, e.g. '4GiB' or 'auto'.")
+    dashboard_address: str = Field("127.0.0.1:0", description="Embedded cluster; port 0 picks a free one.")
+    connect_timeout: Annotated[float, Field(gt=0)] = 10.0
+    tls: TLSConfig | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_address(self):
+        if self.address and self.address.startswith("tls://") and self.tls is None:
+            raise ValueError("a tls:// scheduler address needs the 'tls' section (ca_file, cert_file, key_file)")
+        return self
+
+
+class ModelConfig(_Strict):
+    """``gmm_engine.GaussianMixture`` parameters (scikit-learn's names and defaults)."""
+
+    n_components: Annotated[int, Field(ge=1)] = 1
+    covariance_type: CovarianceType = "full"
+    tol: Annotated[float, Field(ge=0)] = 1e-3
+    reg_covar: Annotated[float, Field(ge=0)] = 1e-6
+    max_iter: Annotated[int, Field(ge=0)] = 100
+    n_init: Annotated[int, Field(ge=1)] = 1
+    init_params: InitParams = "kmeans"
+    random_state: Annotated[int, Field(ge=0, lt=2**32)] | None = 0
+
+    def estimator_params(self) -> dict:
+        return self.model_dump()
+
+
+class AnomalyConfig(_Strict):
+    """The anomaly threshold is this quantile of the training log-likelihood."""
+
+    contamination: Annotated[float, Field(gt=0, lt=0.5)] = 0.01
+
+
+class _WithWorkdir(_Strict):
+    workdir: Path = Path("gmm-work")
+
+    def resolve(self, value: str | Path | None, default: str) -> str:
+        """A path or URL from the config, relative paths taken inside ``workdir``."""
+        value = default if value in (None, "") else str(value)
+        if "://" in value or Path(value).is_absolute():
+            return value
+        return str(Path(self.workdir) / value)
+
+
+class IngestConfig(_WithWorkdir):
+    source: str = Field(..., description="CSV, Parquet, .npy or Zarr; path or fsspec URL.")
+    dest: str | None = Field(None, description="Zarr array to write; default <workdir>/data/train.zarr")
+    format: Literal["csv", "parquet", "npy", "zarr"] | None = None
+    columns: list[str] | None = None
+    feature_names: list[str] | None = None
+    dtype: Literal["float32", "float64"] | None = None
+    bad_rows: Literal["error", "drop"] = "error"
+    chunk_rows: Annotated[int, Field(ge=1)] | None = None
+    overwrite: bool = False
+
+
+class FitConfig(_WithWorkdir):
+    data: str = Field("data/train.zarr", description="Training Zarr array (path or URL).")
+    cluster: ClusterConfig = ClusterConfig()
+    model: ModelConfig = ModelConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
+    register: bool = Field(True, description="Make the fitted model the current one for scoring.")
+    run_name: str | None = Field(None, description="Checkpoint folder name; default derived from the model.")
+
+
+class GridConfig(_Strict):
+    n_components: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    covariance_types: list[CovarianceType] = Field(
+        default_factory=lambda: ["full", "tied", "diag", "spherical"]
+    )
+
+    @model_validator(mode="after")
+    def _non_empty(self):
+        if not self.n_components or not self.covariance_types:
+            raise ValueError("the grid needs at least one n_components and one covariance type")
+        return self
+
+
+class SelectConfig(_WithWorkdir):
+    data: str = "data/train.zarr"
+    cluster: ClusterConfig = ClusterConfig()
+    grid: GridConfig = GridConfig()
+    criterion: Literal["bic", "aic", "heldout"] = "bic"
+    holdout_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
+    sample_rows: Annotated[int, Field(ge=100)] | None = Field(
+        None, description="Fit the grid on about this many rows (whole chunks); default all."
+    )
+    trim: bool = Field(
+        True, description="Compare candidates after removing the 'contamination' fraction of least likely rows."
+    )
+    model: ModelConfig = ModelConfig()
+    anomaly: AnomalyConfig = AnomalyConfig()
+    register: bool = Field(True, description="Register the winner (threshold on all data) as the current model.")
+
+
+class ScoreConfig(_WithWorkdir):
+    incoming: str = Field("incoming", description="Directory or fsspec URL where partitions arrive.")
+    outputs: str = Field("scores", description="Directory of per-partition score stores.")
+    manifest: str = Field("manifest.sqlite", description="SQLite manifest of scored partitions.")
+    model: str = Field("current", description="'current', a registered version, or a model directory.")
+    cluster: ClusterConfig = ClusterConfig()
+    bad_rows: Literal["error", "drop"] = "error"
+    max_parallel: Annotated[int, Field(ge=1)] = 4
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServeConfig(_Strict):
+    score: ScoreConfig
+    interval_seconds: Annotated[float, Field(gt=0)] | None = None
+    cron: str | None = None
+    deployment_name: str = "score-partitions"
+    api_url: str | None = Field(None, description="Prefect API; default $PREFECT_API_URL or a local server.")
+    server_host: str = "127.0.0.1"
+    server_port: Annotated[int, Field(ge=1, le=65535)] = 4200
+
+    @model_validator(mode="after")
+    def _one_schedule(self):
+        if (self.interval_seconds is None) == (self.cron is None):
+            raise ValueError("set exactly one of 'interval_seconds' or 'cron'")
+        return self
+
+
+class DemoConfig(_WithWorkdir):
+    workdir: Path = Path("demo-work")
+    n_rows: Annotated[int, Field(ge=1000)] = 2_000_000
+    n_features: Annotated[int, Field(ge=2)] = 6
+    true_components: Annotated[int, Field(ge=1)] = 4
+    true_covariance_type: CovarianceType = "full"
+    anomaly_fraction: Annotated[float, Field(gt=0, lt=0.2)] = 0.005
+    n_partitions: Annotated[int, Field(ge=1)] = 3
+    partition_rows: Annotated[int, Field(ge=100)] = 100_000
+    grid: GridConfig = GridConfig(n_components=[2, 3, 4, 5, 6])
+    select_sample_rows: Annotated[int, Field(ge=1000)] = 200_000
+    max_iter: Annotated[int, Field(ge=1)] = 100
+    seed: Annotated[int, Field(ge=0)] = 0
+    cluster: ClusterConfig = ClusterConfig()
+
+
+# ---------------------------------------------------------------------------
+# loading with readable errors
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for 'did you mean'."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            break
+        annotation = fields[part].annotation
+        current = next(
+            (a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}) or {})
+
+
+def _describe(model: type[BaseModel], err: dict) -> str:
+    loc = tuple(err.get("loc", ()))
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err.get("type", "")
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        allowed = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"{where}: unknown field.{hint} Allowed fields here: {', '.join(allowed)}."
+    if kind == "literal_error":
+        expected = (err.get("ctx") or {}).get("expected", "")
+        return f"{where}: got {given!r}; allowed values: {expected}."
+    if kind == "missing":
+        return f"{where}: required field is missing."
+    return f"{where}: {err.get('msg')} (got {given!r})."
+
+
+def parse_config(model: type[BaseModel], data: dict | None, source: str = "config"):
+    """Validate a mapping against ``model``; raise ConfigError listing each problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level, got {type(data).__name__}.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(model, e) for e in exc.errors()]
+        raise ConfigError(
+            f"{source} is not a valid {model.__name__}:\n  - " + "\n  - ".join(lines)
+        ) from None
+
+
+def load_config(model: type[BaseModel], path: str | Path | None, overrides: dict | None = None):
+    """Read a YAML file (or nothing) plus CLI overrides into a validated model.
+
+    Parameters
+    ----------
+    model : pydantic model class
+    path : str or Path or None
+        YAML file; None means defaults plus ``overrides``.
+    overrides : dict, optional
+        Dotted keys (``"model.n_components"``) set after reading the file.
+    """
+    data: dict = {}
+    source = "command-line options"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist; see configs/ for examples.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level.")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_config(model, data, source)

@@ -1,0 +1,154 @@
+"""Per-iteration checkpoints of a fit, and resuming from them.
+
+A checkpoint directory holds one saved model per kept iteration
+(``iter-000012/``, the regular model format of :mod:`gmm_engine._persist`)
+and a ``LATEST`` file naming the newest complete one.  ``LATEST`` is
+replaced atomically after the iteration's directory is fully written, so
+a process killed at any moment leaves a loadable checkpoint behind.
+
+>>> ckpt = Checkpointer("ckpt/", gm.get_params())            # doctest: +SKIP
+>>> gm.fit(X, on_iteration=ckpt)                              # killed ...  # doctest: +SKIP
+>>> state, _ = load_checkpoint("ckpt/")                       # doctest: +SKIP
+>>> GaussianMixture(**params).resume(X, state)                # same result  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from ._em import EMState
+from ._params import GMMParams
+from ._persist import load_model, save_model
+from .mixture import GaussianMixture
+
+logger = logging.getLogger(__name__)
+
+LATEST = "LATEST"
+_ITER_DIR = re.compile(r"^iter-(\d{6,})$")
+
+
+def estimator_from_state(state: EMState, params: dict, *, feature_names=None) -> GaussianMixture:
+    """A fitted ``GaussianMixture`` holding ``state``'s parameters and history."""
+    est = GaussianMixture(**params)
+    p = state.params
+    est.weights_ = p.weights
+    est.means_ = p.means
+    est.covariances_ = p.covariances
+    est.precisions_cholesky_ = p.precisions_cholesky
+    est.precisions_ = p.precisions
+    est.n_features_in_ = p.n_features
+    if feature_names is not None:
+        import numpy as np
+
+        est.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
+    est.converged_ = bool(state.converged)
+    est.n_iter_ = int(state.n_iter)
+    est.lower_bound_ = float(state.lower_bound)
+    est.lower_bounds_ = list(state.lower_bounds)
+    return est
+
+
+def state_from_estimator(est: GaussianMixture) -> EMState:
+    """The :class:`EMState` of a fitted (or checkpointed) estimator."""
+    params = GMMParams(
+        est.covariance_type, est.weights_, est.means_, est.covariances_, est.precisions_cholesky_
+    )
+    lbs = tuple(float(v) for v in est.lower_bounds_)
+    return EMState(
+        params=params,
+        n_iter=int(est.n_iter_),
+        lower_bound=float(est.lower_bound_),
+        lower_bounds=lbs,
+        change=(lbs[-1] - lbs[-2]) if len(lbs) > 1 else float("nan"),
+        converged=bool(est.converged_),
+    )
+
+
+def _write_pointer(path: Path, name: str) -> None:
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "w") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """An ``on_iteration`` callback that saves the fit every ``every`` iterations.
+
+    Parameters
+    ----------
+    path : str or Path
+        Checkpoint directory (created).
+    estimator_params : dict
+        ``GaussianMixture.get_params()`` of the fit, stored with each checkpoint.
+    feature_names : sequence of str, optional
+    every : int, default=1
+    keep : int, default=2
+        Iteration directories kept; older ones are deleted after ``LATEST`` moves.
+    metadata : dict, optional
+        JSON-serialisable; stored with every checkpoint (e.g. a fingerprint
+        of the training data, checked before resuming).
+    """
+
+    def __init__(self, path, estimator_params: dict, *, feature_names=None, every=1, keep=2, metadata=None):
+        self.path = Path(path)
+        self.params = {k: v for k, v in estimator_params.items()
+                       if k not in ("weights_init", "means_init", "precisions_init")}
+        self.feature_names = feature_names
+        self.every = max(1, int(every))
+        self.keep = max(1, int(keep))
+        self.metadata = dict(metadata or {})
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, state: EMState) -> None:
+        if state.n_iter % self.every and not state.converged:
+            return
+        self.save(state)
+
+    def save(self, state: EMState) -> Path:
+        name = f"iter-{state.n_iter:06d}"
+        est = estimator_from_state(state, self.params, feature_names=self.feature_names)
+        target = self.path / name
+        save_model(est, target, metadata={"checkpoint": True, **self.metadata}, overwrite=True)
+        _write_pointer(self.path / LATEST, name)
+        self._prune(keep_name=name)
+        logger.debug("checkpoint %s written", target)
+        return target
+
+    def _prune(self, keep_name: str) -> None:
+        iters = sorted(
+            (int(m.group(1)), p) for p in self.path.iterdir() if (m := _ITER_DIR.match(p.name))
+        )
+        for _, p in iters[: max(0, len(iters) - self.keep)]:
+            if p.name != keep_name:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def load_checkpoint(path):
+    """The newest complete checkpoint in ``path``.
+
+    Returns
+    -------
+    (state, estimator_params, metadata) or None
+        None when the directory holds no checkpoint yet.
+    """
+    path = Path(path)
+    pointer = path / LATEST
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    if not _ITER_DIR.match(name):
+        from .exceptions import ModelFormatError
+
+        raise ModelFormatError(
+            f"Checkpoint pointer {pointer} names {name!r}, not an iteration directory: "
+            "the checkpoint is corrupt; delete the directory to start the fit afresh."
+        )
+    est, metadata = load_model(GaussianMixture, path / name)
+    return state_from_estimator(est), est.get_params(), metadata

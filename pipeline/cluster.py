@@ -1,0 +1,127 @@
+"""Dask clusters: the embedded LocalCluster or any existing scheduler, with TLS.
+
+Flows start (or reach) a cluster once and pass its *address* to tasks;
+each task opens its own ``Client(address)`` with :func:`connect`.  Clients
+and arrays never travel between tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterUnavailableError(RuntimeError):
+    """The Dask scheduler cannot be reached or was lost."""
+
+
+@dataclass(frozen=True)
+class TLS:
+    """Paths of the CA, certificate and key for ``tls://`` schedulers."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    require_encryption: bool = True
+
+    def security(self):
+        from distributed.security import Security
+
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"TLS {name} {path!r} does not exist: fix cluster.tls.{name} in the config."
+                )
+        return Security(
+            tls_ca_file=self.ca_file,
+            tls_client_cert=self.cert_file,
+            tls_client_key=self.key_file,
+            require_encryption=self.require_encryption,
+        )
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    """What tasks need to reach the cluster."""
+
+    address: str
+    dashboard_link: str | None
+    tls: TLS | None = None
+    embedded: bool = False
+
+
+def _security(tls: TLS | None):
+    return tls.security() if tls is not None else None
+
+
+@contextlib.contextmanager
+def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
+    """A ``distributed.Client`` to ``address``, set as default, closed on exit.
+
+    Raises
+    ------
+    ClusterUnavailableError
+        When the scheduler does not answer within ``timeout`` seconds.
+    """
+    from distributed import Client
+
+    try:
+        client = Client(address, security=_security(tls), timeout=f"{timeout}s", set_as_default=True)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterUnavailableError(
+            f"Cannot reach the Dask scheduler at {address} within {timeout:g} s ({exc}). "
+            "Check that the scheduler is running and the address and port are right; "
+            "for tls:// addresses check cluster.tls; or leave cluster.address empty to "
+            "use the embedded LocalCluster."
+        ) from exc
+    # Entering the client makes it the context-local current client, so tasks
+    # running in threads of one process each compute on their own client.
+    with client:
+        yield client
+
+
+def local_cluster_kwargs(n_workers=None, threads_per_worker=1, memory_limit="auto",
+                         dashboard_address="127.0.0.1:0"):
+    """LocalCluster settings sized to this machine: one single-threaded worker per core."""
+    cores = len(os.sched_getaffinity(0))
+    n_workers = n_workers or max(1, cores // threads_per_worker)
+    return dict(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        dashboard_address=dashboard_address,
+        processes=True,
+        host="127.0.0.1",
+    )
+
+
+@contextlib.contextmanager
+def cluster(address: str | None = None, *, tls: TLS | None = None, timeout: float = 10.0,
+            n_workers=None, threads_per_worker=1, memory_limit="auto",
+            dashboard_address="127.0.0.1:0"):
+    """Yield a :class:`ClusterHandle`: the given scheduler, or a new LocalCluster.
+
+    With ``address`` the scheduler is checked to answer (bounded by
+    ``timeout``) and left running afterwards; without it a LocalCluster
+    sized to the machine is started on 127.0.0.1 and closed on exit.
+    """
+    if address:
+        with connect(address, tls=tls, timeout=timeout) as client:
+            link = client.dashboard_link
+        logger.info("Using the Dask scheduler at %s (dashboard: %s)", address, link)
+        yield ClusterHandle(address, link, tls, embedded=False)
+        return
+    from distributed import LocalCluster
+
+    kwargs = local_cluster_kwargs(n_workers, threads_per_worker, memory_limit, dashboard_address)
+    with LocalCluster(**kwargs) as lc:
+        logger.info(
+            "Started a LocalCluster: %d workers x %d thread(s), scheduler %s, dashboard %s",
+            kwargs["n_workers"], threads_per_worker, lc.scheduler_address, lc.dashboard_link,
+        )
+        yield ClusterHandle(lc.scheduler_address, lc.dashboard_link, None, embedded=True)

@@ -1,0 +1,170 @@
+"""Scoring incoming partitions: per-row log-likelihood, component, responsibility, flag.
+
+For one partition :func:`score_partition`
+
+1. claims it in the manifest (exactly one run scores a partition; a claim
+   whose run died is taken over), renewing the lease while it works;
+2. stages it: :func:`pipeline.ingest.ingest` validates it against the
+   model's features (names, order, count, non-numeric columns, NaN/inf
+   rows per the bad-rows policy) into a Zarr array under ``staging/``;
+3. scores it in one pass per chunk on the current Dask scheduler;
+4. writes the scores store atomically (a temporary store renamed into
+   place) and records it in the manifest with the model version, row
+   count, anomaly count and mean log-likelihood.
+
+A failure at any step is recorded in the manifest and reported; the
+partition stays unscored and the other partitions are unaffected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gmm_engine.scoring import score_rows
+
+from .ingest import ingest
+from .manifest import Manifest, ManifestEntry, utc_now_iso
+from .models import LoadedModel
+from .outputs import write_scores
+from .partitions import Partition, safe_child
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    partition_id: str
+    status: str  # 'scored', 'skipped' (another run has it or it is done) or 'failed'
+    n_rows: int = 0
+    n_anomalies: int = 0
+    mean_loglik: float | None = None
+    output_path: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _keep_lease(manifest: Manifest, partition_id: str, run_id: str, lease_seconds: float):
+    """Renew the claim every third of the lease until the block ends."""
+    stop = threading.Event()
+
+    def renew():
+        while not stop.wait(lease_seconds / 3):
+            try:
+                manifest.renew(partition_id, run_id)
+            except Exception:  # the main thread will find out when it records
+                logger.exception("could not renew the claim on %s", partition_id)
+                return
+
+    t = threading.Thread(target=renew, name=f"lease-{partition_id}", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
+def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, staging_dir,
+                    manifest_path, run_id: str, bad_rows: str = "error",
+                    storage_options: dict | None = None,
+                    lease_seconds: float = LEASE_SECONDS) -> PartitionResult:
+    """Score one partition end to end (see the module docs).
+
+    Parameters
+    ----------
+    partition : Partition
+    model : LoadedModel
+        The model, its metadata (threshold) and version.
+    outputs_dir, staging_dir : path
+    manifest_path : path of the SQLite manifest
+    run_id : str
+        Identifies this scoring run in the manifest.
+    bad_rows : {'error', 'drop'}
+        Policy for rows with NaN or infinity.
+
+    Returns
+    -------
+    PartitionResult
+    """
+    t0 = time.perf_counter()
+    pid = partition.id
+    manifest = Manifest(manifest_path)
+    if not manifest.claim(pid, run_id, lease_seconds=lease_seconds):
+        logger.info("partition %s is scored or being scored by another run; skipping", pid)
+        return PartitionResult(pid, "skipped")
+    staged = safe_child(Path(staging_dir), f"{pid}.zarr")
+    try:
+        with _keep_lease(manifest, pid, run_id, lease_seconds):
+            names = getattr(model.model, "feature_names_in_", None)
+            ingested = ingest(
+                partition.url, staged, format=partition.format,
+                expected_features=list(names) if names is not None else None,
+                bad_rows=bad_rows, overwrite=True, storage_options=storage_options,
+            )
+            report = ingested.report
+            if names is None and report.feature_names and len(report.feature_names) != model.model.n_features_in_:
+                raise ValueError(
+                    f"Partition {pid} has {len(report.feature_names)} features but the model "
+                    f"expects {model.model.n_features_in_}."
+                )
+            import dask
+            import dask.array as da
+
+            from gmm_engine import open_zarr_array
+            from gmm_engine.mixture import zarr_to_dask
+
+            X = zarr_to_dask(open_zarr_array(ingested.path))
+            ll, comp, resp = score_rows(model.model, X)
+            threshold = model.threshold
+            flag = ll <= threshold
+            out = safe_child(Path(outputs_dir), f"{pid}.zarr")
+            write_scores(
+                out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flag,
+                attrs={
+                    "partition_id": pid,
+                    "model_version": model.version,
+                    "threshold": threshold,
+                    "source_url": partition.url,
+                    "run_id": run_id,
+                    "rows_dropped": report.n_bad_rows if bad_rows == "drop" else 0,
+                },
+            )
+            stored_ll = da.from_zarr(str(out / "log_likelihood"))
+            stored_flag = da.from_zarr(str(out / "is_anomaly"))
+            n_rows = int(stored_ll.shape[0])
+            mean_ll, n_anom = dask.compute(stored_ll.mean(), stored_flag.sum())
+            entry = ManifestEntry(
+                partition_id=pid, model_version=model.version, output_path=str(out),
+                n_rows=n_rows, n_anomalies=int(n_anom), mean_loglik=float(mean_ll),
+                threshold=float(threshold), source_url=partition.url,
+                scored_at=utc_now_iso(), run_id=run_id,
+            )
+            manifest.record_success(entry)
+        logger.info("scored %s: %d rows, %d anomalies, mean log-likelihood %.4f",
+                    pid, n_rows, entry.n_anomalies, entry.mean_loglik)
+        return PartitionResult(pid, "scored", n_rows, entry.n_anomalies, entry.mean_loglik,
+                               str(out), None, time.perf_counter() - t0)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        logger.error("partition %s failed: %s", pid, message)
+        logger.debug("%s", traceback.format_exc())
+        try:
+            manifest.record_failure(pid, run_id, message)
+        except Exception:
+            logger.exception("could not record the failure of %s", pid)
+        return PartitionResult(pid, "failed", error=message, seconds=time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""Anomaly threshold: an exact quantile of the training log-likelihood, out of core.
+
+The threshold for ``contamination = q`` is the k-th smallest training
+score with ``k = ceil(q n)``; a row is anomalous when its score is at or
+below it, so exactly ``k`` training rows are flagged (ties aside).
+
+Computed in two passes over the data, never holding more than a sample:
+
+1. score every row, keep a uniform sample of about ``sample_size``
+   scores (and the row count);
+2. from the sample, bracket the quantile ``[lo, hi]`` wide enough that
+   the true one falls inside with overwhelming probability (+-6 standard
+   errors of a sample quantile); score every row again, count rows below
+   ``lo`` and collect the few scores inside the bracket; the k-th
+   smallest follows exactly.  If the bracket missed (a ~1e-9 event), it
+   is widened and pass 2 repeats.
+
+With ``n <= sample_size`` pass 1 keeps every score and the quantile is
+read off directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from gmm_engine.scoring import score_rows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The calibrated threshold and how it was obtained.
+
+    Attributes
+    ----------
+    threshold : float
+        Rows with log-likelihood <= threshold are anomalies.
+    contamination : float
+    n_rows : int
+        Training rows scored.
+    n_flagged : int
+        Training rows at or below the threshold.
+    passes : int
+        Scoring passes over the training data.
+    sample : ndarray
+        The pass-1 sample of training scores (for plots); not serialised.
+    """
+
+    threshold: float
+    contamination: float
+    n_rows: int
+    n_flagged: int
+    passes: int
+    sample: np.ndarray
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("sample")
+        return d
+
+
+def _compute(*arrays):
+    if any(hasattr(a, "dask") for a in arrays):
+        import dask
+
+        return dask.compute(*arrays)
+    return arrays
+
+
+def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: int = 200_000,
+                        random_state: int = 0) -> Threshold:
+    """Exact ``contamination``-quantile of the training log-likelihood.
+
+    Parameters
+    ----------
+    model : gmm_engine.GaussianMixture
+        Fitted.
+    X : numpy, dask or Zarr array, or a Zarr path, of shape (n_samples, n_features)
+    contamination : float in (0, 0.5)
+    sample_size : int
+        Scores kept in the first pass (bounds memory).
+    random_state : int
+
+    Returns
+    -------
+    Threshold
+    """
+    if not 0 < contamination < 0.5:
+        raise ValueError(
+            f"contamination must be in (0, 0.5), got {contamination!r}: it is the expected "
+            "fraction of anomalies in the training data, e.g. 0.01."
+        )
+    scores, _, _ = score_rows(model, X)
+    n = int(scores.shape[0])
+    k = max(1, math.ceil(contamination * n))
+    lazy = hasattr(scores, "dask")
+
+    # pass 1: a uniform sample of scores
+    p = min(1.0, sample_size / n)
+    if p >= 1.0:
+        (all_scores,) = _compute(scores)
+        all_scores = np.asarray(all_scores)
+        value = float(np.partition(all_scores, k - 1)[k - 1])
+        return Threshold(value, contamination, n, int((all_scores <= value).sum()), 1, all_scores)
+    if lazy:
+        import dask.array as da
+
+        keep = da.random.default_rng(random_state).random(n, chunks=scores.chunks) < p
+    else:
+        keep = np.random.default_rng(random_state).random(n) < p
+    (sample,) = _compute(scores[keep])
+    sample = np.sort(np.asarray(sample))
+    m = len(sample)
+
+    passes, width = 1, 6.0
+    while True:
+        # bracket the quantile: +-width standard errors of the sample quantile, in ranks
+        q = k / n
+        se = math.sqrt(q * (1 - q) / max(m, 1))
+        lo_rank = int(math.floor((q - width * se) * m)) - 1
+        hi_rank = int(math.ceil((q + width * se) * m)) + 1
+        lo = -np.inf if lo_rank < 0 else float(sample[lo_rank])
+        hi = np.inf if hi_rank >= m else float(sample[hi_rank])
+        inside = (scores >= lo) & (scores <= hi)
+        below, values = _compute((scores < lo).sum(), scores[inside])
+        passes += 1
+        below = int(below)
+        values = np.sort(np.asarray(values))
+        if below < k <= below + len(values):
+            value = float(values[k - below - 1])
+            n_flagged = below + int(np.searchsorted(values, value, side="right"))
+            logger.info(
+                "threshold %.6g at contamination %.4g: %d of %d training rows flagged (%d passes)",
+                value, contamination, n_flagged, n, passes,
+            )
+            return Threshold(value, contamination, n, n_flagged, passes, sample)
+        logger.warning("threshold bracket [%g, %g] missed rank %d; widening", lo, hi, k)
+        width *= 4

@@ -1,0 +1,200 @@
+"""Initialise, fit (with checkpoints), calibrate and register models.
+
+Pure functions over paths: each opens the training data from its store,
+runs on whatever Dask scheduler is current (a ``distributed.Client`` the
+caller entered, else the threaded scheduler) and writes its result to a
+directory whose path it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gmm_engine import GaussianMixture, load_model, open_zarr_array
+from gmm_engine.checkpoint import Checkpointer, load_checkpoint, state_from_estimator
+from gmm_engine.mixture import zarr_to_dask
+
+from .models import ModelRegistry
+from .threshold import Threshold, calibrate_threshold
+
+logger = logging.getLogger(__name__)
+
+#: parameters that describe the search, not the model; dropped from fingerprints
+_RUNTIME_PARAMS = ("verbose", "verbose_interval", "persist", "warm_start")
+
+
+class ResumeMismatchError(ValueError):
+    """A checkpoint belongs to other data or other model parameters."""
+
+
+def open_data(data: str, storage_options: dict | None = None):
+    """The training data as a dask array, and its feature names (or None).
+
+    Parameters
+    ----------
+    data : str
+        Path or fsspec URL of a 2-D Zarr array.
+    """
+    z = open_zarr_array(data, storage_options=storage_options)
+    if len(z.shape) != 2:
+        raise ValueError(
+            f"{data} holds an array of shape {z.shape}; a 2-D (rows, features) array is "
+            "needed: ingest the data with `gmm ingest` first."
+        )
+    names = z.attrs.get("feature_names")
+    return zarr_to_dask(z), (list(names) if names else None)
+
+
+def data_fingerprint(data: str) -> dict:
+    """What identifies the training data: location, shape, dtype, features, metadata digest."""
+    z = open_zarr_array(data)
+    meta = {
+        "shape": list(z.shape),
+        "dtype": str(z.dtype),
+        "chunks": list(z.chunks),
+        "feature_names": z.attrs.get("feature_names"),
+        "ingest_report": z.attrs.get("ingest_report"),
+        "created_at": z.attrs.get("created_at"),
+    }
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+    return {"path": str(data), **{k: meta[k] for k in ("shape", "dtype", "feature_names")}, "digest": digest}
+
+
+def _model_params(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in _RUNTIME_PARAMS}
+
+
+def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = None) -> Path:
+    """Initial parameters for a fit, saved as a model directory (``n_iter_ = 0``).
+
+    With ``n_init > 1`` the initialisations share one random stream (as
+    scikit-learn's) and the one with the highest initial mean
+    log-likelihood is kept (one scoring pass each).
+
+    Parameters
+    ----------
+    data : str
+        Zarr array path or URL.
+    params : dict
+        ``GaussianMixture`` parameters; ``max_iter`` is ignored here.
+    out_dir : path
+    n_init : int, optional
+        Defaults to ``params['n_init']``.
+
+    Returns
+    -------
+    Path
+    """
+    n_init = int(n_init or params.get("n_init", 1))
+    rs = np.random.RandomState(params.get("random_state"))
+    best, best_ll = None, -math.inf
+    for i in range(n_init):
+        gm = GaussianMixture(**{**params, "max_iter": 0, "n_init": 1, "random_state": rs})
+        gm.fit(data)
+        ll = gm.score(data) if n_init > 1 else float("nan")
+        logger.info("initialisation %d/%d: mean log-likelihood %.6g", i + 1, n_init, ll)
+        if best is None or ll > best_ll:
+            best, best_ll = gm, ll
+    best.random_state = params.get("random_state")
+    return best.save(Path(out_dir), overwrite=True, metadata={
+        "initialization": {"init_params": params.get("init_params"), "n_init": n_init,
+                           "initial_loglik": best_ll if n_init > 1 else None},
+        "data": data_fingerprint(data),
+    })
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: GaussianMixture
+    resumed_from: int  # iteration the fit resumed from (0: a fresh start)
+    checkpoint_dir: Path
+
+
+def fit_model(data: str, params: dict, *, checkpoint_dir, init_dir=None, resume: bool = False,
+              on_iteration=None) -> FitResult:
+    """EM from an initialisation, saving a checkpoint after every iteration.
+
+    Parameters
+    ----------
+    data : str
+        Zarr array path or URL.
+    params : dict
+        ``GaussianMixture`` parameters.
+    checkpoint_dir : path
+        Receives ``iter-NNNNNN/`` model directories and ``LATEST``.
+    init_dir : path, optional
+        A model saved by :func:`initialize_model`; without it the estimator
+        initialises itself (``init_params``, ``n_init``).
+    resume : bool
+        Continue from the newest checkpoint if there is one (it must come
+        from the same data and parameters); the result equals an
+        uninterrupted fit.
+    on_iteration : callable, optional
+        Also called with every ``EMState`` (progress reporting).
+
+    Returns
+    -------
+    FitResult
+    """
+    fingerprint = data_fingerprint(data)
+    model_params = _model_params(params)
+    ckpt = Checkpointer(checkpoint_dir, params, metadata={"data": fingerprint, "params": model_params})
+
+    def hook(state):
+        ckpt(state)
+        if on_iteration is not None:
+            on_iteration(state)
+
+    gm = GaussianMixture(**params)
+    loaded = load_checkpoint(checkpoint_dir) if resume else None
+    if loaded is not None:
+        state, _, meta = loaded
+        if meta.get("data", {}).get("digest") != fingerprint["digest"]:
+            raise ResumeMismatchError(
+                f"The checkpoint in {checkpoint_dir} was written for other training data "
+                f"({meta.get('data', {}).get('path')}); delete it or fit without --resume."
+            )
+        if meta.get("params") != json.loads(json.dumps(model_params)):
+            raise ResumeMismatchError(
+                f"The checkpoint in {checkpoint_dir} was written with other model parameters "
+                f"({meta.get('params')}); use the same config or fit without --resume."
+            )
+        logger.info("resuming from the checkpoint at iteration %d", state.n_iter)
+        gm.resume(data, state, on_iteration=hook)
+        return FitResult(gm, state.n_iter, Path(checkpoint_dir))
+    if init_dir is not None:
+        init, _ = load_model(init_dir)
+        start = state_from_estimator(init)
+        gm.resume(data, start, on_iteration=hook)
+    else:
+        gm.fit(data, on_iteration=hook)
+    return FitResult(gm, 0, Path(checkpoint_dir))
+
+
+def register_model(model: GaussianMixture, data: str, registry: ModelRegistry, *,
+                   contamination: float, make_current: bool = True, extra: dict | None = None,
+                   random_state: int = 0) -> tuple[str, Threshold]:
+    """Calibrate the anomaly threshold on the training data and register the model.
+
+    Returns
+    -------
+    version : str
+    threshold : Threshold
+    """
+    thr = calibrate_threshold(model, data, contamination, random_state=random_state)
+    metadata = {
+        "anomaly": thr.to_dict(),
+        "data": data_fingerprint(data),
+        "feature_names": (list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else None),
+        "lower_bounds": list(model.lower_bounds_),
+        **(extra or {}),
+    }
+    version = registry.register(model, metadata, make_current=make_current)
+    return version, thr
