@@ -111,7 +111,7 @@ class FitConfig(_WithWorkdir):
     cluster: ClusterConfig = ClusterConfig()
     model: ModelConfig = ModelConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
-    register: bool = Field(True, description="Make the fitted model the current one for scoring.")
+    make_current: bool = Field(True, description="Make the fitted model the current one for scoring.")
     run_name: str | None = Field(None, description="Checkpoint folder name; default derived from the model.")
 
 
@@ -142,7 +142,7 @@ class SelectConfig(_WithWorkdir):
     )
     model: ModelConfig = ModelConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
-    register: bool = Field(True, description="Register the winner (threshold on all data) as the current model.")
+    make_current: bool = Field(True, description="Register the winner (threshold on all data) as the current model.")
 
 
 class ScoreConfig(_WithWorkdir):

@@ -67,12 +67,12 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         t = time.perf_counter()
         sel = select_model_flow(SelectConfig(
             workdir=ws.root, data=data["train"], cluster=shared, grid=config.grid, criterion="bic",
-            sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, register=False,
+            sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
         ), report_to=str(report))
         timings["select"] = time.perf_counter() - t
         winner = sel["selected"]
         fit_cfg = FitConfig(
-            workdir=ws.root, data=data["train"], cluster=shared, anomaly=anomaly, register=True,
+            workdir=ws.root, data=data["train"], cluster=shared, anomaly=anomaly, make_current=True,
             model=base.model_copy(update={"n_components": winner["n_components"],
                                           "covariance_type": winner["covariance_type"]}),
         )

@@ -76,7 +76,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
                 init_dir = initialize_task(data, params, str(existing), cl)
         fit = fit_task(data, params, str(ckpt), init_dir, resume, str(ckpt / "final"), cl)
         reg = register_task(
-            fit["model_dir"], data, str(ws.models), config.anomaly.contamination, config.register,
+            fit["model_dir"], data, str(ws.models), config.anomaly.contamination, config.make_current,
             {"fit": {k: fit[k] for k in ("n_iter", "converged", "lower_bound", "resumed_from")},
              "config": config.model_dump(mode="json")},
             cl,
@@ -84,7 +84,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
         out = reports.report_dir(ws.root, "fit", report_to)
         plots = reports.fit_report(reg["model_dir"], data, fit["lower_bounds"], reg["scores_sample"],
                                    reg["threshold"], out, tol=config.model.tol)
-    logger.info("model %s registered%s", reg["version"], " as current" if config.register else "")
+    logger.info("model %s registered%s", reg["version"], " as current" if config.make_current else "")
     return {**fit, **reg, "plots": plots, "report_dir": str(out), "data": data}
 
 
@@ -115,7 +115,7 @@ def select_model_flow(config: SelectConfig, report_to: str | None = None) -> dic
         logger.info("selected K=%d covariance_type=%s by %s", winner["n_components"],
                     winner["covariance_type"], config.criterion)
         reg = None
-        if config.register:
+        if config.make_current:
             reg = register_task(
                 winner["model_dir"], data, str(ws.models), config.anomaly.contamination, True,
                 {"selection": {"criterion": config.criterion, "winner": winner}}, cl,

@@ -27,10 +27,14 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import dask
+import dask.array as da
+
+from gmm_engine import open_zarr_array
 from gmm_engine.scoring import score_rows
 
 from .ingest import ingest
-from .manifest import Manifest, ManifestEntry, utc_now_iso
+from .manifest import AlreadyScored, ClaimConflict, ClaimLost, Manifest, ManifestEntry, utc_now_iso
 from .models import LoadedModel
 from .outputs import write_scores
 from .partitions import Partition, safe_child
@@ -53,6 +57,22 @@ class PartitionResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _positional_names(partition: Partition, names, storage_options):
+    """Model feature names for sources that carry none (.npy, unnamed Zarr), else None.
+
+    Such sources are positional: their columns must come in the model's
+    order, and only their count can be checked.
+    """
+    if names is None:
+        return None
+    if partition.format == "npy":
+        return names
+    if partition.format == "zarr":
+        z = open_zarr_array(partition.url, storage_options=storage_options)
+        return None if z.attrs.get("feature_names") else names
+    return None
 
 
 @contextlib.contextmanager
@@ -109,25 +129,22 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
     try:
         with _keep_lease(manifest, pid, run_id, lease_seconds):
             names = getattr(model.model, "feature_names_in_", None)
+            names = list(names) if names is not None else None
             ingested = ingest(
                 partition.url, staged, format=partition.format,
-                expected_features=list(names) if names is not None else None,
-                bad_rows=bad_rows, overwrite=True, storage_options=storage_options,
+                feature_names=_positional_names(partition, names, storage_options),
+                expected_features=names, bad_rows=bad_rows, overwrite=True,
+                storage_options=storage_options,
             )
             report = ingested.report
-            if names is None and report.feature_names and len(report.feature_names) != model.model.n_features_in_:
+            staged_array = open_zarr_array(ingested.path)
+            if staged_array.shape[1] != model.model.n_features_in_:
                 raise ValueError(
-                    f"Partition {pid} has {len(report.feature_names)} features but the model "
-                    f"expects {model.model.n_features_in_}."
+                    f"Partition {pid} has {staged_array.shape[1]} features but the model "
+                    f"expects {model.model.n_features_in_}: send partitions with the training features."
                 )
-            import dask
-            import dask.array as da
-
-            from gmm_engine import open_zarr_array
-            from gmm_engine.mixture import zarr_to_dask
-
-            X = zarr_to_dask(open_zarr_array(ingested.path))
-            ll, comp, resp = score_rows(model.model, X)
+            # the Zarr array (not a bare dask array) carries the feature names to check
+            ll, comp, resp = score_rows(model.model, staged_array)
             threshold = model.threshold
             flag = ll <= threshold
             out = safe_child(Path(outputs_dir), f"{pid}.zarr")
@@ -152,7 +169,14 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
                 threshold=float(threshold), source_url=partition.url,
                 scored_at=utc_now_iso(), run_id=run_id,
             )
-            manifest.record_success(entry)
+            try:
+                manifest.record_success(entry)
+            except (ClaimLost, ClaimConflict, AlreadyScored) as exc:
+                # another run took the partition over while we worked (our lease
+                # lapsed): withdraw our store so that run's result stands
+                shutil.rmtree(out, ignore_errors=True)
+                logger.warning("partition %s: %s; discarded this run's scores", pid, exc)
+                return PartitionResult(pid, "skipped", error=str(exc), seconds=time.perf_counter() - t0)
         logger.info("scored %s: %d rows, %d anomalies, mean log-likelihood %.4f",
                     pid, n_rows, entry.n_anomalies, entry.mean_loglik)
         return PartitionResult(pid, "scored", n_rows, entry.n_anomalies, entry.mean_loglik,

@@ -138,8 +138,9 @@ def prepare_selection_data(data: str, out_dir, *, holdout_fraction: float = 0.1,
         thr_value = thr.threshold
         Xt, _ = open_data(train_path)
         Xh, _ = open_data(hold_path)
-        keep_t = probe.score_samples(Xt) > thr_value
-        keep_h = probe.score_samples(Xh) > thr_value
+        # score by path so the feature names are checked too
+        keep_t = probe.score_samples(train_path) > thr_value
+        keep_h = probe.score_samples(hold_path) > thr_value
         train_path, kept_t = _subset(Xt, keep_t, names, out_dir / "train-trimmed.zarr")
         hold_path, kept_h = _subset(Xh, keep_h, names, out_dir / "holdout-trimmed.zarr")
         trimmed_train, trimmed_hold = n_train - kept_t, n_hold - kept_h

@@ -31,6 +31,9 @@ from gmm_engine.scoring import score_rows
 
 logger = logging.getLogger(__name__)
 
+#: half-width of the pass-2 bracket, in standard errors of the sample quantile
+BRACKET_WIDTH = 6.0
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -117,7 +120,7 @@ def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: i
     sample = np.sort(np.asarray(sample))
     m = len(sample)
 
-    passes, width = 1, 6.0
+    passes, width = 1, BRACKET_WIDTH
     while True:
         # bracket the quantile: +-width standard errors of the sample quantile, in ranks
         q = k / n
@@ -140,4 +143,4 @@ def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: i
             )
             return Threshold(value, contamination, n, n_flagged, passes, sample)
         logger.warning("threshold bracket [%g, %g] missed rank %d; widening", lo, hi, k)
-        width *= 4
+        width = max(4 * width, 1.0)

@@ -104,7 +104,7 @@ def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = N
             best, best_ll = gm, ll
     best.random_state = params.get("random_state")
     return best.save(Path(out_dir), overwrite=True, metadata={
-        "initialization": {"init_params": params.get("init_params"), "n_init": n_init,
+        "initialization": {"init_params": best.init_params, "n_init": n_init,
                            "initial_loglik": best_ll if n_init > 1 else None},
         "data": data_fingerprint(data),
     })

@@ -1,0 +1,167 @@
+"""Prefect flows and the CLI, under one session-scoped temporary Prefect server."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_zarr
+from flows.config import (
+    AnomalyConfig,
+    ClusterConfig,
+    FitConfig,
+    GridConfig,
+    ModelConfig,
+    ScoreConfig,
+    SelectConfig,
+)
+from pipeline.demo_data import write_partition
+from pipeline.manifest import Manifest
+from pipeline.models import ModelRegistry
+from pipeline.outputs import read_scores
+
+NAMES = ["a", "b", "c"]
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, blobs):
+    X, _ = blobs
+    root = tmp_path_factory.mktemp("work")
+    (root / "data").mkdir()
+    write_zarr(root / "data" / "train.zarr", X.astype(np.float32), NAMES, chunk_rows=1500)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster_cfg(dask_cluster):
+    return ClusterConfig(address=dask_cluster)
+
+
+def _artifacts(key):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_select_model_flow(workdir, cluster_cfg):
+    from flows.fitting import select_model_flow
+
+    cfg = SelectConfig(workdir=workdir, cluster=cluster_cfg, grid=GridConfig(n_components=[2, 3, 4],
+                       covariance_types=["full", "diag"]), anomaly=AnomalyConfig(contamination=0.01),
+                       make_current=True)
+    out = select_model_flow(cfg)
+    assert len(out["table"]) == 6 and all(r["status"] == "ok" for r in out["table"])
+    assert out["selected"]["n_components"] == 3
+    best = min(out["table"], key=lambda r: r["bic"])
+    assert (best["n_components"], best["covariance_type"]) == (
+        out["selected"]["n_components"], out["selected"]["covariance_type"])
+    assert ModelRegistry(workdir / "models").current_version() == out["registered"]["version"]
+    md = (workdir / "report").glob("select-*/model_selection.md")
+    assert "| 3 |" in next(md).read_text()
+    assert _artifacts("model-selection")
+
+
+def test_fit_flow_registers_and_reports(workdir, cluster_cfg):
+    from flows.fitting import fit_flow
+
+    cfg = FitConfig(workdir=workdir, cluster=cluster_cfg,
+                    model=ModelConfig(n_components=3, covariance_type="full", tol=1e-4))
+    out = fit_flow(cfg)
+    reg = ModelRegistry(workdir / "models")
+    assert reg.current_version() == out["version"]
+    loaded = reg.load()
+    assert loaded.model.n_iter_ == out["n_iter"] > 1
+    assert math.isclose(loaded.threshold, out["threshold"]["threshold"])
+    assert (workdir / "checkpoints" / "K3-full" / "LATEST").is_file()
+    for key in ("loglik_plot", "score_histogram", "projection_plot"):
+        assert open(out["plots"][key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert _artifacts("fit-summary")
+
+
+def test_score_flow_is_idempotent_and_isolates_failures(workdir, cluster_cfg, blobs):
+    from flows.scoring import PartitionScoringError, score_partitions_flow
+
+    X, _ = blobs
+    incoming = workdir / "incoming"
+    incoming.mkdir(exist_ok=True)
+    for i, fmt in enumerate(["csv", "parquet", "npy"]):
+        write_partition(incoming, f"day-{i}", X[i * 500:(i + 1) * 500], NAMES, fmt)
+    cfg = ScoreConfig(workdir=workdir, cluster=cluster_cfg, max_parallel=2)
+    first = score_partitions_flow(cfg)
+    assert [r["status"] for r in first["results"]] == ["scored"] * 3
+    manifest = Manifest(workdir / "manifest.sqlite")
+    assert manifest.scored_ids() == {"day-0", "day-1", "day-2"}
+    for e in manifest.entries():
+        assert read_scores(e.output_path)["n_rows"] == e.n_rows == 500
+    assert json.loads((workdir / "manifest.json").read_text())
+    assert _artifacts("partition-anomalies")
+
+    again = score_partitions_flow(cfg)
+    assert again["results"] == [] and set(again["already_scored"]) == {"day-0", "day-1", "day-2"}
+
+    bad = X[:300].copy()
+    bad[7, 0] = np.inf
+    write_partition(incoming, "day-3", bad, NAMES, "parquet")
+    write_partition(incoming, "day-4", X[:300], NAMES, "csv")
+    (incoming / "..sneaky.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(PartitionScoringError, match="day-3.*infinity"):
+        score_partitions_flow(cfg)
+    assert manifest.scored_ids() == {"day-0", "day-1", "day-2", "day-4"}
+    assert not (workdir / "scores" / "day-3.zarr").exists()
+
+
+def test_cli_fit_score_and_errors(workdir, dask_cluster, monkeypatch, tmp_path):
+    from flows.cli import app
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("ingest", "fit", "select", "score", "serve", "demo"):
+        assert cmd in res.output
+        assert runner.invoke(app, [cmd, "--help"]).exit_code == 0
+
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(f"workdir: {workdir}\ncluster:\n  address: {dask_cluster}\nmodel:\n  n_components: 3\n"
+                   "  covariance_type: diag\n  max_iter: 20\n")
+    res = runner.invoke(app, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "Model " in res.output and "threshold" in res.output
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  covariance_type: fulll\n")
+    res = runner.invoke(app, ["fit", "--config", str(bad)])
+    assert res.exit_code == 2 and "allowed values: 'full'" in res.output
+
+    score_cfg = tmp_path / "score.yaml"
+    score_cfg.write_text(f"workdir: {workdir}\ncluster:\n  address: {dask_cluster}\n")
+    write_partition(workdir / "incoming", "day-9", np.zeros((10, 3)) + 1.0, NAMES, "npy")
+    res = runner.invoke(app, ["score", "--config", str(score_cfg), "--no-progress"])
+    # day-3 (the partition with infinity) still fails; the new one is scored
+    assert res.exit_code == 1 and "day-3" in res.output
+    assert "day-9" in Manifest(workdir / "manifest.sqlite").scored_ids()
+
+
+def test_cli_demo_small(tmp_path, monkeypatch):
+    from flows.cli import app
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text("n_rows: 40000\nn_partitions: 3\npartition_rows: 4000\nselect_sample_rows: 15000\n"
+                   "grid:\n  n_components: [3, 4, 5]\n  covariance_types: [full, diag]\n")
+    res = CliRunner().invoke(app, ["demo", "--config", str(cfg), "--workdir", str(tmp_path / "w"),
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "w" / "report" / "summary.json").read_text())
+    assert summary["selected"] == {**summary["selected"], "n_components": 4, "covariance_type": "full"}
+    assert summary["truth"]["n_components"] == 4 and summary["truth"]["covariance_type"] == "full"
+    assert summary["partitions_scored"] == 3
+    assert summary["anomaly"]["precision"] > 0.8 and summary["anomaly"]["recall"] > 0.8
+    for name in ("selection.png", "loglik.png", "scores.png", "projection.png"):
+        assert (tmp_path / "w" / "report" / name).is_file()
+    assert "selected: K=4 full" in res.output

@@ -1,0 +1,112 @@
+"""Scoring one partition: stage, score, write atomically, record."""
+
+import numpy as np
+import pytest
+
+from conftest import write_zarr
+from gmm_engine import GaussianMixture
+from pipeline.demo_data import write_partition
+from pipeline.manifest import Manifest
+from pipeline.models import ModelRegistry
+from pipeline.outputs import read_scores
+from pipeline.partitions import discover_partitions
+from pipeline.scoring import score_partition
+from pipeline.training import register_model
+
+NAMES = ["a", "b", "c"]
+
+# the oracle calls below score bare numpy arrays against a model fitted with names
+pytestmark = pytest.mark.filterwarnings("ignore:X does not have valid feature names")
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, blobs):
+    X, _ = blobs
+    root = tmp_path_factory.mktemp("ws")
+    data = write_zarr(root / "train.zarr", X, NAMES, chunk_rows=2500)
+    gm = GaussianMixture(3, random_state=0).fit(data)
+    reg = ModelRegistry(root / "models")
+    register_model(gm, data, reg, contamination=0.01)
+    return reg.load(), X
+
+
+@pytest.fixture
+def ws(tmp_path):
+    for d in ("incoming", "scores", "staging"):
+        (tmp_path / d).mkdir()
+    return tmp_path
+
+
+def _score(ws, model, partition, run="run-1", **kw):
+    return score_partition(partition, model, outputs_dir=ws / "scores", staging_dir=ws / "staging",
+                           manifest_path=ws / "manifest.sqlite", run_id=run, **kw)
+
+
+def _only(ws):
+    (p,) = discover_partitions(str(ws / "incoming")).partitions
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "npy", "zarr"])
+def test_scores_every_format_and_records_it(ws, registered, fmt):
+    model, X = registered
+    part = X[:700]
+    write_partition(ws / "incoming", "p-001", part, NAMES, fmt)
+    res = _score(ws, model, _only(ws))
+    assert res.status == "scored" and res.n_rows == 700
+    out = read_scores(ws / "scores" / "p-001.zarr")
+    np.testing.assert_allclose(out["log_likelihood"], model.model.score_samples(part), rtol=1e-10)
+    np.testing.assert_array_equal(out["component"], model.model.predict(part))
+    np.testing.assert_allclose(out["responsibility"], model.model.predict_proba(part).max(axis=1), rtol=1e-10)
+    np.testing.assert_array_equal(out["is_anomaly"], out["log_likelihood"] <= model.threshold)
+    entry = Manifest(ws / "manifest.sqlite").get("p-001")
+    assert entry.n_rows == 700 and entry.n_anomalies == int(out["is_anomaly"].sum())
+    assert entry.model_version == model.version and entry.threshold == model.threshold
+    assert np.isclose(entry.mean_loglik, out["log_likelihood"].mean())
+    assert out["attrs"]["model_version"] == model.version
+    assert not any((ws / "staging").iterdir())
+
+
+def test_a_scored_partition_is_skipped(ws, registered):
+    model, X = registered
+    write_partition(ws / "incoming", "p-002", X[:100], NAMES, "npy")
+    assert _score(ws, model, _only(ws)).status == "scored"
+    assert _score(ws, model, _only(ws), run="run-2").status == "skipped"
+
+
+def test_a_partition_claimed_by_a_live_run_is_skipped(ws, registered):
+    model, X = registered
+    write_partition(ws / "incoming", "p-003", X[:100], NAMES, "npy")
+    assert Manifest(ws / "manifest.sqlite").claim("p-003", "other-run")
+    assert _score(ws, model, _only(ws)).status == "skipped"
+    assert not (ws / "scores" / "p-003.zarr").exists()
+
+
+def test_nan_rows_fail_the_partition_and_write_nothing(ws, registered):
+    model, X = registered
+    part = X[:200].copy()
+    part[[5, 17], 1] = np.nan
+    write_partition(ws / "incoming", "p-004", part, NAMES, "parquet")
+    res = _score(ws, model, _only(ws))
+    assert res.status == "failed"
+    assert "2" in res.error and "NaN" in res.error and "drop" in res.error
+    assert not (ws / "scores" / "p-004.zarr").exists()
+    assert Manifest(ws / "manifest.sqlite").get("p-004") is None
+    assert "NaN" in Manifest(ws / "manifest.sqlite").failures("p-004")[0]["error"]
+    res = _score(ws, model, _only(ws), run="run-2", bad_rows="drop")
+    assert res.status == "scored" and res.n_rows == 198
+    assert read_scores(ws / "scores" / "p-004.zarr")["attrs"]["rows_dropped"] == 2
+
+
+def test_features_in_another_order_are_refused(ws, registered):
+    model, X = registered
+    write_partition(ws / "incoming", "p-005", X[:50, ::-1].copy(), NAMES[::-1], "csv")
+    res = _score(ws, model, _only(ws))
+    assert res.status == "failed" and "order" in res.error
+
+
+def test_a_partition_with_other_features_is_refused(ws, registered):
+    model, X = registered
+    write_partition(ws / "incoming", "p-006", X[:50, :2].copy(), ["a", "b"], "parquet")
+    res = _score(ws, model, _only(ws))
+    assert res.status == "failed" and "c" in res.error
