@@ -14,7 +14,6 @@ Everything runs on one embedded LocalCluster started here and shared by
 the subflows (they receive its address).
 """
 
-from __future__ import annotations
 
 import json
 import math

@@ -1,6 +1,5 @@
 """Flows that build models: ``initialize``, ``fit`` and ``select-model``."""
 
-from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict

@@ -1,6 +1,5 @@
 """The ``score-partitions`` flow: score every unscored incoming partition."""
 
-from __future__ import annotations
 
 import uuid
 from pathlib import Path

@@ -6,7 +6,6 @@ default task runner runs tasks in threads; each thread computes on its
 own client).  Only tasks that do I/O retry.
 """
 
-from __future__ import annotations
 
 import contextlib
 from pathlib import Path
