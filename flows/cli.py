@@ -99,6 +99,7 @@ def fit(
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint of this run."),
     workdir: Optional[Path] = WorkdirOpt,
     verbose: bool = VerboseOpt,
+    progress: bool = ProgressOpt,
 ):
     """Fit a mixture with checkpointed EM, calibrate the anomaly threshold, register it."""
     cfg = _load(FitConfig, config, {"data": data, "workdir": workdir and str(workdir)})
@@ -106,7 +107,7 @@ def fit(
     from .fitting import fit_flow
 
     try:
-        out = fit_flow(cfg, resume=resume)
+        out = fit_flow(cfg, resume=resume, progress=progress)
     except Exception as exc:  # the flow run already logged the traceback
         _fail(exc)
     typer.echo(

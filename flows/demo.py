@@ -79,7 +79,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         init_dir = initialize_flow(fit_cfg)
         timings["initialize"] = time.perf_counter() - t
         t = time.perf_counter()
-        fit = fit_flow(fit_cfg, init_dir=init_dir, report_to=str(report))
+        fit = fit_flow(fit_cfg, init_dir=init_dir, report_to=str(report), progress=progress)
         timings["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         scored = score_partitions_flow(ScoreConfig(workdir=ws.root, cluster=shared),

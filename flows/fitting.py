@@ -53,18 +53,20 @@ def initialize_flow(config: FitConfig) -> str:
 
 @flow(name="fit")
 def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = None,
-             report_to: str | None = None) -> dict:
+             report_to: str | None = None, progress: bool = False) -> dict:
     """EM from an initialisation with a checkpoint per iteration; calibrate, register, report.
 
     With ``resume`` the fit continues from the newest checkpoint of the
     same run (same data and parameters) and ends where an uninterrupted
-    fit would.
+    fit would.  ``progress`` shows a bar over EM iterations with the
+    current mean log-likelihood.
     """
     logger = get_run_logger()
     ws = Workspace(config.workdir).ensure()
     data = config.resolve(config.data, "data/train.zarr")
     params = config.model.estimator_params()
     ckpt = ws.checkpoints / _run_name(config)
+    fit_params = {**params, "verbose": 1} if progress else params
     with flow_cluster(config.cluster) as cl:
         if init_dir is None:
             existing = ckpt / "init"
@@ -73,7 +75,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
                 logger.info("resuming: reusing the initialisation in %s", existing)
             else:
                 init_dir = initialize_task(data, params, str(existing), cl)
-        fit = fit_task(data, params, str(ckpt), init_dir, resume, str(ckpt / "final"), cl)
+        fit = fit_task(data, fit_params, str(ckpt), init_dir, resume, str(ckpt / "final"), cl)
         reg = register_task(
             fit["model_dir"], data, str(ws.models), config.anomaly.contamination, config.make_current,
             {"fit": {k: fit[k] for k in ("n_iter", "converged", "lower_bound", "resumed_from")},

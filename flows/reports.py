@@ -92,9 +92,10 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
     model, _ = load_model(model_dir)
     paths = {}
     if lower_bounds:
-        paths["loglik_plot"] = str(plots.plot_loglik_trace(lower_bounds, out / "loglik.png", tol=tol))
+        paths["loglik_plot"] = str(plots.plot_loglik_trace(
+            lower_bounds, out / "loglik.png", tol=tol if tol else None))  # tol=0: no line to draw
     if scores_sample:
-        s = np.load(scores_sample)
+        s = np.load(scores_sample, allow_pickle=False)
         paths["score_histogram"] = str(plots.plot_score_histogram(
             s, threshold["threshold"], out / "scores.png",
             title=f"Training log-likelihood (sample of {len(s):,} rows) and anomaly threshold"))

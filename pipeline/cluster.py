@@ -82,7 +82,28 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
     # Entering the client makes it the context-local current client, so tasks
     # running in threads of one process each compute on their own client.
     with client:
-        yield client
+        try:
+            yield client
+        except BaseException as exc:
+            if _scheduler_lost(client, exc):
+                raise ClusterUnavailableError(
+                    f"Lost the Dask scheduler at {address} while computing ({type(exc).__name__}: "
+                    f"{exc}). Restart the scheduler (or check the network), then re-run; a fit "
+                    "continues from its last checkpoint with `gmm fit --resume`, and scoring "
+                    "re-runs only the partitions that were not recorded."
+                ) from exc
+            raise
+
+
+def _scheduler_lost(client, exc: BaseException) -> bool:
+    """Whether ``exc`` means the scheduler went away (not a failure of the work itself)."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+
+    if "scheduler-connection-lost" in str(exc) or isinstance(exc, CommClosedError):
+        return True
+    return isinstance(exc, (CancelledError, OSError, TimeoutError)) and client.status != "running"
 
 
 def local_cluster_kwargs(n_workers=None, threads_per_worker=1, memory_limit="auto",

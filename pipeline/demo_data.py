@@ -257,7 +257,7 @@ def anomaly_metrics(root, partition_ids) -> dict:
     tp = fp = fn = n = 0
     for pid in partition_ids:
         flags = np.asarray(read_scores(root / "scores" / f"{pid}.zarr")["is_anomaly"], dtype=bool)
-        truth = np.load(root / "data" / "partition_truth" / f"{pid}.npy")
+        truth = np.load(root / "data" / "partition_truth" / f"{pid}.npy", allow_pickle=False)
         if flags.shape != truth.shape:
             raise ValueError(f"scores of {pid} have {flags.shape[0]} rows, truth has {truth.shape[0]}")
         tp += int((flags & truth).sum())

@@ -863,7 +863,14 @@ class _ZarrReader(_ArrayReader):
                 self.names = list(stored)
 
     def _rows(self, start, stop):
-        return self.z[start:stop]
+        try:
+            return self.z[start:stop]
+        except Exception as e:  # noqa: BLE001 - codecs raise many kinds on damaged bytes
+            raise IngestError(
+                f"Zarr array {self.loc.text} has a damaged chunk: rows {start}..{stop - 1} cannot "
+                f"be decoded ({type(e).__name__}: {e}). The source was left as it is; re-create "
+                "or re-deliver it."
+            ) from None
 
 
 _READERS = {
