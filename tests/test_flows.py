@@ -165,3 +165,48 @@ def test_cli_demo_small(tmp_path, monkeypatch):
     for name in ("selection.png", "loglik.png", "scores.png", "projection.png"):
         assert (tmp_path / "w" / "report" / name).is_file()
     assert "selected: K=4 full" in res.output
+
+
+def test_cli_ingest(tmp_path, monkeypatch, blobs):
+    from flows.cli import app
+    from gmm_engine import open_zarr_array
+
+    X, _ = blobs
+    src = tmp_path / "raw.csv"
+    rows = ["a,b,c,city"] + [f"{x:.17g},{y:.17g},{z:.17g},paris" for x, y, z in X[:200]]
+    rows[10] = "1,,3,rome"  # an empty numeric cell: a bad row
+    src.write_text("\n".join(rows) + "\n")
+    runner = CliRunner()
+    w = ["--workdir", str(tmp_path / "w")]
+    res = runner.invoke(app, ["ingest", "--source", str(src), *w])
+    assert res.exit_code == 1 and "Non-numeric columns" in res.output and "'city'" in res.output
+    cfg = tmp_path / "ingest.yaml"
+    cfg.write_text(f"source: {src}\ncolumns: [a, b, c]\n")
+    res = runner.invoke(app, ["ingest", "--config", str(cfg), *w])
+    assert res.exit_code == 1 and "1 " in res.output and "bad_rows='drop'" in res.output
+    assert not (tmp_path / "w" / "data" / "train.zarr").exists()
+    res = runner.invoke(app, ["ingest", "--config", str(cfg), "--bad-rows", "drop", *w])
+    assert res.exit_code == 0, res.output
+    z = open_zarr_array(tmp_path / "w" / "data" / "train.zarr")
+    assert z.shape == (199, 3) and z.attrs["feature_names"] == ["a", "b", "c"]
+    assert "city" in res.output  # the non-numeric column left out is reported
+
+
+def test_cli_score_refuses_a_tampered_model(dask_cluster, tmp_path, blobs):
+    from flows.cli import app
+    from gmm_engine import GaussianMixture
+    from pipeline.training import register_model
+
+    X, _ = blobs
+    data = write_zarr(tmp_path / "train.zarr", X, NAMES)
+    reg = ModelRegistry(tmp_path / "models")
+    version, _ = register_model(GaussianMixture(3, random_state=0).fit(data), data, reg, contamination=0.01)
+    doc = tmp_path / "models" / version / "model.json"
+    meta = json.loads(doc.read_text())
+    meta["params"]["reg_covar"] = 0.5  # a valid document whose checksum no longer matches
+    doc.write_text(json.dumps(meta))
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text(f"workdir: {tmp_path}\ncluster:\n  address: {dask_cluster}\n")
+    res = CliRunner().invoke(app, ["score", "--config", str(cfg), "--no-progress"])
+    assert res.exit_code == 1
+    assert "does not match its checksum" in res.output and "re-save the model" in res.output
