@@ -56,20 +56,25 @@ KMEANS_TOL = 1e-4
 
 @dataclass(frozen=True, eq=False)
 class _TopKeys:
-    """The ``m`` rows with the smallest keys, and the total squared distance."""
+    """The (at most ``m``) rows with the smallest finite keys, and the total squared distance.
 
-    keys: np.ndarray  # (m,)
-    idx: np.ndarray  # (m,)
-    rows: np.ndarray  # (m, D)
+    ``m`` travels with the value: a chunk may hold fewer than ``m`` rows with
+    a finite key (small chunks, duplicated rows), and the merge must still
+    keep ``m`` of the union, whatever the chunking.
+    """
+
+    keys: np.ndarray  # (<= m,)
+    idx: np.ndarray  # (<= m,)
+    rows: np.ndarray  # (<= m, D)
     cost: float
+    m: int
 
     def merge(self, other):
         keys = np.concatenate([self.keys, other.keys])
         idx = np.concatenate([self.idx, other.idx])
         rows = np.concatenate([self.rows, other.rows])
-        m = max(len(self.keys), len(other.keys))
-        order = np.lexsort((idx, keys))[:m]
-        return _TopKeys(keys[order], idx[order], rows[order], self.cost + other.cost)
+        order = np.lexsort((idx, keys))[: self.m]
+        return _TopKeys(keys[order], idx[order], rows[order], self.cost + other.cost, self.m)
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,10 +125,21 @@ def _topkeys_chunk(block, start, centers, key, stream, m):
     keys = _exp_keys(u, d2)
     take = np.argsort(keys, kind="stable")[:m]
     take = take[np.isfinite(keys[take])]
-    return _TopKeys(keys[take], start + take, np.asarray(block[take], dtype=np.float64), float(d2.sum()))
+    return _TopKeys(
+        keys[take], start + take, np.asarray(block[take], dtype=np.float64), float(d2.sum()), m
+    )
 
 
 def _races_chunk(block, start, centers, trials, key, stream, n_races):
+    if block.shape[0] == 0:
+        # a zero-row chunk (left by filtering) wins no race: the neutral value
+        H = 1 if trials is None else trials.shape[0]
+        return _Races(
+            np.zeros(H),
+            np.full((H, n_races), np.inf),
+            np.full((H, n_races), -1, dtype=np.intp),
+            np.zeros((H, n_races, block.shape[1])),
+        )
     d2 = _min_sqdist(block, centers)
     if trials is None:
         hyp = d2[:, None]

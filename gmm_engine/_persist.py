@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _covariance
+from ._validation import validate_params
 from .exceptions import ModelFormatError
 
 FORMAT = "gmm-stream.gaussian-mixture"
@@ -75,6 +76,27 @@ def _doc_checksum(doc: dict) -> str:
     return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
+def _check_metadata(metadata) -> dict:
+    """Refuse, before anything is written, metadata that could not be loaded back."""
+    if metadata is None:
+        return {}
+    problem = None
+    if not isinstance(metadata, dict):
+        problem = f"got {type(metadata).__name__}"
+    else:
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+    if problem is not None:
+        raise TypeError(
+            "metadata must be a JSON-serialisable dict (str keys; str, int, float, bool, "
+            f"None, list and dict values): {problem}. Convert the values (for example "
+            "numpy scalars with .item(), arrays with .tolist()) or store them elsewhere."
+        )
+    return metadata
+
+
 def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
     """Write a fitted estimator to ``path`` (a directory); see the module docs.
 
@@ -94,6 +116,7 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
     Path
     """
     path = Path(path)
+    metadata = _check_metadata(metadata)
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} already exists; pass overwrite=True to replace it or choose a new path"
@@ -123,7 +146,7 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
             "lower_bounds_": [_float_out(v) for v in estimator.lower_bounds_],
         },
         "arrays": {},
-        "metadata": metadata or {},
+        "metadata": metadata,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
@@ -160,6 +183,11 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
     return path
 
 
+def _is_int(value) -> bool:
+    # JSON true/false load as bool, a subclass of int: not a count or a version
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _fail(path, problem, fix="re-save the model with GaussianMixture.save(path)"):
     raise ModelFormatError(f"Cannot load model from {path}: {problem}. To fix: {fix}.")
 
@@ -183,7 +211,7 @@ def read_model_document(path) -> dict:
         _fail(path, f"{MODEL_FILE} does not declare format {FORMAT!r} (a foreign directory)",
               "pass the directory that GaussianMixture.save wrote")
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not _is_int(version) or version > FORMAT_VERSION or version < 1:
         _fail(path, f"format_version {version!r} is not supported by this release (supports 1..{FORMAT_VERSION})",
               "upgrade gmm-stream, or re-save the model with this release")
     if doc.get("checksum") != _doc_checksum(doc):
@@ -194,18 +222,31 @@ def read_model_document(path) -> dict:
     return doc
 
 
+def _whitening_error(ctype, covariances, prec_chol) -> float:
+    """Largest entry of ``U^T Sigma U - I`` (0 for a consistent pair; NaN-safe)."""
+    if ctype == "full":
+        white = np.einsum("kji,kjl,klm->kim", prec_chol, covariances, prec_chol)
+        eye = np.eye(prec_chol.shape[-1])
+    elif ctype == "tied":
+        white = prec_chol.T @ covariances @ prec_chol
+        eye = np.eye(prec_chol.shape[-1])
+    else:  # diag, spherical: elementwise
+        white = covariances * prec_chol**2
+        eye = 1.0
+    err = np.abs(white - eye)
+    return float(np.max(err)) if np.all(np.isfinite(err)) else math.inf
+
+
 def load_model(cls, path):
     """Read, verify and rebuild a fitted estimator; returns ``(estimator, metadata)``."""
     path = Path(path)
     doc = read_model_document(path)
     params, fitted = doc["params"], doc["fitted"]
     ctype = params.get("covariance_type")
-    if ctype not in _covariance.COVARIANCE_TYPES:
+    if not isinstance(ctype, str) or ctype not in _covariance.COVARIANCE_TYPES:
         _fail(path, f"unknown covariance_type {ctype!r}")
-    try:
-        K = int(params["n_components"])
-        D = int(fitted["n_features_in_"])
-    except (KeyError, TypeError, ValueError):
+    K, D = params.get("n_components"), fitted.get("n_features_in_")
+    if not (_is_int(K) and _is_int(D)):
         _fail(path, "n_components or n_features_in_ is missing or not an integer")
     if K < 1 or D < 1:
         _fail(path, f"n_components={K} and n_features_in_={D} must be positive")
@@ -232,7 +273,7 @@ def load_model(cls, path):
             _fail(path, f"{fname} does not match its sha256 in {MODEL_FILE}: it was modified or corrupted")
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:  # EOFError: empty file
             _fail(path, f"{fname} is not a plain numeric .npy array ({exc})")
         if arr.dtype != np.float64:
             _fail(path, f"{fname} has dtype {arr.dtype}, expected float64")
@@ -243,8 +284,10 @@ def load_model(cls, path):
             _fail(path, f"{fname} contains NaN or infinity")
         arrays[attr] = arr
     w = arrays["weights_"]
-    if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
-        _fail(path, f"weights_ are not a probability vector (sum {w.sum():.6g})")
+    # scikit-learn's initialisation from one row per component leaves weights at
+    # nk / n_samples (summing to K / n); after any M-step they sum to 1
+    if np.any(w < 0) or not 0 < w.sum() <= 1.0 + 1e-6:
+        _fail(path, f"weights_ must be non-negative with a sum in (0, 1] (sum {w.sum():.6g})")
     pc = arrays["precisions_cholesky_"]
     if ctype in ("full", "tied"):
         mats = pc.reshape((-1, D, D))
@@ -252,10 +295,18 @@ def load_model(cls, path):
             _fail(path, "precisions_cholesky_ are not upper triangular with a positive diagonal")
     elif np.any(pc <= 0):
         _fail(path, "precisions_cholesky_ are not positive")
+    # U^T Sigma U = I when precision = U U^T = Sigma^-1; the tolerance allows
+    # for any conditioning a fitted model can have, not for edited arrays.
+    if not _whitening_error(ctype, arrays["covariances_"], pc) <= 1e-3:
+        _fail(path, "covariances_ do not match precisions_cholesky_ (one of them was altered)")
 
     kwargs = {k: params[k] for k in _SCALAR_PARAMS if k in params}
     kwargs["random_state"] = params.get("random_state")
-    est = cls(**kwargs)
+    try:
+        est = cls(**kwargs)
+        validate_params(est)
+    except (TypeError, ValueError) as exc:
+        _fail(path, f"its parameters are invalid: {exc}")
     for attr, arr in arrays.items():
         setattr(est, attr, arr)
     est.precisions_ = cov.precisions(arrays["precisions_cholesky_"])

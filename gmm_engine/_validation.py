@@ -147,20 +147,62 @@ def validate_params(estimator) -> None:
 # user-supplied initial parameters (scikit-learn's wording)
 
 
+def check_init_array(value, *, allow_nd=False) -> np.ndarray:
+    """scikit-learn's ``check_array(dtype=[float64, float32], ensure_2d=False)``.
+
+    Applied to user initial parameters before their shapes and values are
+    checked, with scikit-learn's messages: NaN or infinity, too many
+    dimensions, or no entries are refused.
+
+    Parameters
+    ----------
+    value : array-like
+    allow_nd : bool
+        Accept more than two dimensions (full precisions).
+
+    Returns
+    -------
+    ndarray
+        float32 if given float32, else float64.
+    """
+    arr = np.asarray(value)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim >= 3 and not allow_nd:
+        raise ValueError(f"Found array with dim {arr.ndim}, while dim <= 2 is required.")
+    if np.isnan(arr).any():
+        raise ValueError("Input contains NaN.")
+    if np.isinf(arr).any():
+        raise ValueError(f"Input contains infinity or a value too large for {arr.dtype!r}.")
+    if arr.ndim >= 1 and arr.shape[0] < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
+    if arr.ndim == 2 and arr.shape[1] < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required."
+        )
+    return arr
+
+
 def check_weights(weights, n_components):
-    weights = np.asarray(weights, dtype=np.float64)
+    weights = check_init_array(weights)
+    # scikit-learn's tolerance on the sum depends on the precision given
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    weights = weights.astype(np.float64)
     if weights.shape != (n_components,):
         raise ValueError(
             "The parameter 'weights' should have the shape of %s, but got %s"
             % ((n_components,), weights.shape)
         )
     if np.any(weights < 0.0) or np.any(weights > 1.0):
+        # scikit-learn's text, with its order of min and max
         raise ValueError(
             "The parameter 'weights' should be in the range "
             "[0, 1], but got max value %.5f, min value %.5f"
             % (np.min(weights), np.max(weights))
         )
-    if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=1e-8):
+    if not np.allclose(abs(1.0 - weights.sum()), 0.0, atol=atol):
         raise ValueError(
             "The parameter 'weights' should be normalized, but got sum(weights) = %.5f"
             % weights.sum()
@@ -169,7 +211,7 @@ def check_weights(weights, n_components):
 
 
 def check_means(means, n_components, n_features):
-    means = np.asarray(means, dtype=np.float64)
+    means = check_init_array(means).astype(np.float64)
     if means.shape != (n_components, n_features):
         raise ValueError(
             "The parameter 'means' should have the shape of %s, but got %s"
@@ -194,18 +236,37 @@ def is_path_like(X) -> bool:
     return isinstance(X, (str, os.PathLike))
 
 
-def non_finite_message(n_nan_rows, n_inf_rows, n_rows, bad_rows, what="X") -> str:
-    """Say what is wrong (NaN or infinity), in how many rows, where, and the fix."""
+def non_finite_message(
+    n_nan_rows, n_inf_rows, n_rows, bad_rows, what="X", dtype=np.float64, scope=None
+) -> str:
+    """Say what is wrong (NaN or infinity), in how many rows, where, and the fix.
+
+    Parameters
+    ----------
+    n_nan_rows, n_inf_rows : int
+        Rows holding a NaN, and rows holding an infinity but no NaN.
+    n_rows : int
+        Rows inspected.
+    bad_rows : list of int
+        The first offending global row indices.
+    what : str
+        Name of the input in the message.
+    dtype : dtype
+        Input dtype, named as scikit-learn does for infinities.
+    scope : str, optional
+        What part of the input was inspected (e.g. one chunk), when not all of it.
+    """
     kinds = []
     if n_nan_rows:
         kinds.append("NaN")
     if n_inf_rows:
-        kinds.append("infinity or a value too large for dtype('float64')")
+        kinds.append(f"infinity or a value too large for {np.dtype(dtype)!r}")
     n_bad = n_nan_rows + n_inf_rows
     shown = ", ".join(str(r) for r in bad_rows)
     more = ", ..." if n_bad > len(bad_rows) else ""
+    where = f" of {scope}" if scope else ""
     return (
-        f"Input {what} contains {' and '.join(kinds)} in {n_bad} of {n_rows} rows "
+        f"Input {what} contains {' and '.join(kinds)} in {n_bad} of {n_rows} rows{where} "
         f"(row indices {shown}{more}). GaussianMixture does not accept missing or "
         "infinite values: impute or remove these rows first, for example with "
         "pipeline.ingest(..., bad_rows='drop'), which drops them and records how many."
@@ -284,7 +345,8 @@ def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
         nan_rows = np.isnan(arr[bad]).any(axis=1)
         raise DataValidationError(
             non_finite_message(
-                int(nan_rows.sum()), int((~nan_rows).sum()), arr.shape[0], bad[:10].tolist()
+                int(nan_rows.sum()), int((~nan_rows).sum()), arr.shape[0], bad[:10].tolist(),
+                dtype=arr.dtype,
             )
         )
     return arr
@@ -302,11 +364,16 @@ def check_is_fitted(estimator, attribute="means_"):
         )
 
 
-def check_n_features(estimator, n_features, reset):
+def check_n_features(estimator, n_features, reset, expected=None):
+    """scikit-learn's ``n_features_in_`` bookkeeping and message.
+
+    ``expected`` overrides ``n_features_in_`` as the count to compare with.
+    """
     if reset:
         estimator.n_features_in_ = int(n_features)
         return
-    expected = getattr(estimator, "n_features_in_", None)
+    if expected is None:
+        expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and n_features != expected:
         raise ValueError(
             f"X has {n_features} features, but {type(estimator).__name__} is expecting "

@@ -20,6 +20,7 @@ from ._stats import summary_chunk
 from ._validation import (
     check_dim_and_dtype,
     check_feature_names,
+    check_init_array,
     check_is_fitted,
     check_means,
     check_n_features,
@@ -27,6 +28,7 @@ from ._validation import (
     check_numpy,
     check_random_state,
     check_weights,
+    get_feature_names,
     is_dask_array,
     is_path_like,
     is_zarr_array,
@@ -100,12 +102,16 @@ def _resolve(X):
 def _check_block_finite(block, start):
     finite = np.isfinite(block).all(axis=1)
     if not finite.all():
+        # Lazy scoring sees one chunk at a time: report that chunk's bad rows
+        # with their global positions.
         bad = np.flatnonzero(~finite)
         nan_rows = np.isnan(block[bad]).any(axis=1)
+        n = block.shape[0]
         raise DataValidationError(
             non_finite_message(
-                int(nan_rows.sum()), int((~nan_rows).sum()), f"the chunk at row {start}",
-                (start + bad[:10]).tolist(),
+                int(nan_rows.sum()), int((~nan_rows).sum()), n,
+                (start + bad[:10]).tolist(), dtype=block.dtype,
+                scope=f"the chunk at rows {start} to {start + n - 1}",
             )
         )
 
@@ -340,17 +346,49 @@ default='kmeans'
 
     # -- fitting -------------------------------------------------------------
 
-    def _training_data(self, X):
-        """ChunkedData for X; sets ``n_features_in_`` and ``feature_names_in_``."""
+    def _training_data(self, X, warm=False):
+        """ChunkedData for X, and the input's feature names (or None).
+
+        Nothing fitted changes here: ``n_features_in_`` and
+        ``feature_names_in_`` are set with the parameters when the fit
+        succeeds (:meth:`_set_fitted`), so a failed fit never leaves them
+        disagreeing with ``means_``.  With ``warm=True`` (a warm start will
+        follow), X must fit the current parameters.
+        """
         X, names_source = _resolve(X)
         if is_dask_array(X):
             X = _lazy_input(X, min_samples=2)
-            data = DaskData(X, persist=self.persist)
         else:
-            data = NumpyData(check_numpy(X, min_samples=2))
-        check_n_features(self, data.n_features, reset=True)
-        check_feature_names(self, names_source, reset=True)
-        return data
+            X = check_numpy(X, min_samples=2)
+        names = get_feature_names(names_source)  # raises on mixed name types
+        if warm:
+            self._check_warm_start(X.shape[1])
+        data = DaskData(X, persist=self.persist) if is_dask_array(X) else NumpyData(X)
+        return data, names
+
+    def _will_warm_start(self):
+        # Continue only from a fit that finished: a fit that raised (say, a
+        # collapsed component) leaves no parameters to continue from.
+        return bool(self.warm_start and hasattr(self, "converged_") and hasattr(self, "means_"))
+
+    def _check_warm_start(self, n_features):
+        """Refuse to continue a fit whose parameters do not fit X and the estimator.
+
+        The chunk kernels trust the parameter shapes; a mismatch would read
+        past the rows instead of failing.
+        """
+        K = self.n_components
+        expected = _covariance.get(self.covariance_type).param_shape(K, n_features)
+        means_shape, cov_shape = np.shape(self.means_), np.shape(self.covariances_)
+        if means_shape != (K, n_features) or cov_shape != expected:
+            raise ValueError(
+                "warm_start=True continues the previous fit, which has "
+                f"{means_shape[0]} components, {means_shape[1]} features and covariances "
+                f"of shape {cov_shape}, but now n_components={K}, covariance_type="
+                f"{self.covariance_type!r} and X has {n_features} features (covariances of "
+                f"shape {expected}). Pass data and parameters that match the previous fit, "
+                "or set warm_start=False to start afresh."
+            )
 
     def fit(self, X, y=None, *, on_iteration=None):
         """Estimate the parameters with EM; see :meth:`fit_predict`.
@@ -387,14 +425,18 @@ of shape (n_samples, n_features)
         means = None if self.means_init is None else check_means(self.means_init, K, n_features)
         precisions = None
         if self.precisions_init is not None:
+            precisions = check_init_array(
+                self.precisions_init, allow_nd=self.covariance_type == "full"
+            )
             precisions = _covariance.get(self.covariance_type).check_precisions(
-                self.precisions_init, K, n_features
+                precisions, K, n_features
             )
         return weights, means, precisions
 
     def _fit(self, X, on_iteration=None):
         validate_params(self)
-        data = self._training_data(X)
+        do_init = not self._will_warm_start()
+        data, names = self._training_data(X, warm=not do_init)
         n = data.n_samples
         if n < self.n_components:
             raise ValueError(
@@ -407,14 +449,15 @@ of shape (n_samples, n_features)
         summary = data.map_reduce(summary_chunk)
         if summary.n_bad_rows:
             raise DataValidationError(
-                non_finite_message(summary.n_nan_rows, summary.n_inf_rows, n, list(summary.bad_rows))
+                non_finite_message(
+                    summary.n_nan_rows, summary.n_inf_rows, n, list(summary.bad_rows),
+                    dtype=data.dtype,
+                )
             )
 
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         rs = check_random_state(self.random_state)
         best = None
-        self.converged_ = False
         for init in range(n_init):
             if do_init:
                 params = initialize(
@@ -441,7 +484,7 @@ of shape (n_samples, n_features)
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 compatible(ConvergenceWarning),
             )
-        self._set_params_from(best.params)
+        self._set_fitted(best.params, data.n_features, names)
         self.converged_ = bool(best.converged)
         self.n_iter_ = int(best.n_iter)
         self.lower_bound_ = float(best.lower_bound) if self.max_iter > 0 else -math.inf
@@ -489,13 +532,19 @@ of shape (n_samples, n_features)
         self : GaussianMixture
         """
         validate_params(self)
-        data = self._training_data(X)
-        if state.params.n_features != data.n_features or state.params.covariance_type != self.covariance_type:
+        data, names = self._training_data(X)
+        if (
+            state.params.n_features != data.n_features
+            or state.params.covariance_type != self.covariance_type
+            or state.params.n_components != self.n_components
+        ):
             raise ValueError(
                 "The checkpoint does not match this estimator and data: it has "
-                f"{state.params.n_features} features and covariance_type="
-                f"{state.params.covariance_type!r}, the data has {data.n_features} features "
-                f"and the estimator covariance_type={self.covariance_type!r}."
+                f"{state.params.n_features} features, {state.params.n_components} components "
+                f"and covariance_type={state.params.covariance_type!r}; the data has "
+                f"{data.n_features} features and the estimator n_components="
+                f"{self.n_components}, covariance_type={self.covariance_type!r}. Resume "
+                "with the estimator parameters and data of the interrupted fit."
             )
         final = self._run(data, state, 0, 1, on_iteration)
         if not final.converged and self.max_iter > 0:
@@ -504,12 +553,21 @@ of shape (n_samples, n_features)
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 compatible(ConvergenceWarning),
             )
-        self._set_params_from(final.params)
+        self._set_fitted(final.params, data.n_features, names)
         self.converged_ = bool(final.converged)
         self.n_iter_ = int(final.n_iter)
         self.lower_bound_ = float(final.lower_bound)
         self.lower_bounds_ = list(final.lower_bounds)
         return self
+
+    def _set_fitted(self, params: GMMParams, n_features, names):
+        """Set the fitted parameters and the input's feature count and names together."""
+        self._set_params_from(params)
+        self.n_features_in_ = int(n_features)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _set_params_from(self, params: GMMParams):
         self.weights_ = params.weights
@@ -540,6 +598,9 @@ of shape (n_samples, n_features)
             X = check_numpy(X, min_samples=1)
             lazy = False
         check_n_features(self, X.shape[1], reset=False)
+        # The kernels trust the parameter shapes (no bounds checks): refuse
+        # attributes that disagree with X however they came to be.
+        check_n_features(self, X.shape[1], reset=False, expected=np.shape(self.means_)[1])
         check_feature_names(self, names_source, reset=False)
         return X, lazy
 

@@ -69,9 +69,10 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
         When the scheduler does not answer within ``timeout`` seconds.
     """
     from distributed import Client
+    from distributed.client import _current_client
 
     try:
-        client = Client(address, security=_security(tls), timeout=f"{timeout}s", set_as_default=True)
+        client = Client(address, security=_security(tls), timeout=f"{timeout}s", set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ClusterUnavailableError(
             f"Cannot reach the Dask scheduler at {address} within {timeout:g} s ({exc}). "
@@ -79,20 +80,26 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
             "for tls:// addresses check cluster.tls; or leave cluster.address empty to "
             "use the embedded LocalCluster."
         ) from exc
-    # Entering the client makes it the context-local current client, so tasks
-    # running in threads of one process each compute on their own client.
-    with client:
-        try:
-            yield client
-        except BaseException as exc:
-            if _scheduler_lost(client, exc):
-                raise ClusterUnavailableError(
-                    f"Lost the Dask scheduler at {address} while computing ({type(exc).__name__}: "
-                    f"{exc}). Restart the scheduler (or check the network), then re-run; a fit "
-                    "continues from its last checkpoint with `gmm fit --resume`, and scoring "
-                    "re-runs only the partitions that were not recorded."
-                ) from exc
-            raise
+    # Make the client current for this thread/task only.  `set_as_default` and
+    # `as_current()` also set dask's *global* scheduler config, which clients
+    # in concurrent task threads then restore out of order, leaving the process
+    # pointed at a closed client.  `get_client()` consults this context variable
+    # first, so dask.compute finds the client without any global state.
+    token = _current_client.set(client)
+    try:
+        yield client
+    except BaseException as exc:
+        if _scheduler_lost(client, exc):
+            raise ClusterUnavailableError(
+                f"Lost the Dask scheduler at {address} while computing ({type(exc).__name__}: "
+                f"{exc}). Restart the scheduler (or check the network), then re-run; a fit "
+                "continues from its last checkpoint with `gmm fit --resume`, and scoring "
+                "re-runs only the partitions that were not recorded."
+            ) from exc
+        raise
+    finally:
+        _current_client.reset(token)
+        client.close()
 
 
 def _scheduler_lost(client, exc: BaseException) -> bool:

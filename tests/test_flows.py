@@ -210,3 +210,10 @@ def test_cli_score_refuses_a_tampered_model(dask_cluster, tmp_path, blobs):
     res = CliRunner().invoke(app, ["score", "--config", str(cfg), "--no-progress"])
     assert res.exit_code == 1
     assert "does not match its checksum" in res.output and "re-save the model" in res.output
+
+
+def test_flows_leave_no_global_dask_scheduler_behind():
+    # runs after the flows above: concurrent task clients must not leak global config
+    import dask
+
+    assert dask.config.get("scheduler", None) is None
