@@ -478,17 +478,21 @@ of shape (n_samples, n_features)
             state = self._run(data, start, init, n_init, on_iteration)
             if self.max_iter == 0 or best is None or state.lower_bound > best.lower_bound or best.lower_bound == -math.inf:
                 best = state
-        if not best.converged and self.max_iter > 0:
+        return self._finish(best, data.n_features, names)
+
+    def _finish(self, state, n_features, names):
+        """Warn if EM stopped short, then set every fitted attribute from ``state``."""
+        if not state.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 compatible(ConvergenceWarning),
             )
-        self._set_fitted(best.params, data.n_features, names)
-        self.converged_ = bool(best.converged)
-        self.n_iter_ = int(best.n_iter)
-        self.lower_bound_ = float(best.lower_bound) if self.max_iter > 0 else -math.inf
-        self.lower_bounds_ = list(best.lower_bounds)
+        self._set_fitted(state.params, n_features, names)
+        self.converged_ = bool(state.converged)
+        self.n_iter_ = int(state.n_iter)
+        self.lower_bound_ = float(state.lower_bound) if self.max_iter > 0 else -math.inf
+        self.lower_bounds_ = list(state.lower_bounds)
         return self
 
     def _run(self, data, start, init, n_init, on_iteration):
@@ -546,19 +550,7 @@ of shape (n_samples, n_features)
                 f"{self.n_components}, covariance_type={self.covariance_type!r}. Resume "
                 "with the estimator parameters and data of the interrupted fit."
             )
-        final = self._run(data, state, 0, 1, on_iteration)
-        if not final.converged and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                compatible(ConvergenceWarning),
-            )
-        self._set_fitted(final.params, data.n_features, names)
-        self.converged_ = bool(final.converged)
-        self.n_iter_ = int(final.n_iter)
-        self.lower_bound_ = float(final.lower_bound)
-        self.lower_bounds_ = list(final.lower_bounds)
-        return self
+        return self._finish(self._run(data, state, 0, 1, on_iteration), data.n_features, names)
 
     def _set_fitted(self, params: GMMParams, n_features, names):
         """Set the fitted parameters and the input's feature count and names together."""

@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .outputs import SCORES_FORMAT, atomic_write_json, parse_temp_name, temp_name_for
+from .outputs import SCORES_FORMAT, atomic_write_json, parse_temp_name, remove_entry, temp_name_for
 from .partitions import UnsafePartitionName, validate_partition_id
 
 logger = logging.getLogger(__name__)
@@ -917,13 +917,8 @@ class Manifest:
             if age < grace:
                 report["kept_in_progress"].append(str(path))
                 return
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return
+        if not remove_entry(path):
+            return
         report["removed_temps"].append(str(path))
         logger.info("removed leftover temporary %s", path)
 

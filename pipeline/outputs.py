@@ -650,18 +650,20 @@ def remove_stale_temps(directory, older_than_seconds: float = 0) -> list[str]:
             continue  # removed concurrently
         if older_than_seconds > 0 and mtime > cutoff:
             continue
-        _remove_entry(Path(entry.path))
+        remove_entry(Path(entry.path))
         removed.append(entry.path)
     if removed:
         logger.info("removed %d stale temporary entries from %s", len(removed), directory)
     return removed
 
 
-def _remove_entry(path: Path) -> None:
+def remove_entry(path: Path) -> bool:
+    """Delete a file, link or directory tree; False if it was already gone."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        return True
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
