@@ -380,11 +380,14 @@ default='kmeans'
         K = self.n_components
         expected = _covariance.get(self.covariance_type).param_shape(K, n_features)
         means_shape, cov_shape = np.shape(self.means_), np.shape(self.covariances_)
-        if means_shape != (K, n_features) or cov_shape != expected:
+        # shapes alone cannot tell 'diag' from 'tied' when K == D
+        fitted_type = getattr(self, "_fitted_covariance_type", self.covariance_type)
+        if means_shape != (K, n_features) or cov_shape != expected or fitted_type != self.covariance_type:
             raise ValueError(
                 "warm_start=True continues the previous fit, which has "
-                f"{means_shape[0]} components, {means_shape[1]} features and covariances "
-                f"of shape {cov_shape}, but now n_components={K}, covariance_type="
+                f"{means_shape[0]} components, {means_shape[1]} features and "
+                f"covariance_type={fitted_type!r} (covariances of shape {cov_shape}), "
+                f"but now n_components={K}, covariance_type="
                 f"{self.covariance_type!r} and X has {n_features} features (covariances of "
                 f"shape {expected}). Pass data and parameters that match the previous fit, "
                 "or set warm_start=False to start afresh."
@@ -562,6 +565,7 @@ of shape (n_samples, n_features)
             del self.feature_names_in_
 
     def _set_params_from(self, params: GMMParams):
+        self._fitted_covariance_type = params.covariance_type
         self.weights_ = params.weights
         self.means_ = params.means
         self.covariances_ = params.covariances

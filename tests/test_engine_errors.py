@@ -518,3 +518,13 @@ def test_predict_refuses_attributes_that_disagree_with_parameters():
     gm.n_features_in_ = 3  # e.g. set by hand
     with pytest.raises(ValueError, match="X has 3 features, but GaussianMixture is expecting 4 features"):
         gm.predict(_data(D=3))
+
+
+def test_warm_start_refuses_another_covariance_type_of_the_same_shape():
+    # K == D: 'diag' and 'tied' parameters have the same shapes
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    gm = GaussianMixture(3, covariance_type="diag", warm_start=True, max_iter=200, random_state=0)
+    gm.fit(X)
+    gm.set_params(covariance_type="tied")
+    with pytest.raises(ValueError, match="covariance_type='diag'.*now n_components=3, covariance_type='tied'"):
+        gm.fit(X)
