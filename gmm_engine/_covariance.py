@@ -51,6 +51,9 @@ def _collapse_error(components) -> ComponentCollapseError:
 class KernelParams:
     """What a chunk kernel needs, shipped once per iteration to every worker.
 
+    The ``*_p`` arrays are the kernels' layout: features padded with zeros
+    to ``Dp``, a multiple of 8 (one vector register of float64 lanes).
+
     Attributes
     ----------
     covariance_type : str
@@ -64,6 +67,19 @@ class KernelParams:
         Tied only: the weighted mean of the means, the whitening origin.
     mu_white : ndarray of shape (K, D)
         Tied only: ``(mean_k - center) @ U``.
+    means_p : ndarray of shape (K, Dp)
+    prec_p : ndarray
+        full: (K, Dp, Dp); tied: (Dp, Dp); diag: (K, Dp) precisions;
+        spherical: (K, Dp) with the precision in column 0.
+    center_p, muw_p : ndarray of shape (Dp,) and (K, Dp)
+        Tied only: ``center`` and ``mu_white`` padded.
+    rmin : ndarray of shape (K,)
+        full and tied: a row whose responsibility for component k is below
+        ``rmin[k] = max(SKIP_REL * w_k, TINY)`` is left out of that
+        component's sums and scatter (it still counts in ``nk``).  What is
+        left out of a statistic is below ``SKIP_REL`` times the component's
+        previous soft count ``N w_k``: invisible at float64 precision unless
+        the component loses all but 1e-4 of its mass in one iteration.
     """
 
     covariance_type: str
@@ -72,6 +88,11 @@ class KernelParams:
     logc: np.ndarray
     center: np.ndarray | None = None
     mu_white: np.ndarray | None = None
+    means_p: np.ndarray | None = None
+    prec_p: np.ndarray | None = None
+    center_p: np.ndarray | None = None
+    muw_p: np.ndarray | None = None
+    rmin: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -80,6 +101,23 @@ class KernelParams:
     @property
     def n_features(self) -> int:
         return self.means.shape[1]
+
+
+def _pad_last(a, Dp, axes=1):
+    """Zero-pad the last ``axes`` axes of ``a`` to length Dp (C-contiguous float64)."""
+    a = np.asarray(a, dtype=np.float64)
+    pad = [(0, 0)] * (a.ndim - axes) + [(0, Dp - a.shape[-1])] * axes
+    return np.ascontiguousarray(np.pad(a, pad))
+
+
+def _rows(X):
+    """X as the kernels take it: C-contiguous (one compiled variant), float32 or float64."""
+    return X if X.flags.c_contiguous else np.ascontiguousarray(X)
+
+
+def _skip_threshold(weights):
+    with np.errstate(under="ignore"):
+        return np.maximum(kern.SKIP_REL * np.asarray(weights, dtype=np.float64), kern.TINY)
 
 
 def _check_shape(param, shape, name):
@@ -125,6 +163,29 @@ class CovarianceType:
         """Free parameters: ``(K - 1) + K D + covariance parameters``."""
         return int(self.n_cov_params(K, D) + K * D + K - 1)
 
+    # -- kernel-facing: scoring ----------------------------------------------
+
+    def _logprob(self, X, kp, mode, out):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def weighted_log_prob(self, X, kp, out):
+        """``out`` (n, K) = log w_k + log N(x | mu_k, Sigma_k) for every row of X."""
+        self._logprob(_rows(X), kp, kern.WLP, out)
+
+    def score_samples(self, X, kp, out):
+        """``out`` (n,) = log p(x) for every row of X (a fused log-sum-exp)."""
+        direct = out.flags.c_contiguous and out.dtype == np.float64
+        tmp = out if direct else np.empty(out.shape)
+        self._logprob(_rows(X), kp, kern.SCORE, tmp.reshape(-1, 1))
+        if not direct:
+            out[:] = tmp
+
+    def predict(self, X, kp, out):
+        """``out`` (n,) int = the most likely component of every row (lowest on ties)."""
+        labels = np.empty((X.shape[0], 1))
+        self._logprob(_rows(X), kp, kern.LABEL, labels)
+        out[:] = labels[:, 0]
+
     def check_precisions(self, precisions, K: int, D: int) -> np.ndarray:
         """Validate user ``precisions_init`` with scikit-learn's messages."""
         precisions = np.asarray(precisions, dtype=np.float64)
@@ -155,18 +216,18 @@ class _Full(CovarianceType):
 
     def precision_cholesky(self, covariances):
         K, D, _ = covariances.shape
-        out = np.empty_like(covariances)
+        chol = np.empty_like(covariances)
         bad = []
-        eye = np.eye(D)
         for k in range(K):
             try:
-                chol = linalg.cholesky(covariances[k], lower=True)
+                chol[k] = linalg.cholesky(covariances[k], lower=True)
             except (linalg.LinAlgError, ValueError):  # ValueError: NaN or inf
                 bad.append(k)
-                continue
-            out[k] = linalg.solve_triangular(chol, eye, lower=True).T
         if bad:
             raise _collapse_error(bad)
+        # inv(L).T without scipy's solve_triangular: see kern.inv_lower_transposed
+        out = np.empty_like(covariances)
+        kern.inv_lower_transposed(chol, out)
         return out
 
     def precision_cholesky_from_precisions(self, precisions):
@@ -189,22 +250,27 @@ class _Full(CovarianceType):
 
     def kernel_params(self, weights, means, prec_chol):
         D = means.shape[1]
+        Dp = kern.padded_features(D)
         logc = np.log(weights) + self.log_det(prec_chol, D) - 0.5 * D * LOG_2PI
-        return KernelParams(self.name, means, np.ascontiguousarray(prec_chol), logc)
+        return KernelParams(
+            self.name, means, np.ascontiguousarray(prec_chol), logc,
+            means_p=_pad_last(means, Dp), prec_p=_pad_last(prec_chol, Dp, axes=2),
+            rmin=_skip_threshold(weights),
+        )
 
     def estep(self, X, kp, nk, sums, scatter):
-        return kern.estep_full(X, kp.means, kp.prec, kp.logc, nk, sums, scatter)
+        return kern.estep_full(_rows(X), kp.means_p, kp.prec_p, kp.logc, kp.rmin, nk, sums, scatter)
 
-    def weighted_log_prob(self, X, kp, out):
-        kern.wlogprob_full(X, kp.means, kp.prec, kp.logc, out)
+    def _logprob(self, X, kp, mode, out):
+        kern.wlogprob_full(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
-        kern.accumulate_full(X, resp, shift, nk, sums, scatter)
+        Dp = kern.padded_features(shift.shape[1])
+        kern.accumulate_full(_rows(X), resp, _pad_last(shift, Dp), nk, sums, scatter)
 
     def finish_scatter(self, scatter):
         # kernels write the upper triangle only
-        iu = np.triu_indices(scatter.shape[-1], 1)
-        scatter[:, iu[1], iu[0]] = scatter[:, iu[0], iu[1]]
+        kern.mirror_upper(scatter)
         return scatter
 
 
@@ -233,7 +299,9 @@ class _Tied(CovarianceType):
             chol = linalg.cholesky(covariance, lower=True)
         except (linalg.LinAlgError, ValueError):  # ValueError: NaN or inf
             raise _collapse_error(["tied"]) from None
-        return linalg.solve_triangular(chol, np.eye(covariance.shape[0]), lower=True).T
+        out = np.empty((1, *chol.shape))
+        kern.inv_lower_transposed(np.ascontiguousarray(chol)[None], out)
+        return out[0]
 
     def precision_cholesky_from_precisions(self, precisions):
         return _chol_upper_of_precision(precisions)
@@ -253,6 +321,7 @@ class _Tied(CovarianceType):
         logc = np.log(weights) + self.log_det(prec_chol, D) - 0.5 * D * LOG_2PI
         center = np.average(means, axis=0, weights=weights)
         mu_white = (means - center) @ prec_chol
+        Dp = kern.padded_features(D)
         return KernelParams(
             self.name,
             means,
@@ -260,25 +329,30 @@ class _Tied(CovarianceType):
             np.broadcast_to(logc, (K,)).copy(),
             center,
             np.ascontiguousarray(mu_white),
+            means_p=_pad_last(means, Dp),
+            prec_p=_pad_last(prec_chol, Dp, axes=2),
+            center_p=_pad_last(center, Dp),
+            muw_p=_pad_last(mu_white, Dp),
+            rmin=_skip_threshold(weights),
         )
 
     def estep(self, X, kp, nk, sums, scatter):
         return kern.estep_tied(
-            X, kp.means, kp.prec, kp.logc, kp.center, kp.mu_white, nk, sums, scatter
+            _rows(X), kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p, kp.rmin, nk, sums, scatter
         )
 
-    def weighted_log_prob(self, X, kp, out):
-        kern.wlogprob_tied(X, kp.means, kp.prec, kp.logc, kp.center, kp.mu_white, out)
+    def _logprob(self, X, kp, mode, out):
+        kern.wlogprob_tied(X, kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p, mode, out)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         K, D = shift.shape
         per_component = np.zeros((K, D, D))
-        kern.accumulate_full(X, resp, shift, nk, sums, per_component)
+        kern.accumulate_full(_rows(X), resp, _pad_last(shift, kern.padded_features(D)), nk, sums, per_component)
         scatter += per_component.sum(axis=0)
 
     def finish_scatter(self, scatter):
-        iu = np.triu_indices(scatter.shape[-1], 1)
-        scatter[iu[1], iu[0]] = scatter[iu[0], iu[1]]
+        # kernels write the upper triangle only
+        kern.mirror_upper(scatter)
         return scatter
 
 
@@ -319,17 +393,22 @@ class _Diag(CovarianceType):
 
     def kernel_params(self, weights, means, prec_chol):
         D = means.shape[1]
+        Dp = kern.padded_features(D)
         logc = np.log(weights) + self.log_det(prec_chol, D) - 0.5 * D * LOG_2PI
-        return KernelParams(self.name, means, np.ascontiguousarray(prec_chol**2), logc)
+        prec = np.ascontiguousarray(prec_chol**2)
+        return KernelParams(
+            self.name, means, prec, logc, means_p=_pad_last(means, Dp), prec_p=_pad_last(prec, Dp)
+        )
 
     def estep(self, X, kp, nk, sums, scatter):
-        return kern.estep_diag(X, kp.means, kp.prec, kp.logc, nk, sums, scatter)
+        return kern.estep_diag(_rows(X), kp.means_p, kp.prec_p, kp.logc, nk, sums, scatter)
 
-    def weighted_log_prob(self, X, kp, out):
-        kern.wlogprob_diag(X, kp.means, kp.prec, kp.logc, out)
+    def _logprob(self, X, kp, mode, out):
+        kern.wlogprob_diag(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
-        kern.accumulate_diag(X, resp, shift, nk, sums, scatter)
+        Dp = kern.padded_features(shift.shape[1])
+        kern.accumulate_diag(_rows(X), resp, _pad_last(shift, Dp), nk, sums, scatter)
 
     def finish_scatter(self, scatter):
         return scatter
@@ -353,20 +432,26 @@ class _Spherical(_Diag):
         return D * np.log(prec_chol)
 
     def kernel_params(self, weights, means, prec_chol):
-        D = means.shape[1]
+        K, D = means.shape
+        Dp = kern.padded_features(D)
         logc = np.log(weights) + self.log_det(prec_chol, D) - 0.5 * D * LOG_2PI
-        return KernelParams(self.name, means, np.ascontiguousarray(prec_chol**2), logc)
+        prec = np.ascontiguousarray(prec_chol**2)
+        prec_p = np.zeros((K, Dp))
+        prec_p[:, 0] = prec
+        return KernelParams(
+            self.name, means, prec, logc, means_p=_pad_last(means, Dp), prec_p=prec_p
+        )
 
     def estep(self, X, kp, nk, sums, scatter):
-        return kern.estep_spherical(X, kp.means, kp.prec, kp.logc, nk, sums, scatter)
+        return kern.estep_spherical(_rows(X), kp.means_p, kp.prec_p, kp.logc, nk, sums, scatter)
 
-    def weighted_log_prob(self, X, kp, out):
-        kern.wlogprob_spherical(X, kp.means, kp.prec, kp.logc, out)
+    def _logprob(self, X, kp, mode, out):
+        kern.wlogprob_spherical(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         K, D = shift.shape
         per_feature = np.zeros((K, D))
-        kern.accumulate_diag(X, resp, shift, nk, sums, per_feature)
+        kern.accumulate_diag(_rows(X), resp, _pad_last(shift, kern.padded_features(D)), nk, sums, per_feature)
         scatter += per_feature.sum(axis=1)
 
 

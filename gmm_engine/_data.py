@@ -7,25 +7,35 @@ row, and returns a value with an associative ``merge``.
 
 * :class:`NumpyData` runs the chunks on a local thread pool (the kernels
   release the GIL).  In-memory input never goes to a cluster.
-* :class:`DaskData` fuses ``fn`` into the chunk-loading tasks
-  (``map_blocks``), merges with a tree reduction, and computes on the
-  active ``distributed.Client`` if there is one, else on the threaded
-  scheduler.  Only ``args`` (small parameters) enter the graph, once.
+* :class:`DaskData` runs ``fn`` inside the task that loads each chunk, and
+  merges with a tree of fan-in :data:`SPLIT_EVERY`.  The per-chunk loading
+  tasks are taken once from the array's optimised graph; each pass only
+  adds one small task per chunk and the merge tree, so an iteration over
+  1,000 chunks costs milliseconds of graph building instead of dask's
+  generic optimisation passes.  With the default threaded scheduler and
+  chunks that load on their own (NumPy, Zarr, ...), the chunks run on a
+  local thread pool without a scheduler; with a ``distributed.Client``
+  (or any other configured scheduler) the graph goes to that scheduler.
+  Only ``args`` (small parameters) enter the graph, once per pass.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import logging
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: rows per block when chunking an in-memory array
+#: at most this many rows per block when chunking an in-memory array ...
 NUMPY_BLOCK_ROWS = 65_536
+#: ... and at least this many blocks per thread (if blocks keep >= 4,096 rows),
+#: so that the last blocks do not leave a thread idle
+NUMPY_BLOCKS_PER_THREAD = 8
 #: fan-in of the tree reduction
 SPLIT_EVERY = 16
 #: target bytes per Dask chunk when we choose the chunking (Zarr input)
@@ -39,10 +49,6 @@ def n_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _merge_pair(a, b):
-    return a.merge(b)
-
-
 def merge_all(values):
     """Merge a sequence of mergeable values in order (balanced pairwise)."""
     values = list(values)
@@ -54,6 +60,15 @@ def merge_all(values):
             nxt.append(values[-1])
         values = nxt
     return values[0]
+
+
+def _run_blocks(run, n_blocks):
+    """``[run(i) for i in range(n_blocks)]`` on up to ``n_threads()`` threads."""
+    workers = min(n_threads(), n_blocks)
+    if workers <= 1:
+        return [run(i) for i in range(n_blocks)]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(run, range(n_blocks)))
 
 
 class ChunkedData:
@@ -84,41 +99,311 @@ class NumpyData(ChunkedData):
         self.X = X
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
+        n = self.n_samples
         rows = block_rows or NUMPY_BLOCK_ROWS
-        self.starts = list(range(0, self.n_samples, rows)) or [0]
-        self.stops = self.starts[1:] + [self.n_samples]
+        n_blocks = max(-(-n // rows), min(NUMPY_BLOCKS_PER_THREAD * n_threads(), n // 4096), 1)
+        rows = max(1, -(-n // n_blocks))
+        self.starts = list(range(0, n, rows)) or [0]
+        self.stops = self.starts[1:] + [n]
 
     def map_reduce(self, fn, *args):
         def run(i):
             return fn(self.X[self.starts[i] : self.stops[i]], self.starts[i], *args)
 
-        n_blocks = len(self.starts)
-        workers = min(n_threads(), n_blocks)
-        if workers <= 1:
-            results = [run(i) for i in range(n_blocks)]
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(run, range(n_blocks)))
-        return merge_all(results)
+        return merge_all(_run_blocks(run, len(self.starts)))
 
     def take(self, indices):
         return np.asarray(self.X[np.asarray(indices, dtype=np.intp)], dtype=np.float64)
 
 
-def _apply_block(block, fn, args, block_info=None):
-    start = block_info[0]["array-location"][0][0]
-    out = np.empty((1, 1), dtype=object)
-    out[0, 0] = fn(block, start, *args)
+# ---------------------------------------------------------------------------
+# Dask
+
+#: a task of a scheduled graph covers chunks up to at least this many bytes ...
+MIN_TASK_BYTES = 16 * 2**20
+#: ... and there are at most this many tasks per worker thread: fewer, longer
+#: tasks cost the scheduler less and let a task read its next chunk while it
+#: computes on the current one
+MAX_TASKS_PER_THREAD = 2
+
+
+class _Deferred:
+    """Chunk sources carried through a graph without being executed by the scheduler.
+
+    A task evaluates graph nodes in its arguments before it runs, which for
+    a group of chunks would hold all of them in memory at once; wrapped
+    here, they are evaluated one at a time inside :func:`_apply_group`.
+    """
+
+    __slots__ = ("sources",)
+
+    def __init__(self, sources):
+        self.sources = sources
+
+    def __reduce__(self):
+        return _Deferred, (self.sources,)
+
+
+def _evaluate(source, values):
+    from dask._task_spec import GraphNode, TaskRef
+
+    if isinstance(source, GraphNode):
+        return source({k: values[k] for k in source.dependencies})
+    if isinstance(source, TaskRef):
+        return values[source.key]
+    return source  # a chunk's data
+
+
+def _apply_group(fn_args, deferred, starts, dep_keys, *dep_values):
+    """Apply fn to each chunk of a group, reading the next chunk while fn runs.
+
+    Loading a chunk (reading and decompressing a Zarr chunk) and the
+    kernels both release the GIL, so a single-threaded worker overlaps them
+    with one reader thread; at most two chunks are in memory at a time.
+    """
+    fn, args = fn_args
+    values = dict(zip(dep_keys, dep_values))
+    sources = deferred.sources
+
+    def load(i):
+        return np.asarray(_evaluate(sources[i], values))
+
+    out = None
+    if len(sources) == 1:
+        return fn(load(0), starts[0], *args)
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(load, 0)
+        for i in range(len(sources)):
+            block = pending.result()
+            if i + 1 < len(sources):
+                pending = reader.submit(load, i + 1)
+            value = fn(block, starts[i], *args)
+            del block
+            out = value if out is None else out.merge(value)
     return out
 
 
-def _unwrap(value):
-    # map_blocks hands each chunk's value over as a 1x1 object block
-    return value[0, 0] if isinstance(value, np.ndarray) else value
+def _bundle(*blocks):
+    return blocks
+
+
+def _apply_bundle(fn_args, starts, blocks):
+    fn, args = fn_args
+    out = None
+    for block, start in zip(blocks, starts):
+        value = fn(np.asarray(block), start, *args)
+        out = value if out is None else out.merge(value)
+    return out
 
 
 def _merge_many(*values):
-    return functools.reduce(_merge_pair, map(_unwrap, values))
+    out = values[0]
+    for v in values[1:]:
+        out = out.merge(v)
+    return out
+
+
+class _ChunkPlan:
+    """How to load each row chunk of a dask array, taken once from its graph.
+
+    Attributes
+    ----------
+    sources : list
+        Per row chunk, what produces its block: the chunk's own task from
+        the optimised graph (run inside the task that uses the block, so a
+        chunk is loaded where it is used and never stored), the chunk's
+        data, or a reference to a key of ``shared`` (a persisted future or
+        an upstream task).
+    shared : dict
+        The rest of the graph the sources depend on (a Zarr array object,
+        persisted futures, upstream tasks), culled to what they need.
+    groupable : list of bool
+        The source loads from ``shared`` data or futures only, so several
+        chunks can share one task without holding upstream results.
+    starts : list of int
+        Global index of each chunk's first row.
+    local : bool
+        Every source loads from data nodes alone: the threaded scheduler
+        can be replaced by a plain thread pool.
+    """
+
+    def __init__(self, X):
+        from dask._task_spec import Alias, DataNode, GraphNode, Task, TaskRef
+
+        keys = [k[0] for k in X.__dask_keys__()]
+        raw = dict(X.__dask_graph__())
+        # Optimisation drops what is not a task (persisted futures): keep those.
+        dsk = {k: v for k, v in raw.items() if not isinstance(v, GraphNode)}
+        dsk.update(X.__dask_optimize__(X.__dask_graph__(), keys))
+        refcount = {}
+        for node in dsk.values():
+            if isinstance(node, GraphNode):
+                for d in node.dependencies:
+                    refcount[d] = refcount.get(d, 0) + 1
+        sources, roots = [], set()
+        for k in keys:
+            node, key = dsk.get(k), k
+            # follow aliases that nothing else uses to the node that makes the chunk
+            while isinstance(node, Alias) and refcount.get(node.target, 0) == 1 and node.target in dsk:
+                key = node.target
+                node = dsk[key]
+            private = refcount.get(key, 0) <= (0 if key == k else 1)
+            if isinstance(node, Task) and private:
+                sources.append(node)  # inlined: its key disappears from the graph
+                roots.update(node.dependencies)
+            elif isinstance(node, DataNode) and private:
+                sources.append(node.value)
+            else:
+                sources.append(TaskRef(k))
+                roots.add(k)
+        self.shared = _cull(dsk, roots)
+
+        def is_data(key):
+            node = self.shared.get(key)
+            return isinstance(node, DataNode) or (node is not None and not isinstance(node, GraphNode))
+
+        self.sources = sources
+        self.groupable = []
+        for src in sources:
+            if isinstance(src, Task):
+                self.groupable.append(all(is_data(d) for d in src.dependencies))
+            elif isinstance(src, TaskRef):
+                self.groupable.append(is_data(src.key))
+            else:
+                self.groupable.append(True)
+        self.local = all(
+            not isinstance(src, TaskRef) and ok and all(isinstance(v, DataNode) for v in self.shared.values())
+            for src, ok in zip(sources, self.groupable)
+        )
+        self.starts = [0, *itertools.accumulate(int(c) for c in X.chunks[0])][:-1]
+        self.chunk_bytes = [int(c) * X.shape[1] * X.dtype.itemsize for c in X.chunks[0]]
+
+    def block(self, i):
+        """Evaluate chunk i in this process (``local`` plans only)."""
+        src = self.sources[i]
+        deps = getattr(src, "dependencies", ())
+        return _evaluate(src, {k: self.shared[k].value for k in deps})
+
+    def groups(self, n_workers_threads, location=None):
+        """Sets of chunks that share a task, each in increasing chunk order.
+
+        A set covers about :data:`MIN_TASK_BYTES` (one scheduler round trip
+        costs ~1-3 ms here, as much work as 10,000 rows) and there are at
+        most :data:`MAX_TASKS_PER_THREAD` sets per worker thread (the
+        scheduler's cost grows with tasks, not bytes), but at least two per
+        thread when the chunks allow.  A task holds at most two of its
+        chunks at a time (the one it computes on and the next, being read).  Chunks
+        that load from their store are grouped in runs of consecutive
+        chunks, so the reduction, and its rounding, does not depend on
+        where tasks run; persisted chunks are grouped by the worker that
+        holds them (``location[i]``), so no chunk moves.
+        """
+        n = len(self.sources)
+        mean_bytes = max(1, sum(self.chunk_bytes) // max(n, 1))
+        threads = max(1, n_workers_threads)
+        size = max(-(-MIN_TASK_BYTES // mean_bytes), -(-n // (MAX_TASKS_PER_THREAD * threads)))
+        size = max(1, min(size, n // (2 * threads)))
+        buckets = {}
+        for i in range(n):
+            where = None if location is None else location[i]
+            buckets.setdefault(where, []).append(i)
+        out = []
+        for members in buckets.values():
+            run = []
+            for i in members:
+                if run and (len(run) >= size or not self.groupable[i] or not self.groupable[run[-1]]):
+                    out.append(run)
+                    run = []
+                run.append(i)
+            if run:
+                out.append(run)
+        out.sort(key=lambda r: r[0])
+        return out
+
+    def graph(self, fn, args, groups):
+        """Graph of ``fn`` over all chunks; returns (dsk, keys to compute and merge)."""
+        from dask._task_spec import DataNode, GraphNode, Task, TaskRef
+
+        token = uuid.uuid4().hex
+        pkey = f"gmm-args-{token}"
+        name = f"gmm-{getattr(fn, '__name__', 'chunk')}-{token}"
+        dsk = dict(self.shared)
+        dsk[pkey] = DataNode(pkey, (fn, args))
+        level = []
+        for g, run in enumerate(groups):
+            deps = set()
+            for i in run:
+                src = self.sources[i]
+                if isinstance(src, GraphNode):
+                    deps.update(src.dependencies)
+                elif isinstance(src, TaskRef):
+                    deps.add(src.key)
+            dep_keys = tuple(deps)
+            key = (name, g)
+            dsk[key] = Task(
+                key, _apply_group, TaskRef(pkey),
+                _Deferred(tuple(self.sources[i] for i in run)),
+                tuple(self.starts[i] for i in run),
+                dep_keys,
+                *(TaskRef(k) for k in dep_keys),
+            )
+            level.append(key)
+        return dsk, _merge_tree(dsk, level, name)
+
+
+def _cull(dsk, roots):
+    out = {}
+    stack = list(roots)
+    while stack:
+        k = stack.pop()
+        if k in out or k not in dsk:
+            continue
+        node = out[k] = dsk[k]
+        stack.extend(getattr(node, "dependencies", ()) or ())
+    return out
+
+
+def _bundle_graph(fn, args, bundles):
+    """Graph of ``fn`` over persisted bundles of chunks; returns (dsk, keys to compute and merge)."""
+    from dask._task_spec import DataNode, Task, TaskRef
+
+    token = uuid.uuid4().hex
+    pkey = f"gmm-args-{token}"
+    name = f"gmm-{getattr(fn, '__name__', 'chunk')}-{token}"
+    dsk = {pkey: DataNode(pkey, (fn, args))}
+    level = []
+    for g, (future, starts) in enumerate(bundles):
+        dsk[future.key] = future
+        key = (name, g)
+        dsk[key] = Task(key, _apply_bundle, TaskRef(pkey), starts, TaskRef(future.key))
+        level.append(key)
+    return dsk, _merge_tree(dsk, level, name)
+
+
+def _merge_tree(dsk, level, name):
+    """Add merge tasks of fan-in SPLIT_EVERY until at most SPLIT_EVERY keys remain; return them.
+
+    The last few partial results come back to the caller, which merges them
+    in order: one scheduler round trip less than a single root task.
+    """
+    from dask._task_spec import Task, TaskRef
+
+    depth = 0
+    while len(level) > SPLIT_EVERY:
+        nxt = []
+        for j in range(0, len(level), SPLIT_EVERY):
+            key = (f"{name}-merge-{depth}", j // SPLIT_EVERY)
+            dsk[key] = Task(key, _merge_many, *(TaskRef(k) for k in level[j : j + SPLIT_EVERY]))
+            nxt.append(key)
+        level = nxt
+        depth += 1
+    return level
+
+
+def _client_of(get):
+    """The distributed client whose ``get`` this is, or None."""
+    client = getattr(get, "__self__", None)
+    return client if hasattr(client, "who_has") and hasattr(client, "nthreads") else None
 
 
 class DaskData(ChunkedData):
@@ -140,27 +425,93 @@ class DaskData(ChunkedData):
         self.X = X
         self.n_samples, self.n_features = (int(s) for s in X.shape)
         self.dtype = X.dtype
+        self._plan = None
+        self._bundles = None  # (client id, [(future, starts)]) for persisted chunks
+
+    @property
+    def plan(self) -> _ChunkPlan:
+        if self._plan is None:
+            self._plan = _ChunkPlan(self.X)
+        return self._plan
 
     def map_reduce(self, fn, *args):
         import dask
+        import dask.threaded
 
-        params = dask.delayed(args, pure=True, traverse=False)
-        nb = self.X.numblocks[0]
-        blocks = self.X.map_blocks(
-            _apply_block,
-            fn,
-            params,
-            dtype=object,
-            chunks=((1,) * nb, (1,)),
-            meta=np.empty((0, 0), dtype=object),
-            token=f"gmm-{getattr(fn, '__name__', 'chunk')}",
-        )
-        level = [d for d in blocks.to_delayed(optimize_graph=True).ravel()]
-        merge = dask.delayed(_merge_many, pure=True)
-        while len(level) > 1:
-            level = [merge(*level[i : i + SPLIT_EVERY]) for i in range(0, len(level), SPLIT_EVERY)]
-        (result,) = dask.compute(level[0])
-        return _unwrap(result)
+        plan = self.plan
+        get = dask.base.get_scheduler(collections=[self.X])
+        if get is dask.threaded.get and plan.local:
+            # What the threaded scheduler would do, without its per-task
+            # bookkeeping: load each chunk and apply fn on a thread pool.
+            def run(i):
+                return fn(np.asarray(plan.block(i)), plan.starts[i], *args)
+
+            return merge_all(_run_blocks(run, len(plan.starts)))
+        client = _client_of(get)
+        if client is not None:
+            bundles = self._persisted_bundles(client)
+            if bundles:
+                dsk, keys = _bundle_graph(fn, args, bundles)
+                return merge_all(get(dsk, keys))
+            threads = max(1, sum(client.nthreads().values()))
+            groups = plan.groups(threads, self._locations(client))
+        elif get is dask.threaded.get:
+            groups = [[i] for i in range(len(plan.sources))]  # upstream tasks: one per chunk
+        else:
+            groups = plan.groups(n_threads())
+        dsk, keys = plan.graph(fn, args, groups)
+        return merge_all(get(dsk, keys))
+
+    def _persisted_bundles(self, client):
+        """For chunks persisted on the cluster: one future per group of chunks on a worker.
+
+        A pass over 1,000 persisted chunks would otherwise send 1,000
+        dependency edges to the scheduler every iteration (~0.2 s here);
+        the bundles (tuples referencing the chunks where they are, no copy)
+        are made once and reused by every pass.
+        """
+        from dask._task_spec import TaskRef
+
+        from distributed import Future
+
+        plan = self.plan
+        if not plan.sources or not all(
+            isinstance(s, TaskRef) and isinstance(plan.shared.get(s.key), Future) for s in plan.sources
+        ):
+            return None
+        if self._bundles is not None and self._bundles[0] == id(client):
+            return self._bundles[1]
+        threads = max(1, sum(client.nthreads().values()))
+        groups = plan.groups(threads, self._locations(client))
+        bundles = []
+        for run in groups:
+            futures = [plan.shared[plan.sources[i].key] for i in run]
+            bundle = client.submit(_bundle, *futures, pure=False)
+            bundles.append((bundle, tuple(plan.starts[i] for i in run)))
+        self._bundles = (id(client), bundles)
+        return bundles
+
+    def _locations(self, client):
+        """Per chunk, the worker holding the persisted data it loads from (None if none)."""
+        from dask._task_spec import GraphNode, TaskRef
+        from distributed import Future
+
+        shared = self.plan.shared
+        deps = {}
+        for i, src in enumerate(self.plan.sources):
+            if isinstance(src, TaskRef):
+                keys = [src.key]
+            elif isinstance(src, GraphNode):
+                keys = sorted(src.dependencies, key=str)
+            else:
+                keys = []
+            keys = [k for k in keys if isinstance(shared.get(k), Future)]
+            if keys:
+                deps[i] = keys[0]
+        if not deps:
+            return None
+        who = client.who_has([shared[k] for k in set(deps.values())])
+        return [min(who.get(deps[i], ()) or ("",)) if i in deps else None for i in range(len(self.plan.sources))]
 
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.intp)

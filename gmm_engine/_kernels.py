@@ -1,17 +1,49 @@
-"""Fused per-chunk kernels (numba, GIL released).
+"""Fused per-chunk kernels (numba, GIL released, cached).
 
-Each E-step kernel makes one pass over the rows of a chunk and, per row,
-computes the weighted log-probability of every component, their
-log-sum-exp, the responsibilities, and adds the row to the sufficient
-statistics around the current means.  Doing all of it per row keeps the
-row and its K differences in L1 cache: the tall-skinny BLAS products a
-vectorised NumPy version needs run at ~3 GFLOP/s on these machines.
+Each E-step kernel makes one pass over a chunk in blocks of rows and, per
+block, computes the weighted log-probability of every component, their
+log-sum-exp, the responsibilities, and adds the block to the sufficient
+statistics around the current means.  The block stays in L1/L2 cache
+between the steps.
+
+Why the code looks like a BLAS micro-kernel
+-------------------------------------------
+The arithmetic of ``full`` is two triangular products per row and
+component (whitening ``y = (x - mu_k) U_k`` and the scatter
+``r (x - mu_k)(x - mu_k)^T``), ~D^2 multiply-adds each.  Tall-skinny BLAS
+calls run at ~3 GFLOP/s on these machines and plain numba loops at ~5,
+because both keep partial sums in memory.  The kernels here use the
+eight-lane vectors of :mod:`._simd` and keep a tile of eight vector
+accumulators in registers over the inner loop:
+
+* whitening, lanes = rows: the block is transposed (``xT`` is (Dp, BR)), so
+  ``y_b`` for eight rows is one vector and the triangle of ``U_k`` is
+  walked exactly, four columns at a time, for two groups of eight rows;
+* scatter, lanes = features: ``Q[a0:a0+8, 8v:8v+8] += sum_rows
+  (r d)[row, a] d[row, 8v:8v+8]`` with one broadcast load and one fused
+  multiply-add per accumulator, over the rows of the block;
+* exp and log run eight lanes at a time (:func:`._simd.vexp_neg`,
+  :func:`._simd.vlog_ge1`).
+
+Numerics
+--------
+Arithmetic is float64 whatever the input dtype.  Differences are taken
+around the current means (``x - mu_k``) before any product, so data far
+from the origin keeps its precision; statistics are accumulated around
+the same means.  Responsibilities below ``TINY`` are zero, as are products
+with them (no subnormal arithmetic).  For ``full`` and ``tied`` a row
+whose responsibility for component k is below ``SKIP_REL * w_k`` is left
+out of that component's sums and scatter (not of its soft count): the
+mass left out of any statistic is below ``SKIP_REL`` times the
+component's previous soft count, far below float64 rounding of the
+totals (see ``_covariance.KernelParams``).
 
 Conventions shared by every kernel:
 
-* ``X`` has shape (n, D), float32 or float64; arithmetic is float64.
-* ``means`` (K, D), ``logc`` (K,) with
-  ``logc[k] = log w_k + log|U_k| - D/2 log(2 pi)``.
+* ``X`` has shape (n, D), float32 or float64, any layout.
+* Parameters are padded to ``Dp`` features (a multiple of 8) with zeros:
+  ``means_p`` (K, Dp), precision factors (K, Dp, Dp) or (Dp, Dp) or
+  precisions (K, Dp).  ``logc[k] = log w_k + log|U_k| - D/2 log(2 pi)``.
 * Statistics are accumulated in place into float64 arrays that the caller
   zeroed: ``nk`` (K,), ``sums`` (K, D) and a type-specific ``scatter``.
   Only the upper triangle of a full scatter is written; the caller
@@ -20,118 +52,338 @@ Conventions shared by every kernel:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
-_OPTS = dict(nogil=True, cache=True, error_model="numpy")
+from ._simd import (
+    W,
+    vadd,
+    vbcast,
+    vdiv,
+    vexp_neg,
+    vfma,
+    vhsum,
+    viota,
+    vload,
+    vlog_ge1,
+    vmax,
+    vmul,
+    vselect_ge,
+    vsplat,
+    vstore,
+    vsub,
+    vzero,
+)
+
+_OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+
+#: responsibilities below this are zero (keeps products out of subnormals)
+TINY = 1e-300
+#: full/tied: rows with r < SKIP_REL * w_k skip component k's sums and scatter
+SKIP_REL = 1e-20
 
 
-@njit(inline="always", **_OPTS)
-def _logsumexp(lp, K):
-    m = lp[0]
-    for k in range(1, K):
-        if lp[k] > m:
-            m = lp[k]
-    if m == -np.inf:
-        return m
-    s = 0.0
-    for k in range(K):
-        s += math.exp(lp[k] - m)
-    return m + math.log(s)
+def padded_features(D: int) -> int:
+    """Features rounded up to whole vectors."""
+    return ((D + W - 1) // W) * W
+
+
+@njit(**_OPTS)
+def block_rows(Dp):
+    """Rows per block: a multiple of 16 that keeps the block buffers in L1/L2."""
+    if Dp <= 32:
+        return 64
+    if Dp <= 128:
+        return 32
+    return 16
 
 
 # ---------------------------------------------------------------------------
-# Per-row weighted log-probabilities.  Each fills ``lp`` (K,) and the
-# differences ``diff`` (K, D) = x - mean_k that the accumulation reuses.
+# Block loading
 
 
-@njit(inline="always", **_OPTS)
-def _row_full(X, i, means, U, logc, diff, y, lp):
-    K, D = means.shape
-    for k in range(K):
-        for j in range(D):
-            diff[k, j] = X[i, j] - means[k, j]
-            y[j] = 0.0
-        # y = diff_k @ U_k with U_k upper triangular; the inner loop runs
-        # over a contiguous row of U_k so it vectorises.
+@njit(**_OPTS)
+def _load_rows(X, i0, m, D, xb):
+    """Rows ``i0 .. i0 + m`` of X into the row-major float64 block ``xb`` (BR, Dp)."""
+    for i in range(m):
         for a in range(D):
-            da = diff[k, a]
-            for b in range(a, D):
-                y[b] += da * U[k, a, b]
-        maha = 0.0
-        for j in range(D):
-            maha += y[j] * y[j]
-        lp[k] = logc[k] - 0.5 * maha
+            xb[i, a] = X[i0 + i, a]
+    for i in range(m, xb.shape[0]):
+        for a in range(D):
+            xb[i, a] = 0.0
 
 
-@njit(inline="always", **_OPTS)
-def _row_tied(X, i, means, U, logc, center, mu_white, diff, y, lp):
-    K, D = means.shape
-    # Whitening is shared: y_k = (x - c) U - (mu_k - c) U, with c central
-    # so that the subtraction cancels nothing for data far from 0.
-    for j in range(D):
-        y[j] = 0.0
+@njit(**_OPTS)
+def _load_cols(X, i0, m, D, xT):
+    """Rows ``i0 .. i0 + m`` of X into the transposed float64 block ``xT`` (Dp, BR)."""
+    BR = xT.shape[1]
+    for i in range(m):
+        for a in range(D):
+            xT[a, i] = X[i0 + i, a]
     for a in range(D):
-        da = X[i, a] - center[a]
-        for b in range(a, D):
-            y[b] += da * U[a, b]
-    for k in range(K):
-        maha = 0.0
-        for j in range(D):
-            diff[k, j] = X[i, j] - means[k, j]
-            t = y[j] - mu_white[k, j]
-            maha += t * t
-        lp[k] = logc[k] - 0.5 * maha
+        for i in range(m, BR):
+            xT[a, i] = 0.0
 
 
-@njit(inline="always", **_OPTS)
-def _row_diag(X, i, means, P, logc, diff, lp):
-    K, D = means.shape
-    for k in range(K):
-        maha = 0.0
-        for j in range(D):
-            d = X[i, j] - means[k, j]
-            diff[k, j] = d
-            maha += d * d * P[k, j]
-        lp[k] = logc[k] - 0.5 * maha
-
-
-@njit(inline="always", **_OPTS)
-def _row_spherical(X, i, means, P, logc, diff, sq, lp):
-    K, D = means.shape
-    for k in range(K):
-        s = 0.0
-        for j in range(D):
-            d = X[i, j] - means[k, j]
-            diff[k, j] = d
-            s += d * d
-        sq[k] = s
-        lp[k] = logc[k] - 0.5 * s * P[k]
+@njit(**_OPTS)
+def _center_cols(xT, center, coff, D, dT):
+    """``dT[a] = xT[a] - center[coff + a]`` for the first D rows (lanes = block rows)."""
+    BR = xT.shape[1]
+    for a in range(D):
+        c = vbcast(center, coff + a)
+        for o in range(0, BR, W):
+            vstore(dT, a * BR + o, vsub(vload(xT, a * BR + o), c))
 
 
 # ---------------------------------------------------------------------------
-# Accumulation of one row with responsibility r into component k.
+# Whitening, lanes = rows
 
 
-@njit(inline="always", **_OPTS)
-def _acc_upper(diff, k, r, sums, scatter):
-    D = diff.shape[1]
-    for a in range(D):
-        rd = r * diff[k, a]
-        sums[k, a] += rd
-        for b in range(a, D):
-            scatter[a, b] += rd * diff[k, b]
+@njit(**_OPTS)
+def _maha_cols(dT, U, uoff, D, Dp, out, ooff, logc_k):
+    """``out[ooff + i] = logc_k - |dT[:, i] @ U|^2 / 2`` for every row i of the block.
+
+    ``U`` is upper triangular, read at flat offset ``uoff`` with row
+    stride Dp; four of its columns and sixteen rows are done at a time.
+    """
+    BR = dT.shape[1]
+    half = vsplat(-0.5)
+    c = vsplat(logc_k)
+    for o in range(0, BR, 2 * W):
+        m0 = vzero()
+        m1 = vzero()
+        for b0 in range(0, D, 4):
+            y0 = vzero()
+            y1 = vzero()
+            y2 = vzero()
+            y3 = vzero()
+            z0 = vzero()
+            z1 = vzero()
+            z2 = vzero()
+            z3 = vzero()
+            for a in range(min(b0 + 4, D)):
+                va = vload(dT, a * BR + o)
+                vb = vload(dT, a * BR + o + W)
+                uo = uoff + a * Dp + b0
+                u0 = vbcast(U, uo)
+                u1 = vbcast(U, uo + 1)
+                u2 = vbcast(U, uo + 2)
+                u3 = vbcast(U, uo + 3)
+                y0 = vfma(va, u0, y0)
+                y1 = vfma(va, u1, y1)
+                y2 = vfma(va, u2, y2)
+                y3 = vfma(va, u3, y3)
+                z0 = vfma(vb, u0, z0)
+                z1 = vfma(vb, u1, z1)
+                z2 = vfma(vb, u2, z2)
+                z3 = vfma(vb, u3, z3)
+            m0 = vfma(y0, y0, m0)
+            m0 = vfma(y1, y1, m0)
+            m0 = vfma(y2, y2, m0)
+            m0 = vfma(y3, y3, m0)
+            m1 = vfma(z0, z0, m1)
+            m1 = vfma(z1, z1, m1)
+            m1 = vfma(z2, z2, m1)
+            m1 = vfma(z3, z3, m1)
+        vstore(out, ooff + o, vfma(half, m0, c))
+        vstore(out, ooff + o + W, vfma(half, m1, c))
 
 
-@njit(inline="always", **_OPTS)
-def _acc_diag(diff, k, r, sums, scatter):
-    D = diff.shape[1]
-    for a in range(D):
-        rd = r * diff[k, a]
-        sums[k, a] += rd
-        scatter[k, a] += rd * diff[k, a]
+@njit(**_OPTS)
+def _whiten_cols(dT, U, D, Dp, yT):
+    """``yT[b] = (dT^T @ U)[:, b]`` for b < D (lanes = block rows); U is (Dp, Dp) upper."""
+    BR = dT.shape[1]
+    for o in range(0, BR, 2 * W):
+        for b0 in range(0, D, 4):
+            y0 = vzero()
+            y1 = vzero()
+            y2 = vzero()
+            y3 = vzero()
+            z0 = vzero()
+            z1 = vzero()
+            z2 = vzero()
+            z3 = vzero()
+            for a in range(min(b0 + 4, D)):
+                va = vload(dT, a * BR + o)
+                vb = vload(dT, a * BR + o + W)
+                uo = a * Dp + b0
+                u0 = vbcast(U, uo)
+                u1 = vbcast(U, uo + 1)
+                u2 = vbcast(U, uo + 2)
+                u3 = vbcast(U, uo + 3)
+                y0 = vfma(va, u0, y0)
+                y1 = vfma(va, u1, y1)
+                y2 = vfma(va, u2, y2)
+                y3 = vfma(va, u3, y3)
+                z0 = vfma(vb, u0, z0)
+                z1 = vfma(vb, u1, z1)
+                z2 = vfma(vb, u2, z2)
+                z3 = vfma(vb, u3, z3)
+            p = b0 * BR + o
+            vstore(yT, p, y0)
+            vstore(yT, p + W, z0)
+            vstore(yT, p + BR, y1)
+            vstore(yT, p + BR + W, z1)
+            vstore(yT, p + 2 * BR, y2)
+            vstore(yT, p + 2 * BR + W, z2)
+            vstore(yT, p + 3 * BR, y3)
+            vstore(yT, p + 3 * BR + W, z3)
+
+
+# ---------------------------------------------------------------------------
+# Responsibilities, lanes = rows
+
+
+@njit(**_OPTS)
+def _responsibilities(LPT, K, m, RT, NKv):
+    """Log-sum-exp over components and normalised responsibilities for a block.
+
+    ``LPT`` (K, BR) holds weighted log-probabilities; ``RT`` (K, BR)
+    receives the responsibilities (zero for padding rows ``>= m`` and
+    below ``TINY``) and ``NKv`` (K, 8) their per-lane sums.  Returns the
+    per-lane sums of ``log p(x)`` over the valid rows (``-inf`` for a row
+    whose every log-probability is ``-inf``).
+    """
+    BR = LPT.shape[1]
+    llv = vzero()
+    one = vsplat(1.0)
+    zero = vzero()
+    tiny = vsplat(TINY)
+    for o in range(0, BR, W):
+        valid = vselect_ge(vsplat(float(m - 1 - o)), viota(0.0), one, zero)
+        mx = vload(LPT, o)
+        for k in range(1, K):
+            mx = vmax(mx, vload(LPT, k * BR + o))
+        s = vzero()
+        for k in range(K):
+            # exp(-inf - -inf) is NaN, which vexp_neg maps to 0
+            e = vexp_neg(vsub(vload(LPT, k * BR + o), mx))
+            vstore(RT, k * BR + o, e)
+            s = vadd(s, e)
+        # s >= 1 wherever the maximum is finite (its own term is exp(0))
+        lls = vadd(mx, vlog_ge1(vselect_ge(s, one, s, one)))
+        lls = vselect_ge(s, one, lls, vsplat(-np.inf))
+        llv = vadd(llv, vselect_ge(valid, one, lls, zero))
+        inv = vselect_ge(s, one, vselect_ge(valid, one, vdiv(one, s), zero), zero)
+        for k in range(K):
+            r = vmul(vload(RT, k * BR + o), inv)
+            r = vselect_ge(r, tiny, r, zero)
+            vstore(RT, k * BR + o, r)
+            vstore(NKv, k * W, vadd(vload(NKv, k * W), r))
+    return llv
+
+
+# ---------------------------------------------------------------------------
+# Scatter, lanes = features
+
+
+@njit(**_OPTS)
+def _scatter_rows(xb, m, means_p, k, resp, rmin, D, dc, rdc, Q, qoff, S, soff):
+    """Add ``sum_i r_i (x_i - mu_k)`` and its upper-triangular scatter for one component.
+
+    ``resp`` (BR,) holds the block's responsibilities for component k.
+    Rows with ``resp[i] < rmin`` are left out; the others are packed
+    into ``dc`` (differences) and ``rdc`` (responsibility times
+    differences), both (BR, Dp) row-major.  ``Q`` receives the scatter at
+    flat offset ``qoff`` with row stride Dp, ``S`` the sums at ``soff``.
+    """
+    Dp = xb.shape[1]
+    nv = Dp // W
+    c = 0
+    for i in range(m):
+        r = resp[i]
+        if r >= rmin:
+            vr = vsplat(r)
+            for v in range(nv):
+                t = vsub(vload(xb, i * Dp + W * v), vload(means_p, k * Dp + W * v))
+                vstore(dc, c * Dp + W * v, t)
+                vstore(rdc, c * Dp + W * v, vmul(vr, t))
+            c += 1
+    if c == 0:
+        return
+    # first row tile: also the sums
+    for v in range(nv):
+        q0 = vzero()
+        q1 = vzero()
+        q2 = vzero()
+        q3 = vzero()
+        q4 = vzero()
+        q5 = vzero()
+        q6 = vzero()
+        q7 = vzero()
+        sa = vzero()
+        for j in range(c):
+            ro = j * Dp
+            u = vload(dc, ro + W * v)
+            sa = vadd(sa, vload(rdc, ro + W * v))
+            q0 = vfma(vbcast(rdc, ro), u, q0)
+            q1 = vfma(vbcast(rdc, ro + 1), u, q1)
+            q2 = vfma(vbcast(rdc, ro + 2), u, q2)
+            q3 = vfma(vbcast(rdc, ro + 3), u, q3)
+            q4 = vfma(vbcast(rdc, ro + 4), u, q4)
+            q5 = vfma(vbcast(rdc, ro + 5), u, q5)
+            q6 = vfma(vbcast(rdc, ro + 6), u, q6)
+            q7 = vfma(vbcast(rdc, ro + 7), u, q7)
+        vstore(S, soff + W * v, vadd(vload(S, soff + W * v), sa))
+        _flush8(Q, qoff + W * v, Dp, q0, q1, q2, q3, q4, q5, q6, q7)
+    for a0 in range(W, D, W):
+        for v in range(a0 // W, nv):
+            q0 = vzero()
+            q1 = vzero()
+            q2 = vzero()
+            q3 = vzero()
+            q4 = vzero()
+            q5 = vzero()
+            q6 = vzero()
+            q7 = vzero()
+            for j in range(c):
+                ro = j * Dp + a0
+                u = vload(dc, j * Dp + W * v)
+                q0 = vfma(vbcast(rdc, ro), u, q0)
+                q1 = vfma(vbcast(rdc, ro + 1), u, q1)
+                q2 = vfma(vbcast(rdc, ro + 2), u, q2)
+                q3 = vfma(vbcast(rdc, ro + 3), u, q3)
+                q4 = vfma(vbcast(rdc, ro + 4), u, q4)
+                q5 = vfma(vbcast(rdc, ro + 5), u, q5)
+                q6 = vfma(vbcast(rdc, ro + 6), u, q6)
+                q7 = vfma(vbcast(rdc, ro + 7), u, q7)
+            _flush8(Q, qoff + a0 * Dp + W * v, Dp, q0, q1, q2, q3, q4, q5, q6, q7)
+
+
+@njit(**_OPTS)
+def _flush8(Q, o, stride, q0, q1, q2, q3, q4, q5, q6, q7):
+    vstore(Q, o, vadd(vload(Q, o), q0))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q1))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q2))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q3))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q4))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q5))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q6))
+    o += stride
+    vstore(Q, o, vadd(vload(Q, o), q7))
+
+
+@njit(**_OPTS)
+def _finish_full(D, NKv, S, Q, nk, sums, scatter):
+    """Add the block accumulators to the caller's statistics.
+
+    ``Q`` is (Kq, Dp, Dp) and ``scatter`` (Kq, D, D): Kq = K for full, 1
+    for tied; only upper triangles are copied.
+    """
+    for k in range(NKv.shape[0]):
+        nk[k] += vhsum(vload(NKv, k * W))
+        for a in range(D):
+            sums[k, a] += S[k, a]
+    for k in range(Q.shape[0]):
+        for a in range(D):
+            for b in range(a, D):
+                scatter[k, a, b] += Q[k, a, b]
 
 
 # ---------------------------------------------------------------------------
@@ -139,123 +391,299 @@ def _acc_diag(diff, k, r, sums, scatter):
 
 
 @njit(**_OPTS)
-def estep_full(X, means, U, logc, nk, sums, scatter):
-    n = X.shape[0]
-    K, D = means.shape
-    diff = np.empty((K, D))
-    y = np.empty(D)
-    lp = np.empty(K)
-    ll = 0.0
-    for i in range(n):
-        _row_full(X, i, means, U, logc, diff, y, lp)
-        lse = _logsumexp(lp, K)
-        ll += lse
+def estep_full(X, means_p, U_p, logc, rmin, nk, sums, scatter):
+    """Full covariances; ``U_p`` (K, Dp, Dp) padded upper precision factors."""
+    n, D = X.shape
+    K, Dp = means_p.shape
+    BR = block_rows(Dp)
+    xb = np.zeros((BR, Dp))
+    xT = np.zeros((Dp, BR))
+    dT = np.zeros((Dp, BR))
+    LPT = np.empty((K, BR))
+    RT = np.empty((K, BR))
+    dc = np.empty((BR, Dp))
+    rdc = np.empty((BR, Dp))
+    Q = np.zeros((K, Dp, Dp))
+    S = np.zeros((K, Dp))
+    NKv = np.zeros((K, W))
+    llv = vzero()
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_rows(X, i0, m, D, xb)
+        _load_cols(X, i0, m, D, xT)
         for k in range(K):
-            r = math.exp(lp[k] - lse)
-            if r > 0.0:
-                nk[k] += r
-                _acc_upper(diff, k, r, sums, scatter[k])
-    return ll
+            _center_cols(xT, means_p, k * Dp, D, dT)
+            _maha_cols(dT, U_p, k * Dp * Dp, D, Dp, LPT, k * BR, logc[k])
+        llv = vadd(llv, _responsibilities(LPT, K, m, RT, NKv))
+        for k in range(K):
+            _scatter_rows(xb, m, means_p, k, RT[k], rmin[k], D, dc, rdc, Q, k * Dp * Dp, S, k * Dp)
+    _finish_full(D, NKv, S, Q, nk, sums, scatter)
+    return vhsum(llv)
 
 
 @njit(**_OPTS)
-def estep_tied(X, means, U, logc, center, mu_white, nk, sums, scatter):
-    n = X.shape[0]
-    K, D = means.shape
-    diff = np.empty((K, D))
-    y = np.empty(D)
-    lp = np.empty(K)
-    ll = 0.0
-    for i in range(n):
-        _row_tied(X, i, means, U, logc, center, mu_white, diff, y, lp)
-        lse = _logsumexp(lp, K)
-        ll += lse
-        for k in range(K):
-            r = math.exp(lp[k] - lse)
-            if r > 0.0:
-                nk[k] += r
-                _acc_upper(diff, k, r, sums, scatter)
-    return ll
+def _tied_logprob(xT, D, Dp, center_p, U_p, muw_p, logc, dT, yT, LPT):
+    """Weighted log-probabilities of a block under a shared precision factor.
+
+    Whitening is shared: ``y_k = (x - c) U - (mu_k - c) U`` with ``c``
+    central, so the subtraction cancels little for data far from 0.
+    """
+    K = LPT.shape[0]
+    BR = xT.shape[1]
+    _center_cols(xT, center_p, 0, D, dT)
+    _whiten_cols(dT, U_p, D, Dp, yT)
+    half = vsplat(-0.5)
+    for k in range(K):
+        c = vsplat(logc[k])
+        for o in range(0, BR, W):
+            acc = vzero()
+            for b in range(D):
+                t = vsub(vload(yT, b * BR + o), vbcast(muw_p, k * Dp + b))
+                acc = vfma(t, t, acc)
+            vstore(LPT, k * BR + o, vfma(half, acc, c))
 
 
 @njit(**_OPTS)
-def estep_diag(X, means, P, logc, nk, sums, scatter):
-    n = X.shape[0]
-    K, D = means.shape
-    diff = np.empty((K, D))
-    lp = np.empty(K)
-    ll = 0.0
-    for i in range(n):
-        _row_diag(X, i, means, P, logc, diff, lp)
-        lse = _logsumexp(lp, K)
-        ll += lse
+def estep_tied(X, means_p, U_p, logc, center_p, muw_p, rmin, nk, sums, scatter):
+    """Tied covariance; ``U_p`` (Dp, Dp), ``center_p`` (Dp,), ``muw_p`` (K, Dp)."""
+    n, D = X.shape
+    K, Dp = means_p.shape
+    BR = block_rows(Dp)
+    xb = np.zeros((BR, Dp))
+    xT = np.zeros((Dp, BR))
+    dT = np.zeros((Dp, BR))
+    yT = np.zeros((Dp, BR))
+    LPT = np.empty((K, BR))
+    RT = np.empty((K, BR))
+    dc = np.empty((BR, Dp))
+    rdc = np.empty((BR, Dp))
+    Q = np.zeros((1, Dp, Dp))
+    S = np.zeros((K, Dp))
+    NKv = np.zeros((K, W))
+    llv = vzero()
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_rows(X, i0, m, D, xb)
+        _load_cols(X, i0, m, D, xT)
+        _tied_logprob(xT, D, Dp, center_p, U_p, muw_p, logc, dT, yT, LPT)
+        llv = vadd(llv, _responsibilities(LPT, K, m, RT, NKv))
         for k in range(K):
-            r = math.exp(lp[k] - lse)
-            if r > 0.0:
-                nk[k] += r
-                _acc_diag(diff, k, r, sums, scatter)
-    return ll
+            _scatter_rows(xb, m, means_p, k, RT[k], rmin[k], D, dc, rdc, Q, 0, S, k * Dp)
+    _finish_full(D, NKv, S, Q, nk, sums, scatter.reshape((1, D, D)))
+    return vhsum(llv)
 
 
 @njit(**_OPTS)
-def estep_spherical(X, means, P, logc, nk, sums, scatter):
-    n = X.shape[0]
-    K, D = means.shape
-    diff = np.empty((K, D))
-    sq = np.empty(K)
-    lp = np.empty(K)
-    ll = 0.0
-    for i in range(n):
-        _row_spherical(X, i, means, P, logc, diff, sq, lp)
-        lse = _logsumexp(lp, K)
-        ll += lse
-        for k in range(K):
-            r = math.exp(lp[k] - lse)
-            if r > 0.0:
-                nk[k] += r
-                for a in range(D):
-                    sums[k, a] += r * diff[k, a]
-                scatter[k] += r * sq[k]
-    return ll
+def _diag_logprob(xT, D, Dp, means_p, P_p, logc, spherical, SQT, LPT):
+    """Weighted log-probabilities of a block, diagonal or spherical precisions.
+
+    diag: ``logc_k - sum_a P[k, a] (x_a - mu_ka)^2 / 2``; spherical:
+    ``logc_k - P[k, 0] sum_a (x_a - mu_ka)^2 / 2``, and ``SQT[k]``
+    receives ``sum_a (x_a - mu_ka)^2``.
+    """
+    K = LPT.shape[0]
+    BR = xT.shape[1]
+    half = vsplat(-0.5)
+    for k in range(K):
+        c = vsplat(logc[k])
+        for o in range(0, BR, 2 * W):
+            a0 = vzero()
+            a1 = vzero()
+            for a in range(D):
+                mu = vbcast(means_p, k * Dp + a)
+                t0 = vsub(vload(xT, a * BR + o), mu)
+                t1 = vsub(vload(xT, a * BR + o + W), mu)
+                if spherical:
+                    a0 = vfma(t0, t0, a0)
+                    a1 = vfma(t1, t1, a1)
+                else:
+                    p = vbcast(P_p, k * Dp + a)
+                    a0 = vfma(vmul(t0, t0), p, a0)
+                    a1 = vfma(vmul(t1, t1), p, a1)
+            if spherical:
+                vstore(SQT, k * BR + o, a0)
+                vstore(SQT, k * BR + o + W, a1)
+                p = vbcast(P_p, k * Dp)
+                a0 = vmul(a0, p)
+                a1 = vmul(a1, p)
+            vstore(LPT, k * BR + o, vfma(half, a0, c))
+            vstore(LPT, k * BR + o + W, vfma(half, a1, c))
+
+
+@njit(**_OPTS)
+def _diag_stats(xT, D, Dp, means_p, RT, spherical, SQT, Sv, Qv):
+    """Per-lane sums ``Sv`` (K, Dp, 8) and diagonal scatter ``Qv`` (K, Dp, 8) of a block.
+
+    spherical: ``Qv[k, 0]`` receives ``sum_i r_ik |x_i - mu_k|^2``.
+    """
+    K = RT.shape[0]
+    BR = xT.shape[1]
+    for k in range(K):
+        for a in range(D):
+            mu = vbcast(means_p, k * Dp + a)
+            s0 = vzero()
+            q0 = vzero()
+            for o in range(0, BR, W):
+                t = vsub(vload(xT, a * BR + o), mu)
+                rt = vmul(vload(RT, k * BR + o), t)
+                s0 = vadd(s0, rt)
+                if not spherical:
+                    q0 = vfma(rt, t, q0)
+            p = (k * Dp + a) * W
+            vstore(Sv, p, vadd(vload(Sv, p), s0))
+            if not spherical:
+                vstore(Qv, p, vadd(vload(Qv, p), q0))
+        if spherical:
+            q0 = vzero()
+            for o in range(0, BR, W):
+                q0 = vfma(vload(RT, k * BR + o), vload(SQT, k * BR + o), q0)
+            p = k * Dp * W
+            vstore(Qv, p, vadd(vload(Qv, p), q0))
+
+
+@njit(**_OPTS)
+def _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter, spherical):
+    n, D = X.shape
+    K, Dp = means_p.shape
+    BR = block_rows(Dp)
+    xT = np.zeros((Dp, BR))
+    LPT = np.empty((K, BR))
+    RT = np.empty((K, BR))
+    SQT = np.zeros((K, BR))
+    Sv = np.zeros((K, Dp, W))
+    Qv = np.zeros((K, Dp, W))
+    NKv = np.zeros((K, W))
+    llv = vzero()
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_cols(X, i0, m, D, xT)
+        _diag_logprob(xT, D, Dp, means_p, P_p, logc, spherical, SQT, LPT)
+        llv = vadd(llv, _responsibilities(LPT, K, m, RT, NKv))
+        _diag_stats(xT, D, Dp, means_p, RT, spherical, SQT, Sv, Qv)
+    for k in range(K):
+        nk[k] += vhsum(vload(NKv, k * W))
+        for a in range(D):
+            sums[k, a] += vhsum(vload(Sv, (k * Dp + a) * W))
+            if not spherical:
+                scatter[k, a] += vhsum(vload(Qv, (k * Dp + a) * W))
+        if spherical:
+            scatter[k, 0] += vhsum(vload(Qv, k * Dp * W))
+    return vhsum(llv)
+
+
+@njit(**_OPTS)
+def estep_diag(X, means_p, P_p, logc, nk, sums, scatter):
+    """Diagonal covariances; ``P_p`` (K, Dp) precisions, ``scatter`` (K, D)."""
+    return _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter, False)
+
+
+@njit(**_OPTS)
+def estep_spherical(X, means_p, P_p, logc, nk, sums, scatter):
+    """Spherical covariances; ``P_p[k, 0]`` the precision, ``scatter`` (K,)."""
+    return _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter.reshape((-1, 1)), True)
 
 
 # ---------------------------------------------------------------------------
-# Weighted log-probabilities (n, K) for scoring and prediction.
+# Scoring and prediction.  ``mode`` selects what is written for row i:
+#   WLP    out[i, :K] = weighted log-probabilities (out is (n, K));
+#   SCORE  out[i, 0]  = log p(x_i), their log-sum-exp;
+#   LABEL  out[i, 0]  = argmax_k of them (lowest k on ties), as a float.
+
+WLP = 0
+SCORE = 1
+LABEL = 2
 
 
 @njit(**_OPTS)
-def wlogprob_full(X, means, U, logc, out):
-    K, D = means.shape
-    diff = np.empty((K, D))
-    y = np.empty(D)
-    for i in range(X.shape[0]):
-        _row_full(X, i, means, U, logc, diff, y, out[i])
+def _emit_rows(LPT, i0, m, mode, out, tmp):
+    K, BR = LPT.shape
+    if mode == WLP:
+        for i in range(m):
+            for k in range(K):
+                out[i0 + i, k] = LPT[k, i]
+    elif mode == SCORE:
+        one = vsplat(1.0)
+        for o in range(0, BR, W):
+            mx = vload(LPT, o)
+            for k in range(1, K):
+                mx = vmax(mx, vload(LPT, k * BR + o))
+            s = vzero()
+            for k in range(K):
+                s = vadd(s, vexp_neg(vsub(vload(LPT, k * BR + o), mx)))
+            lse = vadd(mx, vlog_ge1(vselect_ge(s, one, s, one)))
+            vstore(tmp, o, vselect_ge(s, one, lse, vsplat(-np.inf)))
+        for i in range(m):
+            out[i0 + i, 0] = tmp[i]
+    else:
+        for i in range(m):
+            best = LPT[0, i]
+            arg = 0
+            for k in range(1, K):
+                if LPT[k, i] > best:
+                    best = LPT[k, i]
+                    arg = k
+            out[i0 + i, 0] = arg
 
 
 @njit(**_OPTS)
-def wlogprob_tied(X, means, U, logc, center, mu_white, out):
-    K, D = means.shape
-    diff = np.empty((K, D))
-    y = np.empty(D)
-    for i in range(X.shape[0]):
-        _row_tied(X, i, means, U, logc, center, mu_white, diff, y, out[i])
+def wlogprob_full(X, means_p, U_p, logc, mode, out):
+    n, D = X.shape
+    K, Dp = means_p.shape
+    BR = block_rows(Dp)
+    xT = np.zeros((Dp, BR))
+    dT = np.zeros((Dp, BR))
+    LPT = np.empty((K, BR))
+    tmp = np.empty(BR)
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_cols(X, i0, m, D, xT)
+        for k in range(K):
+            _center_cols(xT, means_p, k * Dp, D, dT)
+            _maha_cols(dT, U_p, k * Dp * Dp, D, Dp, LPT, k * BR, logc[k])
+        _emit_rows(LPT, i0, m, mode, out, tmp)
 
 
 @njit(**_OPTS)
-def wlogprob_diag(X, means, P, logc, out):
-    K, D = means.shape
-    diff = np.empty((K, D))
-    for i in range(X.shape[0]):
-        _row_diag(X, i, means, P, logc, diff, out[i])
+def wlogprob_tied(X, means_p, U_p, logc, center_p, muw_p, mode, out):
+    n, D = X.shape
+    K, Dp = means_p.shape
+    BR = block_rows(Dp)
+    xT = np.zeros((Dp, BR))
+    dT = np.zeros((Dp, BR))
+    yT = np.zeros((Dp, BR))
+    LPT = np.empty((K, BR))
+    tmp = np.empty(BR)
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_cols(X, i0, m, D, xT)
+        _tied_logprob(xT, D, Dp, center_p, U_p, muw_p, logc, dT, yT, LPT)
+        _emit_rows(LPT, i0, m, mode, out, tmp)
 
 
 @njit(**_OPTS)
-def wlogprob_spherical(X, means, P, logc, out):
-    K, D = means.shape
-    diff = np.empty((K, D))
-    sq = np.empty(K)
-    for i in range(X.shape[0]):
-        _row_spherical(X, i, means, P, logc, diff, sq, out[i])
+def _wlogprob_diag_impl(X, means_p, P_p, logc, mode, out, spherical):
+    n, D = X.shape
+    K, Dp = means_p.shape
+    BR = block_rows(Dp)
+    xT = np.zeros((Dp, BR))
+    LPT = np.empty((K, BR))
+    SQT = np.empty((K, BR))
+    tmp = np.empty(BR)
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_cols(X, i0, m, D, xT)
+        _diag_logprob(xT, D, Dp, means_p, P_p, logc, spherical, SQT, LPT)
+        _emit_rows(LPT, i0, m, mode, out, tmp)
+
+
+@njit(**_OPTS)
+def wlogprob_diag(X, means_p, P_p, logc, mode, out):
+    _wlogprob_diag_impl(X, means_p, P_p, logc, mode, out, False)
+
+
+@njit(**_OPTS)
+def wlogprob_spherical(X, means_p, P_p, logc, mode, out):
+    _wlogprob_diag_impl(X, means_p, P_p, logc, mode, out, True)
 
 
 # ---------------------------------------------------------------------------
@@ -263,43 +691,105 @@ def wlogprob_spherical(X, means, P, logc, out):
 
 
 @njit(**_OPTS)
-def accumulate_full(X, resp, shift, nk, sums, scatter):
-    """Per-component full scatter; ``scatter`` is (K, D, D), upper triangle."""
-    n = X.shape[0]
-    K, D = shift.shape
-    diff = np.empty((K, D))
-    for i in range(n):
-        for k in range(K):
-            r = resp[i, k]
-            if r > 0.0:
-                for j in range(D):
-                    diff[k, j] = X[i, j] - shift[k, j]
-                nk[k] += r
-                _acc_upper(diff, k, r, sums, scatter[k])
+def _resp_block(resp, i0, m, RT, NKv):
+    K, BR = RT.shape
+    for k in range(K):
+        for i in range(m):
+            RT[k, i] = resp[i0 + i, k]
+        for i in range(m, BR):
+            RT[k, i] = 0.0
+        for o in range(0, BR, W):
+            vstore(NKv, k * W, vadd(vload(NKv, k * W), vload(RT, k * BR + o)))
 
 
 @njit(**_OPTS)
-def accumulate_diag(X, resp, shift, nk, sums, scatter):
-    """Per-component diagonal scatter; ``scatter`` is (K, D)."""
-    n = X.shape[0]
-    K, D = shift.shape
-    diff = np.empty((K, D))
-    for i in range(n):
+def accumulate_full(X, resp, shift_p, nk, sums, scatter):
+    """Per-component full scatter; ``shift_p`` (K, Dp); ``scatter`` (K, D, D), upper triangle."""
+    n, D = X.shape
+    K, Dp = shift_p.shape
+    BR = block_rows(Dp)
+    xb = np.zeros((BR, Dp))
+    RT = np.zeros((K, BR))
+    dc = np.empty((BR, Dp))
+    rdc = np.empty((BR, Dp))
+    Q = np.zeros((K, Dp, Dp))
+    S = np.zeros((K, Dp))
+    NKv = np.zeros((K, W))
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_rows(X, i0, m, D, xb)
+        _resp_block(resp, i0, m, RT, NKv)
         for k in range(K):
-            r = resp[i, k]
-            if r > 0.0:
-                for j in range(D):
-                    diff[k, j] = X[i, j] - shift[k, j]
-                nk[k] += r
-                _acc_diag(diff, k, r, sums, scatter)
+            # every positive responsibility counts, as in scikit-learn's initialisation
+            _scatter_rows(xb, m, shift_p, k, RT[k], 5e-324, D, dc, rdc, Q, k * Dp * Dp, S, k * Dp)
+    _finish_full(D, NKv, S, Q, nk, sums, scatter)
+
+
+@njit(**_OPTS)
+def accumulate_diag(X, resp, shift_p, nk, sums, scatter):
+    """Per-component diagonal scatter; ``shift_p`` (K, Dp); ``scatter`` (K, D)."""
+    n, D = X.shape
+    K, Dp = shift_p.shape
+    BR = block_rows(Dp)
+    xT = np.zeros((Dp, BR))
+    RT = np.zeros((K, BR))
+    SQT = np.zeros((K, BR))
+    Sv = np.zeros((K, Dp, W))
+    Qv = np.zeros((K, Dp, W))
+    NKv = np.zeros((K, W))
+    for i0 in range(0, n, BR):
+        m = min(BR, n - i0)
+        _load_cols(X, i0, m, D, xT)
+        _resp_block(resp, i0, m, RT, NKv)
+        _diag_stats(xT, D, Dp, shift_p, RT, False, SQT, Sv, Qv)
+    for k in range(K):
+        nk[k] += vhsum(vload(NKv, k * W))
+        for a in range(D):
+            sums[k, a] += vhsum(vload(Sv, (k * Dp + a) * W))
+            scatter[k, a] += vhsum(vload(Qv, (k * Dp + a) * W))
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def inv_lower_transposed(L, out):
+    """``out[k] = inv(L[k]).T`` for lower-triangular L (K, D, D), by forward substitution.
+
+    What ``scipy.linalg.solve_triangular(L, I, lower=True).T`` computes,
+    without calling BLAS: OpenBLAS wakes its threads for that tiny trsm and
+    leaves them spinning for ~0.1 s, on the cores the next E-step needs
+    (measured: the next pass 30% slower).
+    """
+    K, D, _ = L.shape
+    for k in range(K):
+        for j in range(D):
+            # column j of inv(L) is x with L x = e_j; x[i] = 0 for i < j
+            for i in range(j):
+                out[k, j, i] = 0.0
+            for i in range(j, D):
+                s = 1.0 if i == j else 0.0
+                for t in range(j, i):
+                    s -= L[k, i, t] * out[k, j, t]
+                out[k, j, i] = s / L[k, i, i]
+
+
+@njit(**_OPTS)
+def mirror_upper(scatter):
+    """Copy the upper triangle of each trailing (D, D) matrix onto its lower triangle."""
+    S = scatter.reshape((-1, scatter.shape[-2], scatter.shape[-1]))
+    D = S.shape[1]
+    for k in range(S.shape[0]):
+        for a in range(D):
+            for b in range(a + 1, D):
+                S[k, b, a] = S[k, a, b]
 
 
 # ---------------------------------------------------------------------------
 # k-means helpers: exact squared distances (no |x|^2 - 2 x.c + |c|^2
 # cancellation, which loses everything for data far from the origin).
 
+_KOPTS = dict(nogil=True, cache=True, error_model="numpy")
 
-@njit(**_OPTS)
+
+@njit(**_KOPTS)
 def nearest(X, centers, labels, dist):
     """Index of and squared distance to the nearest center, per row."""
     n = X.shape[0]
@@ -321,7 +811,7 @@ def nearest(X, centers, labels, dist):
         dist[i] = best
 
 
-@njit(**_OPTS)
+@njit(**_KOPTS)
 def min_sqdist_update(X, centers, dist):
     """``dist[i] = min(dist[i], min_c |x_i - c|^2)`` in place."""
     n = X.shape[0]
@@ -340,7 +830,7 @@ def min_sqdist_update(X, centers, dist):
         dist[i] = best
 
 
-@njit(**_OPTS)
+@njit(**_KOPTS)
 def sqdist_each(X, centers, out):
     """``out[i, c] = |x_i - c|^2`` for every row and center."""
     n = X.shape[0]

@@ -1,0 +1,102 @@
+"""Hand-written text rendered into BENCHMARKS.md with the measured figures.
+
+Numbers quoted here are not measurements of the run the file shows; the
+tables are.  The text explains what the tables mean and why a target is or
+is not met.
+"""
+
+SUMMARY_NOTES = """\
+Reading the figures: ratios against scikit-learn use its mean seconds per iteration over the same iterations
+(scikit-learn 1.9.1, OpenBLAS with 2 threads); each in-memory section also gives the ratio against
+scikit-learn's single fastest iteration, the most conservative reading.  Both implementations run the same
+iterations from the same parameters, and the final `lower_bound_` agrees to ~1e-15 (each section shows it).
+Where a target is not met, its section says why.
+"""
+
+PER_BENCHMARK = {
+    "full": (
+        "Arithmetic: per row and component, a triangular whitening `(x - mu_k) U_k` and a triangular "
+        "scatter update, ~D^2 multiply-adds each, plus a vectorised exp per component and a log per row."
+    ),
+    "full_d64": (
+        "At D = 64 the E-step is 2 x 200,000 x 16 x 64 x 65 / 2 = 13.3 G multiply-adds per iteration: ~0.27 s "
+        "on the two cores at the ~25 G multiply-adds per second per core this machine sustains (measured on the "
+        "kernels' inner loops; OpenBLAS's dgemm reaches the same), so this target leaves little room above the "
+        "arithmetic floor.  The first iterations cost most: from the shared start (one covariance for all "
+        "components) every row has a non-negligible responsibility for every component, so no scatter work "
+        "is skipped."
+    ),
+    "diag": "Diagonal covariances: ~4 K D operations per row; reading the block and the exp/log dominate.",
+    "predict": (
+        "`GaussianMixture.score_samples` / `predict` (in `mixture.py`, owned by another session) take the "
+        "(n, K) weighted log-probabilities from the kernel and do the log-sum-exp (or argmax) in NumPy, after "
+        "a second finiteness check of every block.  The fused kernels added here "
+        "(`_covariance.<type>.score_samples` / `.predict`: log-sum-exp or argmax inside the kernel) are "
+        "measured in the rows marked *fused kernel*, on the same 65,536-row blocks and threads; once "
+        "`mixture.py` calls them, the public figures become those."
+    ),
+    "overhead": (
+        "Overhead is measured two ways: wall time per iteration minus the single-threaded kernel CPU time of "
+        "the same chunks and parameters divided by the 2 threads/workers, and a pass with a kernel that only "
+        "returns empty statistics of the same shape (plus one M-step).  The threaded scheduler is replaced by a "
+        "thread pool over the chunks' own loading tasks; on the cluster the 1,000 persisted chunks are grouped "
+        "per worker once, so a pass is a handful of tasks."
+    ),
+    "scaling": (
+        "The reference rows run the same fit in memory on 1 and then 2 local threads, in alternation with the "
+        "cluster runs (best of N rounds each; the host's other tenants change the machine's speed from second "
+        "to second).  They show what this 2-vCPU VM gives the fit without any cluster: its second thread does "
+        "not double the speed either (isolated single passes reach 1.7-2.0x when the host is quiet, whole fits "
+        "less).  The cluster adds a fixed cost per iteration, visible as the 1-worker row minus the 1-thread "
+        "row: graph submission, the round trip to the workers and back, the M-step on the client.  It weighs "
+        "more when the compute per iteration halves; with ten times the rows (1.5-3 s of compute per "
+        "iteration) it would be a few percent."
+    ),
+    "ooc": (
+        "Each task reads the next chunk on a second thread while the kernel runs on the current one (both "
+        "release the GIL), so on an uncompressed array reading hides behind the arithmetic: seconds per "
+        "iteration are close to the in-memory arithmetic bound."
+    ),
+    "ooc_zstd": (
+        "The same array compressed with zstd (Zarr's default).  Decompression is CPU work: with both cores "
+        "busy computing, reading cannot hide behind the arithmetic, and an iteration costs about read + "
+        "arithmetic (see the last ratio).  The target (1.5 x the larger of the two) then holds only when one "
+        "is under half the other; here they are about equal.  More cores per worker, a faster codec (or "
+        "none: Gaussian float32 data compresses by ~7%) removes the gap."
+    ),
+}
+
+DISCUSSION = """\
+## How the engine gets there
+
+* **Kernels** (`gmm_engine/_kernels.py`, `gmm_engine/_simd.py`).  Plain numba loops keep partial sums in
+  memory and ran at ~5 GFLOP/s per core here; tall-skinny BLAS calls at ~3.  The kernels now use an
+  eight-lane float64 vector type (LLVM `<8 x double>`, one AVX-512 register) defined with numba intrinsics,
+  so that a tile of accumulators stays in registers as in a BLAS micro-kernel.  Per block of 32-64 rows:
+  whitening with rows in the lanes over a transposed block (the triangle of `U_k` walked exactly, 4 columns x
+  16 rows per tile), log-sum-exp and responsibilities eight rows at a time (polynomial exp and log, <= 3 ulp),
+  then the scatter with features in the lanes (8 x 8 tiles of the upper triangle, one broadcast load and
+  one fused multiply-add per accumulator, the rows of the block packed first).  Differences are taken
+  around the current means before any product and everything is accumulated in float64, as before.  A row
+  whose responsibility for a component is below 1e-20 x the component's weight skips that component's
+  scatter (its soft count keeps it).  Kernels are `nogil` and cached; a cold cache compiles them in about a
+  minute on this machine (three times the old kernels), a warm one loads them in ~0.5 s.
+* **M-step**: `scipy.linalg.solve_triangular` woke OpenBLAS's threads, which then spun for ~0.1 s on the
+  cores the next E-step needed (the next pass was 30% slower); the triangular inverse is now a small numba
+  loop.
+* **Chunks** (`gmm_engine/_data.py`).  In-memory arrays run in blocks of at most 65,536 rows, at least 8 per
+  thread, on a thread pool.  Dask input: each chunk's loading task is taken once from the optimised graph and
+  run inside the task that uses the chunk; with the threaded scheduler those run on a plain thread pool
+  (no per-task scheduler bookkeeping); with a distributed client chunks are grouped into about two tasks per
+  worker thread (persisted chunks bundled once per worker that holds them), a task reads its next chunk
+  while computing on the current one, and the last partial results are merged on the client.
+
+## Numerical parity (`benchmarks/parity.py`, run after every kernel change)
+
+From the same initial parameters, 30 EM iterations, tol = 0, every covariance type: largest relative
+difference of any fitted attribute or lower bound against scikit-learn 5e-15 (full), 2e-14 (tied),
+4e-14 (diag), 3e-14 (spherical), identical on NumPy and on unevenly chunked dask input; float32 input
+1e-14 to 3e-14; chunks of 1, 7 and 3,000 rows agree with NumPy input to 1e-15; the data shifted by 1e8
+agrees with the unshifted fit to 2e-9, which is the shift's own representation error (an ulp of 1e8 is
+1.5e-8).  The repository's parity tests (`tests/test_engine_parity.py`) pass unchanged.
+"""
