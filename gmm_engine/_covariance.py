@@ -39,12 +39,14 @@ COLLAPSE_MESSAGE = (
 )
 
 
-def _collapse_error(components) -> ComponentCollapseError:
-    which = ", ".join(str(int(k)) for k in components)
-    return ComponentCollapseError(
-        f"{COLLAPSE_MESSAGE} Components whose covariance is not positive "
-        f"definite: [{which}]."
-    )
+def _collapse_error(components=None) -> ComponentCollapseError:
+    """scikit-learn's message, then which components failed (None: the tied covariance)."""
+    if components is None:
+        detail = "The tied covariance shared by all components is not positive definite."
+    else:
+        which = ", ".join(str(int(k)) for k in components)
+        detail = f"Components whose covariance is not positive definite: [{which}]."
+    return ComponentCollapseError(f"{COLLAPSE_MESSAGE} {detail}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -298,7 +300,7 @@ class _Tied(CovarianceType):
         try:
             chol = linalg.cholesky(covariance, lower=True)
         except (linalg.LinAlgError, ValueError):  # ValueError: NaN or inf
-            raise _collapse_error(["tied"]) from None
+            raise _collapse_error() from None
         out = np.empty((1, *chol.shape))
         kern.inv_lower_transposed(np.ascontiguousarray(chol)[None], out)
         return out[0]

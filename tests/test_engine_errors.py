@@ -341,20 +341,7 @@ def _duplicates():
     return np.repeat(rng.normal(size=(3, 3)) * 5, 20, axis=0)
 
 
-TIED_COLLAPSE_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "_covariance._Tied.precision_cholesky calls _collapse_error(['tied']), which does "
-        "int('tied') and raises 'ValueError: invalid literal for int() with base 10' "
-        "instead of ComponentCollapseError (owned by another helper)"
-    ),
-)
-
-
-@pytest.mark.parametrize(
-    "covariance_type", ["full", pytest.param("tied", marks=TIED_COLLAPSE_BUG), "diag", "spherical"]
-)
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
 def test_collapsed_component_names_reg_covar(covariance_type, kind):
     X = _duplicates()
@@ -366,6 +353,9 @@ def test_collapsed_component_names_reg_covar(covariance_type, kind):
         GaussianMixture(**kwargs).fit(Xin)
     assert isinstance(info.value, ValueError)
     assert "reg_covar" in str(info.value)
+    # and which covariance failed
+    detail = "tied covariance" if covariance_type == "tied" else "Components whose covariance"
+    assert detail in str(info.value)
 
 
 def test_collapse_then_refit_with_warm_start_starts_afresh():
