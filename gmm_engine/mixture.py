@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -116,8 +117,13 @@ def _check_block_finite(block, start):
         )
 
 
-def _weighted_log_prob(block, kp, start=0):
-    _check_block_finite(block, start)
+def _block_start(block_info):
+    return block_info[0]["array-location"][0][0] if block_info else 0
+
+
+def _weighted_log_prob(block, kp, start=0, checked=False):
+    if not checked:
+        _check_block_finite(block, start)
     out = np.empty((block.shape[0], kp.n_components))
     _covariance.get(kp.covariance_type).weighted_log_prob(block, kp, out)
     return out
@@ -131,19 +137,30 @@ def _logsumexp_rows(wlp):
         return np.log(np.exp(wlp - shift[:, None]).sum(axis=1)) + shift
 
 
-def _score_block(block, kp, block_info=None):
-    start = block_info[0]["array-location"][0][0] if block_info else 0
-    return _logsumexp_rows(_weighted_log_prob(block, kp, start))
+# The block functions take ``checked=True`` for in-memory input, which
+# ``check_numpy`` has already scanned for NaN and inf; a dask block is seen
+# here for the first time and is checked.  score_samples and predict use the
+# fused kernels, which never materialise the (n, K) log-probabilities.
 
 
-def _predict_block(block, kp, block_info=None):
-    start = block_info[0]["array-location"][0][0] if block_info else 0
-    return np.argmax(_weighted_log_prob(block, kp, start), axis=1)
+def _score_block(block, kp, block_info=None, checked=False):
+    if not checked:
+        _check_block_finite(block, _block_start(block_info))
+    out = np.empty(block.shape[0])
+    _covariance.get(kp.covariance_type).score_samples(block, kp, out)
+    return out
 
 
-def _proba_block(block, kp, block_info=None):
-    start = block_info[0]["array-location"][0][0] if block_info else 0
-    wlp = _weighted_log_prob(block, kp, start)
+def _predict_block(block, kp, block_info=None, checked=False):
+    if not checked:
+        _check_block_finite(block, _block_start(block_info))
+    out = np.empty(block.shape[0], dtype=np.int64)
+    _covariance.get(kp.covariance_type).predict(block, kp, out)
+    return out
+
+
+def _proba_block(block, kp, block_info=None, checked=False):
+    wlp = _weighted_log_prob(block, kp, _block_start(block_info), checked)
     with np.errstate(under="ignore"):
         return np.exp(wlp - _logsumexp_rows(wlp)[:, None])
 
@@ -612,7 +629,7 @@ of shape (n_samples, n_features)
             return X.map_blocks(fn, kp_node, chunks=(X.chunks[0], (n_out,)), dtype=np.float64)
         shape = (X.shape[0],) if n_out is None else (X.shape[0], n_out)
         dtype = np.int64 if fn is _predict_block else np.float64
-        return _map_rows_numpy(fn, X, kp, np.empty(shape, dtype=dtype))
+        return _map_rows_numpy(functools.partial(fn, checked=True), X, kp, np.empty(shape, dtype=dtype))
 
     def score_samples(self, X):
         """Log-likelihood of every row under the model.

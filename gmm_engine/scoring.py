@@ -7,17 +7,18 @@ three, so :func:`score_rows` derives them from one evaluation per chunk.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .mixture import _logsumexp_rows, _map_rows_numpy, _weighted_log_prob
+from .mixture import _block_start, _logsumexp_rows, _map_rows_numpy, _weighted_log_prob
 
 #: columns of the (n, 3) array a scoring block produces
 LOG_LIKELIHOOD, COMPONENT, RESPONSIBILITY = 0, 1, 2
 
 
-def _rows_block(block, kp, block_info=None):
-    start = block_info[0]["array-location"][0][0] if block_info else 0
-    wlp = _weighted_log_prob(block, kp, start)
+def _rows_block(block, kp, block_info=None, checked=False):
+    wlp = _weighted_log_prob(block, kp, _block_start(block_info), checked)
     lse = _logsumexp_rows(wlp)
     best = np.argmax(wlp, axis=1)
     out = np.empty((block.shape[0], 3))
@@ -53,7 +54,9 @@ of shape (n_samples, n_features)
         node = dask.delayed(kp, pure=True, traverse=False)
         out = X.map_blocks(_rows_block, node, chunks=(X.chunks[0], (3,)), dtype=np.float64)
     else:
-        out = _map_rows_numpy(_rows_block, X, kp, np.empty((X.shape[0], 3)))
+        # in-memory X was checked for NaN and inf by model._prepare
+        out = _map_rows_numpy(functools.partial(_rows_block, checked=True), X, kp,
+                              np.empty((X.shape[0], 3)))
     return (
         out[:, LOG_LIKELIHOOD],
         out[:, COMPONENT].astype(np.int64),
