@@ -80,8 +80,8 @@ def ingest(
     try:
         result = do_ingest(
             cfg.source, dest_path, format=cfg.format, columns=cfg.columns, feature_names=cfg.feature_names,
-            dtype=cfg.dtype, bad_rows=cfg.bad_rows, chunk_rows=cfg.chunk_rows, overwrite=cfg.overwrite,
-            progress=progress,
+            dtype=cfg.dtype, bad_rows=cfg.bad_rows, chunk_rows=cfg.chunk_rows, compression=cfg.compression,
+            overwrite=cfg.overwrite, progress=progress,
         )
     except (IngestError, FileNotFoundError, FileExistsError, ValueError) as exc:
         _fail(exc)

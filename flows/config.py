@@ -103,6 +103,9 @@ class IngestConfig(_WithWorkdir):
     dtype: Literal["float32", "float64"] | None = None
     bad_rows: Literal["error", "drop"] = "error"
     chunk_rows: Annotated[int, Field(ge=1)] | None = None
+    compression: Literal["lz4", "zstd", "none"] = Field(
+        "lz4", description="Codec of the stored chunks: lz4 decodes fastest (EM reads the array every iteration)."
+    )
     overwrite: bool = False
 
 

