@@ -1062,6 +1062,15 @@ def _plan(reader, columns, feature_names, dtype, expected_features) -> _Plan:
                 f"feature_names must be a list of strings, got {feature_names!r}."
             )
         names = list(feature_names)
+        if (expected_features is not None and names == list(expected_features)
+                and len(names) != len(sel)):
+            # positional naming (a .npy or unnamed Zarr partition scored with
+            # the model's names): the real problem is the column count
+            raise IngestError(
+                f"Feature count mismatch: {src} has {len(sel)} columns, expected_features lists "
+                f"{len(names)}. Its columns carry no names and are taken by position: ingest "
+                f"a source with exactly these features, in this order: {_fmt_list(names, 50)}."
+            )
         problem = _names_problem(names, len(sel))
         if problem:
             raise IngestError(

@@ -67,6 +67,17 @@ def data_fingerprint(data: str) -> dict:
     return {"path": str(data), **{k: meta[k] for k in ("shape", "dtype", "feature_names")}, "digest": digest}
 
 
+def _check_enough_rows(fingerprint: dict, params: dict) -> None:
+    """Refuse before any pass: scikit-learn's own message does not say which setting to change."""
+    k, n = int(params.get("n_components", 1)), int(fingerprint["shape"][0])
+    if k > n:
+        raise ValueError(
+            f"n_components={k} but the training data {fingerprint['path']} has only {n} rows: a "
+            "mixture needs at least one row per component. Lower model.n_components (for `gmm "
+            "select`, the grid's n_components) or train on more rows."
+        )
+
+
 def _model_params(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in _RUNTIME_PARAMS}
 
@@ -92,6 +103,8 @@ def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = N
     -------
     Path
     """
+    fingerprint = data_fingerprint(data)
+    _check_enough_rows(fingerprint, params)
     n_init = int(n_init or params.get("n_init", 1))
     rs = np.random.RandomState(params.get("random_state"))
     best, best_ll = None, -math.inf
@@ -106,7 +119,7 @@ def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = N
     return best.save(Path(out_dir), overwrite=True, metadata={
         "initialization": {"init_params": best.init_params, "n_init": n_init,
                            "initial_loglik": best_ll if n_init > 1 else None},
-        "data": data_fingerprint(data),
+        "data": fingerprint,
     })
 
 
@@ -144,6 +157,7 @@ def fit_model(data: str, params: dict, *, checkpoint_dir, init_dir=None, resume:
     FitResult
     """
     fingerprint = data_fingerprint(data)
+    _check_enough_rows(fingerprint, params)
     model_params = _model_params(params)
     ckpt = Checkpointer(checkpoint_dir, params, metadata={"data": fingerprint, "params": model_params})
 

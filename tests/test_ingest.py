@@ -501,6 +501,12 @@ def test_npy_feature_count_mismatch(tmp_path):
     res = ingest(tmp_path / "d.npy", tmp_path / "out.zarr", expected_features=["a", "b", "c"],
                  feature_names=["a", "b", "c"])
     assert res.report.feature_names == ["a", "b", "c"]
+    # named by position with the expected names (how scoring stages a .npy partition)
+    with pytest.raises(IngestError, match=r"Feature count mismatch: .*d.npy has 3 columns, "
+                                          r"expected_features lists 4\. Its columns carry no names"):
+        ingest(tmp_path / "d.npy", tmp_path / "out2.zarr", expected_features=list("abcd"),
+               feature_names=list("abcd"))
+    assert not (tmp_path / "out2.zarr").exists()
 
 
 # ---------------------------------------------------------------------------

@@ -140,3 +140,16 @@ def test_prune_keeps_the_current_version(tmp_path, data):
     removed = reg.prune(keep=2)
     assert versions[0] not in removed and reg.current_version() == versions[0]
     assert len(reg.versions()) == 2
+
+
+@pytest.mark.parametrize("step", ["initialize", "fit"])
+def test_more_components_than_rows_names_the_setting_to_change(tmp_path, step):
+    few = write_zarr(tmp_path / "few.zarr", np.arange(12.0).reshape(4, 3), ["a", "b", "c"])
+    params = {**PARAMS, "n_components": 5}
+    with pytest.raises(ValueError, match=r"n_components=5 but the training data .*few.zarr has only 4 "
+                                         r"rows: .* Lower model.n_components"):
+        if step == "initialize":
+            initialize_model(few, params, tmp_path / "init")
+        else:
+            fit_model(few, params, checkpoint_dir=tmp_path / "ckpt")
+    assert not (tmp_path / "init").exists() and not (tmp_path / "ckpt").exists()
