@@ -636,6 +636,13 @@ def bench_ooc_zstd(ctx):
     return _bench_ooc(ctx, "zstd")
 
 
+def bench_load(ctx):
+    # a scheduled `gmm serve` run over many partitions (the driver shared with tests/test_load.py)
+    from benchmarks.load import bench
+
+    return bench(ctx.quick, WORKDIR)
+
+
 # ---------------------------------------------------------------------------
 
 
@@ -648,6 +655,7 @@ BENCHMARKS = {
     "scaling": bench_scaling,
     "ooc": bench_ooc,
     "ooc_zstd": bench_ooc_zstd,
+    "load": bench_load,
 }
 
 
