@@ -16,11 +16,15 @@ row, and returns a value with an associative ``merge``.
   chunks that load on their own (NumPy, Zarr, ...), the chunks run on a
   local thread pool without a scheduler; with a ``distributed.Client``
   (or any other configured scheduler) the graph goes to that scheduler.
-  Only ``args`` (small parameters) enter the graph, once per pass.
+  Only ``args`` (small parameters) enter the graph, once per pass: chunks
+  whose data is inline in the array's graph (``da.from_array`` of an
+  in-memory array) are scattered to the workers once and referred to by
+  every pass, like persisted chunks.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -400,6 +404,51 @@ def _merge_tree(dsk, level, name):
     return level
 
 
+#: scatter in-memory chunks to the cluster in batches of about this many bytes
+SCATTER_BATCH_BYTES = 256 * 2**20
+
+
+def _embedded_bytes(obj, depth=0) -> int:
+    """Bytes of the ndarrays a task spec carries inline (its arguments, nested)."""
+    from dask._task_spec import DataNode, GraphNode
+
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if depth > 50:  # pragma: no cover - pathological nesting
+        return 0
+    if isinstance(obj, DataNode):
+        return _embedded_bytes(obj.value, depth + 1)
+    if isinstance(obj, (list, tuple)):
+        return sum(_embedded_bytes(o, depth + 1) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_embedded_bytes(o, depth + 1) for o in obj.values())
+    if isinstance(obj, GraphNode):
+        args = getattr(obj, "args", ()) or ()
+        kwargs = getattr(obj, "kwargs", {}) or {}
+        return sum(_embedded_bytes(o, depth + 1) for o in (*args, *kwargs.values()))
+    return 0
+
+
+def _inline_data(plan, i) -> bool:
+    """Chunk i's data travels inside the graph: an in-memory array, or a task holding one.
+
+    Such a chunk would be shipped to the cluster with every pass.  Tasks
+    that read from a store (Zarr) depend on a shared node and are not
+    inline; tasks that make their data (``da.random``) embed none.
+    """
+    from dask._task_spec import GraphNode, Task, TaskRef
+
+    src = plan.sources[i]
+    if isinstance(src, TaskRef):
+        return False
+    if isinstance(src, Task):
+        if src.dependencies:
+            return False
+        embedded = _embedded_bytes(src)
+        return embedded > 0 and embedded >= plan.chunk_bytes[i] // 2
+    return not isinstance(src, GraphNode)  # the chunk's data itself
+
+
 def _client_of(get):
     """The distributed client whose ``get`` this is, or None."""
     client = getattr(get, "__self__", None)
@@ -426,7 +475,8 @@ class DaskData(ChunkedData):
         self.n_samples, self.n_features = (int(s) for s in X.shape)
         self.dtype = X.dtype
         self._plan = None
-        self._bundles = None  # (client id, [(future, starts)]) for persisted chunks
+        self._client_plan = None  # (client, plan with in-memory chunks scattered, their futures)
+        self._bundles = None  # (client, [(future, starts)]) for persisted or scattered chunks
 
     @property
     def plan(self) -> _ChunkPlan:
@@ -449,21 +499,104 @@ class DaskData(ChunkedData):
             return merge_all(_run_blocks(run, len(plan.starts)))
         client = _client_of(get)
         if client is not None:
-            bundles = self._persisted_bundles(client)
-            if bundles:
-                dsk, keys = _bundle_graph(fn, args, bundles)
-                return merge_all(get(dsk, keys))
-            threads = max(1, sum(client.nthreads().values()))
-            groups = plan.groups(threads, self._locations(client))
-        elif get is dask.threaded.get:
+            try:
+                return self._map_reduce_on(client, get, fn, args)
+            except Exception:
+                # Scattered chunks have no lineage: a worker that died took its
+                # chunks with it.  Send them again from here, once.
+                if not self._scattered_lost():
+                    raise
+                logger.warning("in-memory chunks were lost with a worker; scattering them again")
+                self._client_plan = self._bundles = None
+                return self._map_reduce_on(client, get, fn, args)
+        if get is dask.threaded.get:
             groups = [[i] for i in range(len(plan.sources))]  # upstream tasks: one per chunk
         else:
             groups = plan.groups(n_threads())
         dsk, keys = plan.graph(fn, args, groups)
         return merge_all(get(dsk, keys))
 
-    def _persisted_bundles(self, client):
-        """For chunks persisted on the cluster: one future per group of chunks on a worker.
+    def _map_reduce_on(self, client, get, fn, args):
+        plan = self._plan_for(client)
+        bundles = self._persisted_bundles(client, plan)
+        if bundles:
+            dsk, keys = _bundle_graph(fn, args, bundles)
+        else:
+            threads = max(1, sum(client.nthreads().values()))
+            groups = plan.groups(threads, self._locations(client, plan))
+            dsk, keys = plan.graph(fn, args, groups)
+        return merge_all(get(dsk, keys))
+
+    def _scattered_lost(self) -> bool:
+        if self._client_plan is None:
+            return False
+        return any(f.status != "finished" for f in self._client_plan[2])
+
+    def _plan_for(self, client) -> _ChunkPlan:
+        """The plan with chunks whose data is inline in the graph scattered to ``client`` once.
+
+        ``da.from_array(X)`` of an in-memory X carries the chunks in its
+        graph; every pass would ship all of them to the cluster again.
+        They are sent once instead, in runs of consecutive chunks to each
+        worker (in proportion to its threads), and every pass refers to
+        them where they are, as to persisted chunks.  Chunks that load from
+        a store are left alone: they are read where they are used.
+        """
+        if self._client_plan is not None and self._client_plan[0] is client:
+            return self._client_plan[1]
+        from dask._task_spec import TaskRef
+
+        plan = self.plan
+        inline = [i for i in range(len(plan.sources)) if _inline_data(plan, i)]
+        futures = []
+        if inline:
+            futures = self._scatter(client, plan, inline)
+            scattered = copy.copy(plan)
+            scattered.sources = list(plan.sources)
+            scattered.shared = dict(plan.shared)
+            scattered.groupable = list(plan.groupable)
+            scattered.local = False
+            for i, future in zip(inline, futures):
+                scattered.sources[i] = TaskRef(future.key)
+                scattered.shared[future.key] = future
+                scattered.groupable[i] = True
+            logger.debug("scattered %d in-memory chunks to the cluster", len(inline))
+            plan = scattered
+        self._client_plan = (client, plan, futures)
+        return plan
+
+    @staticmethod
+    def _scatter(client, plan, chunks):
+        """Futures of the given chunks, in order, sent to the workers in consecutive runs."""
+        nthreads = client.nthreads()
+        workers = sorted(nthreads)
+        total = sum(plan.chunk_bytes[i] for i in chunks) or 1
+        capacity = sum(nthreads.values()) or 1
+        # worker j takes the chunks whose middle byte falls in its share
+        bounds = list(itertools.accumulate(nthreads[w] / capacity * total for w in workers))
+        futures, batch = [], []
+        state = {"worker": None, "bytes": 0}
+
+        def flush():
+            if batch:
+                futures.extend(client.scatter(list(batch), workers=[state["worker"]], hash=False))
+                batch.clear()
+
+        done = 0
+        for i in chunks:
+            mid = done + plan.chunk_bytes[i] / 2
+            worker = workers[next((j for j, b in enumerate(bounds) if mid < b), len(workers) - 1)]
+            if worker != state["worker"] or state["bytes"] >= SCATTER_BATCH_BYTES:
+                flush()
+                state.update(worker=worker, bytes=0)
+            batch.append(np.asarray(_evaluate(plan.sources[i], {})))
+            state["bytes"] += plan.chunk_bytes[i]
+            done += plan.chunk_bytes[i]
+        flush()
+        return futures
+
+    def _persisted_bundles(self, client, plan=None):
+        """For chunks persisted (or scattered) on the cluster: one future per group of chunks on a worker.
 
         A pass over 1,000 persisted chunks would otherwise send 1,000
         dependency edges to the scheduler every iteration (~0.2 s here);
@@ -474,31 +607,32 @@ class DaskData(ChunkedData):
 
         from distributed import Future
 
-        plan = self.plan
+        plan = self.plan if plan is None else plan
         if not plan.sources or not all(
             isinstance(s, TaskRef) and isinstance(plan.shared.get(s.key), Future) for s in plan.sources
         ):
             return None
-        if self._bundles is not None and self._bundles[0] == id(client):
+        if self._bundles is not None and self._bundles[0] is client:
             return self._bundles[1]
         threads = max(1, sum(client.nthreads().values()))
-        groups = plan.groups(threads, self._locations(client))
+        groups = plan.groups(threads, self._locations(client, plan))
         bundles = []
         for run in groups:
             futures = [plan.shared[plan.sources[i].key] for i in run]
             bundle = client.submit(_bundle, *futures, pure=False)
             bundles.append((bundle, tuple(plan.starts[i] for i in run)))
-        self._bundles = (id(client), bundles)
+        self._bundles = (client, bundles)
         return bundles
 
-    def _locations(self, client):
+    def _locations(self, client, plan=None):
         """Per chunk, the worker holding the persisted data it loads from (None if none)."""
         from dask._task_spec import GraphNode, TaskRef
         from distributed import Future
 
-        shared = self.plan.shared
+        plan = self.plan if plan is None else plan
+        shared = plan.shared
         deps = {}
-        for i, src in enumerate(self.plan.sources):
+        for i, src in enumerate(plan.sources):
             if isinstance(src, TaskRef):
                 keys = [src.key]
             elif isinstance(src, GraphNode):
@@ -511,7 +645,7 @@ class DaskData(ChunkedData):
         if not deps:
             return None
         who = client.who_has([shared[k] for k in set(deps.values())])
-        return [min(who.get(deps[i], ()) or ("",)) if i in deps else None for i in range(len(self.plan.sources))]
+        return [min(who.get(deps[i], ()) or ("",)) if i in deps else None for i in range(len(plan.sources))]
 
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.intp)
@@ -527,6 +661,8 @@ class DaskData(ChunkedData):
 
 #: rows per block of the row-indexed random stream
 RNG_BLOCK_ROWS = 65_536
+#: 64-bit outputs per step of Philox-4x64's counter (``Philox.advance`` steps)
+_PHILOX_WORDS = 4
 
 
 def row_uniforms(key: int, stream: int, start: int, stop: int, ncols: int) -> np.ndarray:
@@ -556,9 +692,14 @@ def row_uniforms(key: int, stream: int, start: int, stop: int, ncols: int) -> np
     for b in range(first, last + 1):
         lo = max(start, b * RNG_BLOCK_ROWS)
         hi = min(stop, (b + 1) * RNG_BLOCK_ROWS)
-        gen = np.random.Generator(
-            np.random.Philox(key=[int(key) & (2**64 - 1), (int(stream) << 40) | b])
-        )
-        block = gen.random((hi - b * RNG_BLOCK_ROWS, ncols))
-        out[lo - start : hi - start] = block[lo - b * RNG_BLOCK_ROWS :]
+        bitgen = np.random.Philox(key=[int(key) & (2**64 - 1), (int(stream) << 40) | b])
+        # Skip the draws of the block's rows before lo instead of generating
+        # them: every double takes one 64-bit output, and one step of
+        # Philox's counter makes four.
+        skip = (lo - b * RNG_BLOCK_ROWS) * ncols
+        bitgen.advance(skip // _PHILOX_WORDS)
+        gen = np.random.Generator(bitgen)
+        if skip % _PHILOX_WORDS:
+            gen.random(skip % _PHILOX_WORDS)
+        out[lo - start : hi - start] = gen.random((hi - lo, ncols))
     return out

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _kernels as kern
 from ._data import ChunkedData, row_uniforms
-from ._params import GMMParams, m_step
+from ._params import _NK_EPS, GMMParams, m_step
 from ._stats import DataSummary, SuffStats
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,12 @@ def _lloyd_chunk(block, start, centers, covariance_type):
     return SuffStats.from_resp(block, resp, centers, covariance_type)
 
 
+def _scatter_chunk(block, start, shift):
+    """Sum and scatter of all rows around ``shift`` (1, D): one component owning every row."""
+    resp = np.ones((block.shape[0], 1))
+    return SuffStats.from_resp(block, resp, shift, "full")
+
+
 def _random_resp_chunk(block, start, shift, key, covariance_type):
     K = shift.shape[0]
     resp = row_uniforms(key, 0, start, start + block.shape[0], K)
@@ -235,6 +241,56 @@ def _one_hot_stats(rows, covariance_type):
     """Statistics of responsibilities equal to 1 on one row per component."""
     empty = SuffStats.zeros(covariance_type, rows, loglik=float("nan"))
     return dataclasses.replace(empty, nk=np.ones(rows.shape[0]), n_samples=rows.shape[0])
+
+
+def tied_one_hot_covariance(data: ChunkedData, summary: DataSummary, rows, reg_covar):
+    """scikit-learn's tied covariance from responsibilities 1 at one row per component.
+
+    scikit-learn's ``_estimate_gaussian_covariances_tied`` computes
+    ``(X^T X - sum_k nk_k m_k m_k^T) / sum(nk) + reg_covar I`` with the raw
+    second moment ``X^T X`` of *all* rows, not only of those with a
+    responsibility; with one-hot responsibilities at the chosen rows ``x_k``
+    (``nk_k = 1 + 10 eps``, ``m_k = x_k / nk_k``) that is the second moment
+    about the origin of the other rows, divided by K.  This is that value,
+    from one pass accumulating the scatter ``S`` and sum ``s`` of all rows
+    around the data mean ``c`` in float64: with ``e_k = x_k - c`` and
+    ``X^T X = S + c s^T + s c^T + N c c^T``, the difference is assembled
+    from moderate terms and one exact rank-one term, so data far from the
+    origin loses nothing to cancellation (the result itself is then
+    dominated by ``(N - K) c c^T``, as scikit-learn's is).
+
+    Parameters
+    ----------
+    data : ChunkedData
+    summary : DataSummary
+        Gives the shift (the data mean).
+    rows : ndarray of shape (K, D)
+        The chosen rows, one per component.
+    reg_covar : float
+
+    Returns
+    -------
+    ndarray of shape (D, D)
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    K, D = rows.shape
+    c = np.asarray(summary.mean, dtype=np.float64).reshape(1, D)
+    stats = data.map_reduce(_scatter_chunk, c)
+    c = c[0]
+    S, s = stats.scatter[0], stats.sums[0]
+    nk = np.ones(K) + _NK_EPS
+    e = rows - c
+    inv = 1.0 / nk
+    t = s - (e * inv[:, None]).sum(axis=0)  # s - sum_k e_k / nk_k
+    diff = (
+        S - np.einsum("k,ki,kj->ij", inv, e, e)
+        + np.outer(c, t) + np.outer(t, c)
+        + (float(data.n_samples) - inv.sum()) * np.outer(c, c)
+    )
+    cov = diff / nk.sum()
+    cov = 0.5 * (cov + cov.T)
+    cov[np.arange(D), np.arange(D)] += reg_covar
+    return cov
 
 
 def kmeans_plusplus_rows(data: ChunkedData, K: int, rs: np.random.RandomState):
@@ -353,13 +409,23 @@ def initialize(
         stats = data.map_reduce(_random_resp_chunk, shift, key, covariance_type)
     elif init_params == "random_from_data":
         indices = rs.choice(data.n_samples, size=K, replace=False)
-        stats = _one_hot_stats(data.take(indices), covariance_type)
+        chosen = data.take(indices)
+        stats = _one_hot_stats(chosen, covariance_type)
     elif init_params == "k-means++":
-        rows, _ = kmeans_plusplus_rows(data, K, rs)
-        stats = _one_hot_stats(rows, covariance_type)
+        chosen, _ = kmeans_plusplus_rows(data, K, rs)
+        stats = _one_hot_stats(chosen, covariance_type)
     else:  # pragma: no cover - validated by the estimator
         raise ValueError(f"unknown init_params {init_params!r}")
     params = m_step(stats, reg_covar, n_samples=data.n_samples)
+    if covariance_type == "tied" and init_params in ("random_from_data", "k-means++") and precisions_init is None:
+        # scikit-learn's tied start from one row per component reads every row
+        # (for full, diag and spherical only the chosen rows count; for
+        # 'kmeans' and 'random' every row has responsibilities summing to 1,
+        # so the statistics above already are scikit-learn's)
+        covariances = tied_one_hot_covariance(data, summary, chosen, reg_covar)
+        params = GMMParams(
+            covariance_type, params.weights, params.means, covariances, cov.precision_cholesky(covariances)
+        )
     weights = params.weights if weights_init is None else np.asarray(weights_init, dtype=np.float64)
     means = params.means if means_init is None else np.asarray(means_init, dtype=np.float64)
     if precisions_init is None:

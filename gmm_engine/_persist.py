@@ -2,13 +2,18 @@
 
 Layout of a model directory::
 
-    model.json        metadata: format, version, parameters, fitted scalars,
-                      one entry per array (file, dtype, shape, sha256), any
-                      caller metadata, and a sha256 of the document itself
+    model.json        metadata: format, version, parameters, fitted scalars
+                      (with the covariance type and component count of the
+                      arrays), one entry per array (file, dtype, shape,
+                      sha256), any caller metadata, and a sha256 of the
+                      document itself
     weights.npy       (K,)
     means.npy         (K, D)
     covariances.npy   shape set by covariance_type
     precisions_cholesky.npy
+    weights_init.npy, means_init.npy, precisions_init.npy
+                      only when those parameters were given: as given
+                      (numeric dtype and shape unchanged)
 
 Arrays are plain ``.npy`` files read with ``allow_pickle=False``; nothing
 is ever pickled.  Loading checks the format marker and version, the
@@ -29,6 +34,7 @@ import math
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,8 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 
 _ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+#: user initial parameters, stored as they were given (numeric .npy arrays)
+_INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
 _SCALAR_PARAMS = {
     "n_components": int,
     "covariance_type": str,
@@ -97,6 +105,69 @@ def _check_metadata(metadata) -> dict:
     return metadata
 
 
+def _check_replaceable(path: Path) -> None:
+    """Refuse ``overwrite=True`` unless ``path`` is a model directory and nothing else.
+
+    Replacing deletes what is at ``path``; only a directory that
+    :func:`read_model_document` accepts and that holds nothing but the
+    model's own files (or an empty directory) is ours to delete.
+    """
+    problem = None
+    if path.is_symlink():
+        problem = "it is a symbolic link"
+    elif not path.is_dir():
+        problem = "it is a file, not a directory"
+    elif not any(path.iterdir()):
+        return  # an empty directory: nothing to lose
+    else:
+        try:
+            doc = read_model_document(path)
+        except ModelFormatError as exc:
+            problem = getattr(exc, "problem", str(exc))
+        else:
+            own = {MODEL_FILE} | {
+                e.get("file") for e in doc["arrays"].values() if isinstance(e, dict)
+            }
+            others = sorted(p.name for p in path.iterdir() if p.name not in own)
+            if others:
+                shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+                problem = f"it holds files that are not part of the model ({shown})"
+    if problem is not None:
+        raise FileExistsError(
+            f"{path} exists and is not a gmm-stream model directory that can be replaced: "
+            f"{problem}. overwrite=True only replaces a model written by "
+            "GaussianMixture.save, so nothing was changed: move or delete it yourself, "
+            "or save to another path."
+        )
+
+
+def _npy_entry(arr, fname):
+    """(bytes, entry of ``arrays``) of one .npy file."""
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    data = buf.getvalue()
+    entry = {"file": fname, "dtype": str(arr.dtype), "shape": list(arr.shape), "sha256": _sha256(data)}
+    return data, entry
+
+
+def _storable_init_array(name, value):
+    """A user initial parameter as a numeric array, or None (with a warning) if it is not one."""
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001 - ragged lists and such: not storable
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        warnings.warn(
+            f"The parameter {name}={value!r} is not a numeric array and cannot be stored "
+            f"in the model directory; it is saved as None, so the loaded model's "
+            f"get_params()[{name!r}] is None.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    return np.ascontiguousarray(arr)
+
+
 def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
     """Write a fitted estimator to ``path`` (a directory); see the module docs.
 
@@ -109,31 +180,67 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
         JSON-serialisable extra information kept with the model (for
         example an anomaly threshold and where the training data lives).
     overwrite : bool
-        Replace an existing model directory at ``path``.
+        Replace an existing model directory at ``path``.  Anything else at
+        ``path`` (a file, a foreign directory, a model directory holding
+        other files) is refused with ``FileExistsError``.
 
     Returns
     -------
     Path
+
+    Warns
+    -----
+    UserWarning
+        When a parameter cannot be stored (a ``RandomState`` instance as
+        ``random_state``, a non-numeric initial parameter): it is saved as None.
     """
     path = Path(path)
     metadata = _check_metadata(metadata)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} already exists; pass overwrite=True to replace it or choose a new path"
-        )
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(
+                f"{path} already exists; pass overwrite=True to replace it or choose a new path"
+            )
+        _check_replaceable(path)
+    # the fitted arrays, checked against each other, with the covariance type and
+    # component count they have (the parameters may have been changed since the fit)
+    fitted_params = estimator._params()
     params = estimator.get_params(deep=False)
     rs = params.get("random_state")
+    if isinstance(rs, (int, np.integer)):
+        rs = int(rs)
+    else:
+        if rs is not None:
+            warnings.warn(
+                f"The parameter random_state={rs!r} cannot be stored in the model directory "
+                "(only an int or None can); it is saved as None, so the loaded model draws "
+                "from numpy's global random state. Pass an int random_state to keep it.",
+                UserWarning,
+                stacklevel=3,
+            )
+        rs = None
+    files = {}
+    stored_params = {
+        **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
+        "random_state": rs,
+    }
+    arrays = {}
+    for name in _INIT_ARRAYS:
+        value = params.get(name)
+        arr = None if value is None else _storable_init_array(name, value)
+        stored_params[name] = None if arr is None else {"array": name}
+        if arr is not None:
+            files[name + ".npy"], arrays[name] = _npy_entry(arr, name + ".npy")
     doc = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
         "estimator": type(estimator).__name__,
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "params": {
-            **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
-            "random_state": int(rs) if isinstance(rs, (int, np.integer)) else None,
-        },
+        "params": stored_params,
         "fitted": {
+            "covariance_type": fitted_params.covariance_type,
+            "n_components": int(fitted_params.n_components),
             "n_features_in_": int(estimator.n_features_in_),
             "feature_names_in_": (
                 [str(n) for n in estimator.feature_names_in_]
@@ -145,35 +252,40 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
             "lower_bound_": _float_out(estimator.lower_bound_),
             "lower_bounds_": [_float_out(v) for v in estimator.lower_bounds_],
         },
-        "arrays": {},
+        "arrays": arrays,
         "metadata": metadata,
     }
+    fitted_arrays = {
+        "weights_": fitted_params.weights,
+        "means_": fitted_params.means,
+        "covariances_": fitted_params.covariances,
+        "precisions_cholesky_": fitted_params.precisions_cholesky,
+    }
+    for attr in _ARRAYS:
+        arr = np.ascontiguousarray(fitted_arrays[attr], dtype=np.float64)
+        fname = attr.rstrip("_") + ".npy"
+        files[fname], doc["arrays"][attr] = _npy_entry(arr, fname)
+    doc["checksum"] = _doc_checksum(doc)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        for attr in _ARRAYS:
-            arr = np.ascontiguousarray(getattr(estimator, attr), dtype=np.float64)
-            buf = io.BytesIO()
-            np.save(buf, arr, allow_pickle=False)
-            data = buf.getvalue()
-            fname = attr.rstrip("_") + ".npy"
+        for fname, data in files.items():
             (tmp / fname).write_bytes(data)
-            doc["arrays"][attr] = {
-                "file": fname,
-                "dtype": "float64",
-                "shape": list(arr.shape),
-                "sha256": _sha256(data),
-            }
-        doc["checksum"] = _doc_checksum(doc)
         (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if path.exists():
+        if os.path.lexists(path):
+            # a model directory (checked above): move it aside, move the new one in,
+            # and only then delete the old one
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
@@ -189,7 +301,9 @@ def _is_int(value) -> bool:
 
 
 def _fail(path, problem, fix="re-save the model with GaussianMixture.save(path)"):
-    raise ModelFormatError(f"Cannot load model from {path}: {problem}. To fix: {fix}.")
+    exc = ModelFormatError(f"Cannot load model from {path}: {problem}. To fix: {fix}.")
+    exc.problem = problem
+    raise exc
 
 
 def read_model_document(path) -> dict:
@@ -237,19 +351,79 @@ def _whitening_error(ctype, covariances, prec_chol) -> float:
     return float(np.max(err)) if np.all(np.isfinite(err)) else math.inf
 
 
+def _read_array(path, doc, attr, shape, ctype=None, K=None, D=None):
+    """One array of ``doc["arrays"]``, checksum verified; float64 of ``shape`` unless shape is None.
+
+    With ``shape=None`` (a user initial parameter, stored as given) any
+    numeric dtype and shape is accepted.
+    """
+    entry = doc["arrays"].get(attr)
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        _fail(path, f"{MODEL_FILE} has no entry for {attr}")
+    fname = entry["file"]
+    if Path(fname).name != fname or fname.startswith("."):
+        _fail(path, f"array file name {fname!r} is not a plain file name")
+    fpath = path / fname
+    if not fpath.is_file():
+        _fail(path, f"{fname} is missing")
+    data = fpath.read_bytes()
+    if _sha256(data) != entry.get("sha256"):
+        _fail(path, f"{fname} does not match its sha256 in {MODEL_FILE}: it was modified or corrupted")
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:  # EOFError: empty file
+        _fail(path, f"{fname} is not a plain numeric .npy array ({exc})")
+    if shape is None:
+        if arr.dtype.kind not in "biuf":
+            _fail(path, f"{fname} has dtype {arr.dtype}, expected a numeric dtype")
+        return arr
+    if arr.dtype != np.float64:
+        _fail(path, f"{fname} has dtype {arr.dtype}, expected float64")
+    if arr.shape != shape:
+        _fail(path, f"{fname} has shape {arr.shape}, expected {shape} for "
+                    f"covariance_type={ctype!r}, n_components={K}, n_features={D}")
+    if not np.all(np.isfinite(arr)):
+        _fail(path, f"{fname} contains NaN or infinity")
+    return arr
+
+
+def _is_float(value) -> bool:
+    # as _float_out writes them: a JSON number, or 'inf', '-inf', 'nan' for the non-finite
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("inf", "-inf", "nan")
+
+
+def _check_fitted_section(path, fitted):
+    problems = []
+    if not isinstance(fitted.get("converged_"), bool):
+        problems.append(f"converged_ must be true or false, got {fitted.get('converged_')!r}")
+    n_iter = fitted.get("n_iter_")
+    if not _is_int(n_iter) or n_iter < 0:
+        problems.append(f"n_iter_ must be a non-negative integer, got {n_iter!r}")
+    if not _is_float(fitted.get("lower_bound_")):
+        problems.append(f"lower_bound_ must be a number, got {fitted.get('lower_bound_')!r}")
+    lbs = fitted.get("lower_bounds_")
+    if not isinstance(lbs, list) or not all(_is_float(v) for v in lbs):
+        problems.append("lower_bounds_ must be a list of numbers")
+    if problems:
+        _fail(path, "the fitted section of " + MODEL_FILE + " is invalid: " + "; ".join(problems))
+
+
 def load_model(cls, path):
     """Read, verify and rebuild a fitted estimator; returns ``(estimator, metadata)``."""
     path = Path(path)
     doc = read_model_document(path)
     params, fitted = doc["params"], doc["fitted"]
-    ctype = params.get("covariance_type")
-    if not isinstance(ctype, str) or ctype not in _covariance.COVARIANCE_TYPES:
-        _fail(path, f"unknown covariance_type {ctype!r}")
-    K, D = params.get("n_components"), fitted.get("n_features_in_")
-    if not (_is_int(K) and _is_int(D)):
-        _fail(path, "n_components or n_features_in_ is missing or not an integer")
-    if K < 1 or D < 1:
-        _fail(path, f"n_components={K} and n_features_in_={D} must be positive")
+    # the estimator's parameters, then the type and count of the fitted arrays
+    # (they differ after set_params; files that do not record them: the same)
+    for section in (params, fitted):
+        ctype = section.get("covariance_type", params.get("covariance_type"))
+        if not isinstance(ctype, str) or ctype not in _covariance.COVARIANCE_TYPES:
+            _fail(path, f"unknown covariance_type {ctype!r}")
+        K, D = section.get("n_components", params.get("n_components")), fitted.get("n_features_in_")
+        if not (_is_int(K) and _is_int(D)):
+            _fail(path, "n_components or n_features_in_ is missing or not an integer")
+        if K < 1 or D < 1:
+            _fail(path, f"n_components={K} and n_features_in_={D} must be positive")
     cov = _covariance.get(ctype)
     expected = {
         "weights_": (K,),
@@ -257,32 +431,7 @@ def load_model(cls, path):
         "covariances_": cov.param_shape(K, D),
         "precisions_cholesky_": cov.param_shape(K, D),
     }
-    arrays = {}
-    for attr, shape in expected.items():
-        entry = doc["arrays"].get(attr)
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            _fail(path, f"{MODEL_FILE} has no entry for {attr}")
-        fname = entry["file"]
-        if Path(fname).name != fname or fname.startswith("."):
-            _fail(path, f"array file name {fname!r} is not a plain file name")
-        fpath = path / fname
-        if not fpath.is_file():
-            _fail(path, f"{fname} is missing")
-        data = fpath.read_bytes()
-        if _sha256(data) != entry.get("sha256"):
-            _fail(path, f"{fname} does not match its sha256 in {MODEL_FILE}: it was modified or corrupted")
-        try:
-            arr = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:  # EOFError: empty file
-            _fail(path, f"{fname} is not a plain numeric .npy array ({exc})")
-        if arr.dtype != np.float64:
-            _fail(path, f"{fname} has dtype {arr.dtype}, expected float64")
-        if arr.shape != shape:
-            _fail(path, f"{fname} has shape {arr.shape}, expected {shape} for "
-                        f"covariance_type={ctype!r}, n_components={K}, n_features={D}")
-        if not np.all(np.isfinite(arr)):
-            _fail(path, f"{fname} contains NaN or infinity")
-        arrays[attr] = arr
+    arrays = {attr: _read_array(path, doc, attr, shape, ctype, K, D) for attr, shape in expected.items()}
     w = arrays["weights_"]
     # scikit-learn's initialisation from one row per component leaves weights at
     # nk / n_samples (summing to K / n); after any M-step they sum to 1
@@ -300,8 +449,17 @@ def load_model(cls, path):
     if not _whitening_error(ctype, arrays["covariances_"], pc) <= 1e-3:
         _fail(path, "covariances_ do not match precisions_cholesky_ (one of them was altered)")
 
+    _check_fitted_section(path, fitted)
     kwargs = {k: params[k] for k in _SCALAR_PARAMS if k in params}
     kwargs["random_state"] = params.get("random_state")
+    for name in _INIT_ARRAYS:
+        ref = params.get(name)
+        if ref is None:
+            kwargs[name] = None
+        elif isinstance(ref, dict) and ref.get("array") == name:
+            kwargs[name] = _read_array(path, doc, name, None)
+        else:
+            _fail(path, f"the parameter {name} is {ref!r}, expected null or {{'array': {name!r}}}")
     try:
         est = cls(**kwargs)
         validate_params(est)
@@ -316,11 +474,9 @@ def load_model(cls, path):
         if not isinstance(names, list) or len(names) != D or not all(isinstance(n, str) for n in names):
             _fail(path, f"feature_names_in_ must be a list of {D} strings")
         est.feature_names_in_ = np.asarray(names, dtype=object)
-    try:
-        est.converged_ = bool(fitted["converged_"])
-        est.n_iter_ = int(fitted["n_iter_"])
-        est.lower_bound_ = _float_in(fitted["lower_bound_"])
-        est.lower_bounds_ = [_float_in(v) for v in fitted["lower_bounds_"]]
-    except (KeyError, TypeError, ValueError):
-        _fail(path, "the fitted section (converged_, n_iter_, lower_bound_, lower_bounds_) is incomplete")
+    est._fitted_covariance_type = ctype
+    est.converged_ = fitted["converged_"]
+    est.n_iter_ = fitted["n_iter_"]
+    est.lower_bound_ = _float_in(fitted["lower_bound_"])
+    est.lower_bounds_ = [_float_in(v) for v in fitted["lower_bounds_"]]
     return est, doc["metadata"]

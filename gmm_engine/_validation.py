@@ -8,6 +8,7 @@ more (which rows hold NaN), the message says so.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import warnings
@@ -38,20 +39,33 @@ def check_random_state(seed) -> np.random.RandomState:
 
 
 class _Interval:
-    def __init__(self, kind, left, right, closed):
+    """scikit-learn's ``Interval``: a typed range, NaN never in it.
+
+    Like scikit-learn, Python ``bool`` counts as an int (and so as a real):
+    ``max_iter=False`` is 0 and ``tol=True`` is 1.0; ``numpy.bool_`` is
+    neither.  A missing bound is infinite and open unless ``closed`` says
+    otherwise, so ``inf`` is outside ``[0, inf)``.  ``allow_bool=False``
+    refuses bools where scikit-learn accepts them only to fail later (with a
+    bare ``TypeError``, which ``InvalidParameterError`` also is).
+    """
+
+    def __init__(self, kind, left, right, closed, allow_bool=True):
         self.kind, self.left, self.right, self.closed = kind, left, right, closed
+        self.allow_bool = allow_bool
 
     def ok(self, v):
-        if isinstance(v, (bool, np.bool_)):
-            return False
         if not isinstance(v, self.kind):
             return False
-        if self.left is not None:
-            if v < self.left or (v == self.left and self.closed not in ("left", "both")):
-                return False
-        if self.right is not None:
-            if v > self.right or (v == self.right and self.closed not in ("right", "both")):
-                return False
+        if isinstance(v, bool) and not self.allow_bool:
+            return False
+        if not isinstance(v, numbers.Integral) and math.isnan(v):
+            return False
+        left = -math.inf if self.left is None else self.left
+        right = math.inf if self.right is None else self.right
+        if v < left or (v == left and self.closed not in ("left", "both")):
+            return False
+        if v > right or (v == right and self.closed not in ("right", "both")):
+            return False
         return True
 
     def __str__(self):
@@ -92,13 +106,16 @@ _BOOL = [
     _Const("an instance of 'numpy.bool'", lambda v: isinstance(v, np.bool_)),
 ]
 _NONE = _Const("None", lambda v: v is None)
+# scikit-learn's ``_is_arraylike_not_scalar``: strings and bytes have a
+# length but are scalars, so means_init='abc' is refused here
 _ARRAY_LIKE = _Const(
     "an array-like",
-    lambda v: hasattr(v, "__len__") or hasattr(v, "shape") or hasattr(v, "__array__"),
+    lambda v: (hasattr(v, "__len__") or hasattr(v, "shape") or hasattr(v, "__array__"))
+    and not np.isscalar(v),
 )
 
 PARAMETER_CONSTRAINTS = {
-    "n_components": [_Interval(numbers.Integral, 1, None, "left")],
+    "n_components": [_Interval(numbers.Integral, 1, None, "left", allow_bool=False)],
     "covariance_type": [_Options({"full", "tied", "diag", "spherical"})],
     "tol": [_Interval(numbers.Real, 0.0, None, "left")],
     "reg_covar": [_Interval(numbers.Real, 0.0, None, "left")],
@@ -232,6 +249,15 @@ def is_zarr_array(X) -> bool:
     return type(X).__module__.startswith("zarr.") and hasattr(X, "chunks") and hasattr(X, "attrs")
 
 
+def is_dask_dataframe(X) -> bool:
+    """A dask DataFrame or Series (converted lazily, never gathered on the client)."""
+    return type(X).__module__.startswith("dask") and hasattr(X, "to_dask_array") and hasattr(X, "npartitions")
+
+
+def is_zarr_group(X) -> bool:
+    return type(X).__module__.startswith("zarr.") and hasattr(X, "array_keys") and hasattr(X, "group_keys")
+
+
 def is_path_like(X) -> bool:
     return isinstance(X, (str, os.PathLike))
 
@@ -333,6 +359,11 @@ def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
     arr = np.asarray(X)
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise ValueError(f"Complex data not supported\n{arr}\n")
+    if arr.ndim == 0:
+        # before ascontiguousarray, which makes a scalar a 1-D array; shown as
+        # scikit-learn shows it, converted to float
+        shown = arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
+        check_dim_and_dtype(arr.shape, arr.dtype, name, array_repr=shown)
     dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64
     if arr.dtype.kind == "O":
         arr = arr.astype(np.float64)

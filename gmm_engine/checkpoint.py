@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 
 from ._em import EMState
-from ._params import GMMParams
 from ._persist import load_model, save_model
 from .mixture import GaussianMixture
 
@@ -41,6 +40,7 @@ def estimator_from_state(state: EMState, params: dict, *, feature_names=None) ->
     est.covariances_ = p.covariances
     est.precisions_cholesky_ = p.precisions_cholesky
     est.precisions_ = p.precisions
+    est._fitted_covariance_type = p.covariance_type
     est.n_features_in_ = p.n_features
     if feature_names is not None:
         import numpy as np
@@ -55,9 +55,7 @@ def estimator_from_state(state: EMState, params: dict, *, feature_names=None) ->
 
 def state_from_estimator(est: GaussianMixture) -> EMState:
     """The :class:`EMState` of a fitted (or checkpointed) estimator."""
-    params = GMMParams(
-        est.covariance_type, est.weights_, est.means_, est.covariances_, est.precisions_cholesky_
-    )
+    params = est._params()  # checked, with the covariance type the arrays have
     lbs = tuple(float(v) for v in est.lower_bounds_)
     return EMState(
         params=params,

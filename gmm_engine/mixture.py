@@ -31,8 +31,10 @@ from ._validation import (
     check_weights,
     get_feature_names,
     is_dask_array,
+    is_dask_dataframe,
     is_path_like,
     is_zarr_array,
+    is_zarr_group,
     non_finite_message,
     validate_params,
 )
@@ -47,6 +49,24 @@ __all__ = ["GaussianMixture"]
 # input handling
 
 
+def _group_message(path, group):
+    arrays = sorted(str(k) for k in group.array_keys())
+    groups = sorted(str(k) for k in group.group_keys())
+    where = str(path).rstrip("/")
+    if arrays:
+        listing = "its arrays: " + ", ".join(repr(a) for a in arrays)
+        example = f"for example {where}/{arrays[0]}"
+    else:
+        listing = "it holds no arrays"
+        example = "the path of a 2-D Zarr array"
+    if groups:
+        listing += "; its groups: " + ", ".join(repr(g) for g in groups)
+    return (
+        f"{where} is a Zarr group, not an array ({listing}). GaussianMixture reads one "
+        f"2-D array of shape (n_samples, n_features): pass its path instead, {example}."
+    )
+
+
 def open_zarr_array(path, storage_options=None):
     """Open a Zarr array read-only from a local path or any fsspec URL."""
     import zarr
@@ -58,12 +78,20 @@ def open_zarr_array(path, storage_options=None):
             f"No Zarr array at {path!s}: check the path, or ingest the data first "
             "(`gmm ingest` or pipeline.ingest)."
         ) from None
+    except Exception as exc:  # zarr's own error for a group is internal jargon
+        try:
+            group = zarr.open_group(str(path), mode="r", storage_options=storage_options)
+        except Exception:  # noqa: BLE001 - not a group either: zarr's error stands
+            raise exc from None
+        raise ValueError(_group_message(path, group)) from None
 
 
 def zarr_to_dask(z):
     """A dask array over a Zarr array, chunked in whole storage chunks of ~64 MiB."""
     import dask.array as da
 
+    # scikit-learn's messages for a 1-D or 3-D array, before anything is read
+    check_dim_and_dtype(z.shape, z.dtype, array_repr=repr(z))
     n, D = z.shape
     unit = int((getattr(z, "shards", None) or z.chunks)[0])
     row_bytes = max(1, D * z.dtype.itemsize)
@@ -88,11 +116,20 @@ def _lazy_input(X, min_samples):
 
 
 def _resolve(X):
-    """Turn paths and Zarr arrays into dask arrays; return (array, names source)."""
+    """Turn paths, Zarr arrays and dask DataFrames into dask arrays; return (array, names source).
+
+    A dask DataFrame becomes a dask array lazily (``to_dask_array(lengths=True)``
+    computes the partition lengths, not the data); its columns stay the
+    names source.
+    """
     if is_path_like(X):
         X = open_zarr_array(X)
+    if is_zarr_group(X):
+        raise ValueError(_group_message(getattr(X, "store_path", X), X))
     if is_zarr_array(X):
         return zarr_to_dask(X), X
+    if is_dask_dataframe(X):
+        return X.to_dask_array(lengths=True), X
     return X, X
 
 
@@ -190,13 +227,15 @@ class GaussianMixture:
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture` (same parameters,
     defaults, attributes, methods, warnings and error messages) that also
-    accepts dask arrays, Zarr arrays and paths or URLs of Zarr arrays, and
-    never gathers the data on the client.  Each EM iteration is one pass
+    accepts dask arrays, dask DataFrames, Zarr arrays and paths or URLs of
+    Zarr arrays, and never gathers the data on the client.  Each EM iteration is one pass
     over the chunks: every chunk yields its sufficient statistics and
     log-likelihood, a tree reduction merges them, and the M-step is a pure
     function of the merged statistics.  Dask input is computed on the
     active ``distributed.Client`` when there is one, else on the threaded
-    scheduler; in-memory input runs on local threads.
+    scheduler; in-memory input runs on local threads.  A dask array of
+    in-memory chunks (``da.from_array(X)``) is sent to the cluster once per
+    fit, not with every pass.
 
     Parameters
     ----------
@@ -415,8 +454,8 @@ default='kmeans'
 
         Parameters
         ----------
-        X : array-like, dask array, zarr array, or path/URL of a Zarr array, \
-of shape (n_samples, n_features)
+        X : array-like, dask array, dask DataFrame, zarr array, or path/URL of a \
+Zarr array, of shape (n_samples, n_features)
         y : Ignored
         on_iteration : callable, optional
             Called after every EM iteration with an ``EMState`` (parameters,
@@ -457,23 +496,9 @@ of shape (n_samples, n_features)
         validate_params(self)
         do_init = not self._will_warm_start()
         data, names = self._training_data(X, warm=not do_init)
-        n = data.n_samples
-        if n < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components "
-                f"but got n_components = {self.n_components}, n_samples = {n}"
-            )
+        self._check_n_samples(data)
         weights_init, means_init, precisions_init = self._check_init_params(data.n_features)
-        # One scan: validates lazy input (NaN/inf with row positions) and gives
-        # the per-feature mean and variance the initialisers need.
-        summary = data.map_reduce(summary_chunk)
-        if summary.n_bad_rows:
-            raise DataValidationError(
-                non_finite_message(
-                    summary.n_nan_rows, summary.n_inf_rows, n, list(summary.bad_rows),
-                    dtype=data.dtype,
-                )
-            )
+        summary = self._scan(data)
 
         n_init = self.n_init if do_init else 1
         rs = check_random_state(self.random_state)
@@ -499,6 +524,30 @@ of shape (n_samples, n_features)
             if self.max_iter == 0 or best is None or state.lower_bound > best.lower_bound or best.lower_bound == -math.inf:
                 best = state
         return self._finish(best, data.n_features, names)
+
+    def _check_n_samples(self, data):
+        """scikit-learn's check that there are at least as many rows as components."""
+        if data.n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, n_samples = {data.n_samples}"
+            )
+
+    @staticmethod
+    def _scan(data):
+        """One pass over the training data: refuse NaN and inf, with their row positions.
+
+        Also gives the per-feature mean and variance the initialisers need.
+        """
+        summary = data.map_reduce(summary_chunk)
+        if summary.n_bad_rows:
+            raise DataValidationError(
+                non_finite_message(
+                    summary.n_nan_rows, summary.n_inf_rows, data.n_samples,
+                    list(summary.bad_rows), dtype=data.dtype,
+                )
+            )
+        return summary
 
     def _finish(self, state, n_features, names):
         """Warn if EM stopped short, then set every fitted attribute from ``state``."""
@@ -557,6 +606,8 @@ of shape (n_samples, n_features)
         """
         validate_params(self)
         data, names = self._training_data(X)
+        # the same checks as fit: too few rows, then NaN or inf (one scan)
+        self._check_n_samples(data)
         if (
             state.params.n_features != data.n_features
             or state.params.covariance_type != self.covariance_type
@@ -570,6 +621,7 @@ of shape (n_samples, n_features)
                 f"{self.n_components}, covariance_type={self.covariance_type!r}. Resume "
                 "with the estimator parameters and data of the interrupted fit."
             )
+        self._scan(data)
         return self._finish(self._run(data, state, 0, 1, on_iteration), data.n_features, names)
 
     def _set_fitted(self, params: GMMParams, n_features, names):
@@ -589,14 +641,61 @@ of shape (n_samples, n_features)
         self.precisions_cholesky_ = params.precisions_cholesky
         self.precisions_ = params.precisions
 
-    def _params(self) -> GMMParams:
-        return GMMParams(
-            self.covariance_type,
-            np.asarray(self.weights_, dtype=np.float64),
-            np.asarray(self.means_, dtype=np.float64),
-            np.asarray(self.covariances_, dtype=np.float64),
-            np.asarray(self.precisions_cholesky_, dtype=np.float64),
-        )
+    def _fitted_covariance(self) -> str:
+        """The covariance type the fitted parameters have.
+
+        ``set_params(covariance_type=...)`` after a fit changes what the next
+        fit does, not what ``covariances_`` and ``precisions_cholesky_`` are:
+        scoring, sampling and parameter counts use the type they were fitted
+        with (scikit-learn reads them with the new type and fails or returns
+        NaN).
+        """
+        return getattr(self, "_fitted_covariance_type", self.covariance_type)
+
+    def _params(self, *, covariances=True) -> GMMParams:
+        """The fitted parameters, checked against each other before any kernel reads them.
+
+        The kernels do no bounds checks: an attribute replaced after the fit
+        (``gm.means_ = gm.means_[:2]``) must fail here, not read past an
+        array.  ``covariances=False`` skips ``covariances_``, which scoring
+        does not use.
+        """
+        ctype = self._fitted_covariance()
+        cov = _covariance.get(ctype)
+        arrays = {"covariances_": np.empty(0)}  # not read by the kernels
+        names = ("weights_", "means_", "precisions_cholesky_") + (("covariances_",) if covariances else ())
+        for attr in names:
+            value = getattr(self, attr)
+            try:
+                arrays[attr] = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"The fitted attribute {attr} of this {type(self).__name__} is not a "
+                    f"numeric array ({exc}). Refit the model, or restore the attribute."
+                ) from None
+        weights, means = arrays["weights_"], arrays["means_"]
+        K = weights.shape[0] if weights.ndim == 1 else None
+        D = getattr(self, "n_features_in_", means.shape[1] if means.ndim == 2 else None)
+        checks = [("weights_", (K,)), ("means_", (K, D)), ("precisions_cholesky_", None)]
+        if covariances:
+            checks.append(("covariances_", None))
+        problems = []
+        if K is None:
+            problems.append(f"weights_ has shape {weights.shape}, expected (n_components,)")
+        else:
+            for attr, shape in checks:
+                shape = shape or cov.param_shape(K, D)
+                if arrays[attr].shape != shape:
+                    problems.append(f"{attr} has shape {arrays[attr].shape}, expected {shape}")
+        if problems:
+            raise ValueError(
+                f"The fitted parameters of this {type(self).__name__} do not agree with each "
+                f"other: {'; '.join(problems)} (for {K or 'n_components'} components, {D} "
+                f"features and covariance_type={ctype!r}, the type they were fitted with). An attribute "
+                "was changed after fitting: refit the model, or set all of weights_, "
+                "means_, covariances_ and precisions_cholesky_ consistently."
+            )
+        return GMMParams(ctype, weights, means, arrays["covariances_"], arrays["precisions_cholesky_"])
 
     # -- prediction ------------------------------------------------------------
 
@@ -613,13 +712,19 @@ of shape (n_samples, n_features)
         check_n_features(self, X.shape[1], reset=False)
         # The kernels trust the parameter shapes (no bounds checks): refuse
         # attributes that disagree with X however they came to be.
-        check_n_features(self, X.shape[1], reset=False, expected=np.shape(self.means_)[1])
+        means_shape = np.shape(self.means_)
+        if len(means_shape) == 2:  # other shapes: refused by _params
+            check_n_features(self, X.shape[1], reset=False, expected=means_shape[1])
         check_feature_names(self, names_source, reset=False)
         return X, lazy
 
-    def _apply(self, fn, X, n_out):
+    def _apply(self, fn, X, per_component=False):
+        """fn over the rows of X: one value per row, or one per row and component."""
         X, lazy = self._prepare(X)
-        kp = self._params().kernel_params()
+        params = self._params(covariances=False)
+        # the fitted component count, whatever n_components says now
+        n_out = params.n_components if per_component else None
+        kp = params.kernel_params()
         if lazy:
             import dask
 
@@ -638,7 +743,7 @@ of shape (n_samples, n_features)
         -------
         log_prob : ndarray of shape (n_samples,), or a lazy dask array for dask input
         """
-        return self._apply(_score_block, X, None)
+        return self._apply(_score_block, X)
 
     def predict(self, X):
         """Most likely component of every row.
@@ -647,7 +752,7 @@ of shape (n_samples, n_features)
         -------
         labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
         """
-        return self._apply(_predict_block, X, None)
+        return self._apply(_predict_block, X)
 
     def predict_proba(self, X):
         """Posterior probability of every component for every row.
@@ -656,30 +761,33 @@ of shape (n_samples, n_features)
         -------
         resp : ndarray of shape (n_samples, n_components), or a lazy dask array
         """
-        return self._apply(_proba_block, X, self.n_components)
+        return self._apply(_proba_block, X, per_component=True)
 
     def score(self, X, y=None):
         """Mean log-likelihood of the rows of X (computed, also for dask input)."""
+        return self._total_score(X)[0]
+
+    def _total_score(self, X):
+        """(mean log-likelihood, row count) of X, from one evaluation."""
         s = self.score_samples(X)
-        return float(s.mean().compute() if hasattr(s, "compute") else s.mean())
+        mean = s.mean().compute() if hasattr(s, "compute") else s.mean()
+        return float(mean), int(s.shape[0])
 
     def _n_parameters(self):
-        _, n_features = self.means_.shape
-        return _covariance.get(self.covariance_type).n_parameters(self.n_components, n_features)
-
-    def _n_rows(self, X):
-        X, _ = _resolve(X)
-        return int(np.shape(X)[0])
+        params = self._params(covariances=False)
+        return _covariance.get(params.covariance_type).n_parameters(
+            params.n_components, params.n_features
+        )
 
     def bic(self, X):
         """Bayesian information criterion on X; lower is better."""
-        n = self._n_rows(X)
-        return -2 * self.score(X) * n + self._n_parameters() * math.log(n)
+        score, n = self._total_score(X)
+        return -2 * score * n + self._n_parameters() * math.log(n)
 
     def aic(self, X):
         """Akaike information criterion on X; lower is better."""
-        n = self._n_rows(X)
-        return -2 * self.score(X) * n + 2 * self._n_parameters()
+        score, n = self._total_score(X)
+        return -2 * score * n + 2 * self._n_parameters()
 
     def sample(self, n_samples=1):
         """Draw rows from the fitted mixture (scikit-learn's draws for a given seed).
@@ -696,23 +804,25 @@ of shape (n_samples, n_features)
                 "Invalid value for 'n_samples': %d . The sampling requires at least one "
                 "sample." % n_samples
             )
-        _, n_features = self.means_.shape
+        params = self._params()
+        means, covariances = params.means, params.covariances
+        n_features = params.n_features
         rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
-        if self.covariance_type == "full":
+        counts = rng.multinomial(n_samples, params.weights)
+        if params.covariance_type == "full":
             X = np.vstack([
                 rng.multivariate_normal(mean, cov, int(c))
-                for mean, cov, c in zip(self.means_, self.covariances_, counts)
+                for mean, cov, c in zip(means, covariances, counts)
             ])
-        elif self.covariance_type == "tied":
+        elif params.covariance_type == "tied":
             X = np.vstack([
-                rng.multivariate_normal(mean, self.covariances_, int(c))
-                for mean, c in zip(self.means_, counts)
+                rng.multivariate_normal(mean, covariances, int(c))
+                for mean, c in zip(means, counts)
             ])
         else:
             X = np.vstack([
                 mean + rng.standard_normal(size=(c, n_features)) * np.sqrt(cov)
-                for mean, cov, c in zip(self.means_, self.covariances_, counts)
+                for mean, cov, c in zip(means, covariances, counts)
             ])
         y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
         return X, y
@@ -728,10 +838,20 @@ of shape (n_samples, n_features)
         metadata : dict, optional
             JSON-serialisable information stored with the model.
         overwrite : bool, default=False
+            Replace a model directory already at ``path``.  Anything else
+            there (a file, a directory that is not a saved model, a model
+            directory holding other files) is left alone and refused with
+            ``FileExistsError``.
 
         Returns
         -------
         pathlib.Path
+
+        Warns
+        -----
+        UserWarning
+            When a parameter cannot be stored (``random_state`` given as a
+            ``RandomState`` instance): it is saved as None.
         """
         check_is_fitted(self)
         return save_model(self, path, metadata=metadata, overwrite=overwrite)

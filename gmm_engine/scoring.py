@@ -47,7 +47,7 @@ of shape (n_samples, n_features)
         Lazy dask arrays (sharing one evaluation per chunk) for lazy input.
     """
     X, lazy = model._prepare(X)
-    kp = model._params().kernel_params()
+    kp = model._params(covariances=False).kernel_params()
     if lazy:
         import dask
 

@@ -143,15 +143,15 @@ def test_parity_converges_at_the_same_iteration(covariance_type):
     assert_same_fit(ours, sk)
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("given", ["means", "weights", "precisions", "means+weights"])
 def test_parity_from_partial_initial_parameters(covariance_type, given):
     """User initial parameters replace what they specify, the rest comes from the init.
 
     random_from_data picks the same rows as scikit-learn, so the starting
-    point, including scikit-learn's unnormalised ``nk / n_samples`` weights,
-    is the same.  (tied is left out: see test_engine_init for why its
-    random_from_data start differs from scikit-learn's on purpose.)
+    point, including scikit-learn's unnormalised ``nk / n_samples`` weights
+    and its tied covariance from the raw second moment of all rows, is the
+    same.
     """
     X = X_SYN[:1500]
     start = sklearn_start(X, 3, covariance_type)
@@ -183,7 +183,7 @@ def test_warm_start_matches_sklearn(covariance_type):
             assert_same_fit(ours, sk, rtol=1e-8)
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_n_init_random_from_data_matches_sklearn(covariance_type):
     """random_from_data draws the same rows as scikit-learn for every init."""
     X = X_SYN[:800]
