@@ -55,6 +55,20 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1) from None
 
 
+def _cli_path(value: Optional[str], *, only_if_exists: bool = False) -> Optional[str]:
+    """A path given on the command line, taken relative to the current directory.
+
+    Paths inside a config file are taken inside its ``workdir``; a path typed
+    on the command line means what the shell means by it.  URLs pass as they are.
+    """
+    if value is None or "://" in value:
+        return value
+    path = Path(value).expanduser()
+    if only_if_exists and not path.exists():
+        return value  # e.g. 'current' or a registered version name
+    return str(path.resolve())
+
+
 def _fmt(x):
     return f"{x:.4f}" if isinstance(x, float) and math.isfinite(x) else str(x)
 
@@ -71,25 +85,20 @@ def ingest(
     progress: bool = ProgressOpt,
 ):
     """Validate a table or array and write it as a chunked, compressed Zarr array."""
-    cfg = _load(IngestConfig, config, {"source": source, "dest": dest, "bad_rows": bad_rows,
+    cfg = _load(IngestConfig, config, {"source": _cli_path(source), "dest": _cli_path(dest), "bad_rows": bad_rows,
                                         "overwrite": overwrite, "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
-    from pipeline.ingest import IngestError, ingest as do_ingest
+    from .ingesting import ingest_flow
 
-    dest_path = cfg.resolve(cfg.dest, "data/train.zarr")
     try:
-        result = do_ingest(
-            cfg.source, dest_path, format=cfg.format, columns=cfg.columns, feature_names=cfg.feature_names,
-            dtype=cfg.dtype, bad_rows=cfg.bad_rows, chunk_rows=cfg.chunk_rows, compression=cfg.compression,
-            overwrite=cfg.overwrite, progress=progress,
-        )
-    except (IngestError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        out = ingest_flow(cfg, progress=progress)
+    except Exception as exc:  # refused data or I/O: the message says what and how to fix it
         _fail(exc)
-    r = result.report
-    typer.echo(f"Wrote {result.path}: {r.n_rows_written:,} rows x {len(r.feature_names)} features ({r.dtype}); "
-               f"{r.n_bad_rows:,} bad rows ({r.bad_rows_policy}).")
-    if r.non_numeric_columns:
-        typer.echo(f"Non-numeric columns left out: {', '.join(r.non_numeric_columns)}")
+    r = out["report"]
+    typer.echo(f"Wrote {out['path']}: {r['n_rows_written']:,} rows x {len(r['feature_names'])} features "
+               f"({r['dtype']}); {r['n_bad_rows']:,} bad rows ({r['bad_rows_policy']}).")
+    if r["non_numeric_columns"]:
+        typer.echo(f"Non-numeric columns left out: {', '.join(r['non_numeric_columns'])}")
 
 
 @app.command()
@@ -102,7 +111,7 @@ def fit(
     progress: bool = ProgressOpt,
 ):
     """Fit a mixture with checkpointed EM, calibrate the anomaly threshold, register it."""
-    cfg = _load(FitConfig, config, {"data": data, "workdir": workdir and str(workdir)})
+    cfg = _load(FitConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
     from .fitting import fit_flow
 
@@ -124,14 +133,15 @@ def select(
     data: Optional[str] = typer.Option(None, help="Training Zarr array (overrides the config)."),
     workdir: Optional[Path] = WorkdirOpt,
     verbose: bool = VerboseOpt,
+    progress: bool = ProgressOpt,
 ):
     """Choose K and the covariance type over a grid by BIC, AIC or held-out log-likelihood."""
-    cfg = _load(SelectConfig, config, {"data": data, "workdir": workdir and str(workdir)})
+    cfg = _load(SelectConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
     from .fitting import select_model_flow
 
     try:
-        out = select_model_flow(cfg)
+        out = select_model_flow(cfg, progress=progress)
     except Exception as exc:
         _fail(exc)
     typer.echo(Path(out["report"]["markdown"]).read_text())
@@ -148,7 +158,8 @@ def score(
     progress: bool = ProgressOpt,
 ):
     """Score every unscored partition under incoming/ and record it in the manifest."""
-    cfg = _load(ScoreConfig, config, {"model": model, "workdir": workdir and str(workdir)})
+    cfg = _load(ScoreConfig, config, {"model": _cli_path(model, only_if_exists=True),
+                                       "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
     from .scoring import score_partitions_flow
 

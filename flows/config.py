@@ -11,12 +11,16 @@ Relative paths in a config are resolved against its ``workdir``.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: the name of a registered model version (see pipeline.models)
+_VERSION_NAME = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{8}$")
 
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
@@ -56,9 +60,22 @@ class ClusterConfig(_Strict):
 
     @model_validator(mode="after")
     def _tls_needs_address(self):
-        if self.address and self.address.startswith("tls://") and self.tls is None:
-            raise ValueError("a tls:// scheduler address needs the 'tls' section (ca_file, cert_file, key_file)")
+        if self.address and self.address.startswith("tls://"):
+            missing = [k for k in ("ca_file", "cert_file", "key_file") if self.tls is None or getattr(self.tls, k) is None]
+            if self.tls is None:
+                raise ValueError("a tls:// scheduler address needs the 'tls' section (ca_file, cert_file, key_file)")
+            if missing:
+                raise ValueError(f"a tls:// scheduler address needs cluster.tls.{', cluster.tls.'.join(missing)} "
+                                 "(paths of the CA certificate, the client certificate and its key)")
         return self
+
+    def with_tls_in(self, workdir: Path) -> "ClusterConfig":
+        """This config with relative TLS file paths taken inside ``workdir``."""
+        if self.tls is None:
+            return self
+        files = {k: Path(workdir) / v for k in ("ca_file", "cert_file", "key_file")
+                 if (v := getattr(self.tls, k)) is not None and not Path(v).is_absolute()}
+        return self.model_copy(update={"tls": self.tls.model_copy(update=files)}) if files else self
 
 
 class ModelConfig(_Strict):
@@ -146,6 +163,9 @@ class SelectConfig(_WithWorkdir):
     model: ModelConfig = ModelConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     make_current: bool = Field(True, description="Register the winner (threshold on all data) as the current model.")
+    max_parallel: Annotated[int, Field(ge=1)] = Field(
+        2, description="Candidates fitted at once (each is an EM fit spread over the whole cluster)."
+    )
 
 
 class ScoreConfig(_WithWorkdir):
@@ -158,6 +178,12 @@ class ScoreConfig(_WithWorkdir):
     max_parallel: Annotated[int, Field(ge=1)] = 4
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
+    def model_spec(self) -> str:
+        """``model`` for :meth:`pipeline.models.ModelRegistry.load`: a relative directory is taken in ``workdir``."""
+        if self.model == "current" or _VERSION_NAME.match(self.model):
+            return self.model
+        return self.resolve(self.model, "current")
+
 
 class ServeConfig(_Strict):
     score: ScoreConfig
@@ -167,6 +193,20 @@ class ServeConfig(_Strict):
     api_url: str | None = Field(None, description="Prefect API; default $PREFECT_API_URL or a local server.")
     server_host: str = "127.0.0.1"
     server_port: Annotated[int, Field(ge=1, le=65535)] = 4200
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        # Prefect's own check (its vendored croniter), here rather than minutes later when the server has started
+        from prefect._internal.schemas.validators import validate_cron_string
+
+        try:
+            return validate_cron_string(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; a cron schedule has five fields: minute hour day-of-month month "
+                             "day-of-week, for example '*/5 * * * *' (every five minutes)") from None
 
     @model_validator(mode="after")
     def _one_schedule(self):
@@ -229,8 +269,12 @@ def _describe(model: type[BaseModel], err: dict) -> str:
         expected = (err.get("ctx") or {}).get("expected", "")
         return f"{where}: got {given!r}; allowed values: {expected}."
     if kind == "missing":
-        return f"{where}: required field is missing."
-    return f"{where}: {err.get('msg')} (got {given!r})."
+        return (f"{where}: required field is missing; set it in the YAML file given with --config "
+                "(configs/ has an example of each command's file).")
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    if kind == "value_error" and isinstance(given, dict):
+        return f"{where}: {msg}."  # a section-level check; the section itself says nothing more
+    return f"{where}: {msg} (got {given!r})."
 
 
 def parse_config(model: type[BaseModel], data: dict | None, source: str = "config"):

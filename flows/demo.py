@@ -61,13 +61,15 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
     timings["generate"] = time.perf_counter() - t0
     anomaly = AnomalyConfig(contamination=config.anomaly_fraction)
     base = ModelConfig(max_iter=config.max_iter, random_state=config.seed)
-    with flow_cluster(config.cluster) as cl:
-        shared = ClusterConfig(address=cl["address"], connect_timeout=config.cluster.connect_timeout)
+    with flow_cluster(config.cluster, config.workdir) as cl:
+        # the subflows reach the cluster started (or reached) here, with the same TLS files
+        shared = ClusterConfig(address=cl["address"], connect_timeout=config.cluster.connect_timeout,
+                               tls=config.cluster.with_tls_in(config.workdir).tls)
         t = time.perf_counter()
         sel = select_model_flow(SelectConfig(
             workdir=ws.root, data=data["train"], cluster=shared, grid=config.grid, criterion="bic",
             sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
-        ), report_to=str(report))
+        ), report_to=str(report), progress=progress)
         timings["select"] = time.perf_counter() - t
         winner = sel["selected"]
         fit_cfg = FitConfig(

@@ -20,12 +20,17 @@ from .tasks import (
     initialize_task,
     prepare_selection_task,
     register_task,
+    run_bounded,
 )
 
 
 @contextlib.contextmanager
-def flow_cluster(cfg: ClusterConfig):
-    """Start or reach the cluster for a flow; yield what tasks need to connect."""
+def flow_cluster(cfg: ClusterConfig, workdir: Path):
+    """Start or reach the cluster for a flow; yield what tasks need to connect.
+
+    Relative TLS file paths are taken inside ``workdir``, like every path of a config.
+    """
+    cfg = cfg.with_tls_in(workdir)
     tls = TLS(**{k: (str(v) if v is not None and k != "require_encryption" else v)
                  for k, v in cfg.tls.model_dump().items()}) if cfg.tls else None
     with cluster(cfg.address, tls=tls, timeout=cfg.connect_timeout, n_workers=cfg.n_workers,
@@ -47,7 +52,7 @@ def initialize_flow(config: FitConfig) -> str:
     ws = Workspace(config.workdir).ensure()
     data = config.resolve(config.data, "data/train.zarr")
     out = ws.checkpoints / _run_name(config) / "init"
-    with flow_cluster(config.cluster) as cl:
+    with flow_cluster(config.cluster, config.workdir) as cl:
         return initialize_task(data, config.model.estimator_params(), str(out), cl)
 
 
@@ -67,7 +72,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
     params = config.model.estimator_params()
     ckpt = ws.checkpoints / _run_name(config)
     fit_params = {**params, "verbose": 1} if progress else params
-    with flow_cluster(config.cluster) as cl:
+    with flow_cluster(config.cluster, config.workdir) as cl:
         if init_dir is None:
             existing = ckpt / "init"
             if resume and (existing / "model.json").is_file():
@@ -80,7 +85,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
             fit["model_dir"], data, str(ws.models), config.anomaly.contamination, config.make_current,
             {"fit": {k: fit[k] for k in ("n_iter", "converged", "lower_bound", "resumed_from")},
              "config": config.model_dump(mode="json")},
-            cl,
+            cl, str(ckpt),
         )
         out = reports.report_dir(ws.root, "fit", report_to)
         plots = reports.fit_report(reg["model_dir"], data, fit["lower_bounds"], reg["scores_sample"],
@@ -90,15 +95,19 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
 
 
 @flow(name="select-model")
-def select_model_flow(config: SelectConfig, report_to: str | None = None) -> dict:
-    """Fit a grid of (K, covariance type); choose by BIC, AIC or held-out log-likelihood."""
+def select_model_flow(config: SelectConfig, report_to: str | None = None, progress: bool = False) -> dict:
+    """Fit a grid of (K, covariance type); choose by BIC, AIC or held-out log-likelihood.
+
+    At most ``config.max_parallel`` candidates are fitted at once; ``progress``
+    shows a bar over the candidates.
+    """
     logger = get_run_logger()
     ws = Workspace(config.workdir).ensure()
     data = config.resolve(config.data, "data/train.zarr")
     base = config.model.estimator_params()
     grid = [(k, ct) for ct in config.grid.covariance_types for k in sorted(set(config.grid.n_components))]
     work = ws.root / "selection"
-    with flow_cluster(config.cluster) as cl:
+    with flow_cluster(config.cluster, config.workdir) as cl:
         prep = prepare_selection_task(data, str(work), {
             "holdout_fraction": config.holdout_fraction,
             "sample_rows": config.sample_rows,
@@ -107,11 +116,13 @@ def select_model_flow(config: SelectConfig, report_to: str | None = None) -> dic
             "probe_params": {**base, "n_components": max(config.grid.n_components), "covariance_type": "full"},
             "seed": base.get("random_state") or 0,
         }, cl)
-        futures = [
-            evaluate_task.submit(prep["train"], prep["holdout"], k, ct, base, str(work / "candidates"), cl)
-            for k, ct in grid
-        ]
-        table = [f.result() for f in futures]
+        # bounded: each candidate is an EM fit on the cluster; a grid of 28 at once only thrashes it
+        table = run_bounded(
+            lambda kc: evaluate_task.submit(prep["train"], prep["holdout"], kc[0], kc[1], base,
+                                            str(work / "candidates"), cl),
+            grid, config.max_parallel, desc="candidates" if progress else None, unit="candidate",
+            describe=lambda r: {"last": f"K={r['n_components']} {r['covariance_type']}", "status": r["status"]},
+        )
         winner = choose(table, config.criterion)
         logger.info("selected K=%d covariance_type=%s by %s", winner["n_components"],
                     winner["covariance_type"], config.criterion)
@@ -119,7 +130,7 @@ def select_model_flow(config: SelectConfig, report_to: str | None = None) -> dic
         if config.make_current:
             reg = register_task(
                 winner["model_dir"], data, str(ws.models), config.anomaly.contamination, True,
-                {"selection": {"criterion": config.criterion, "winner": winner}}, cl,
+                {"selection": {"criterion": config.criterion, "winner": winner}}, cl, str(work),
             )
         out = reports.report_dir(ws.root, "select", report_to)
         paths = reports.selection_report(table, winner, config.criterion, out, trim=prep)

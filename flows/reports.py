@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def selection_report(table, selected, criterion, out: Path, trim: dict | None = 
 def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str | None,
                threshold: dict, out: Path, *, tol: float | None = None, max_points: int = 20_000) -> dict:
     from gmm_engine import load_model, open_zarr_array
+    from gmm_engine.scoring import score_rows
 
     model, _ = load_model(model_dir)
     paths = {}
@@ -105,8 +107,17 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(n, size=min(n, max_points), replace=False))
     X = z.get_orthogonal_selection((idx, slice(None))).astype(np.float64)
-    labels = model.predict(X)
-    flagged = model.score_samples(X) <= threshold["threshold"]
+    # The rows come from the training array itself, so its names are the model's; the numpy
+    # sample has lost them, and the engine would warn that X has no feature names.
+    fitted = getattr(model, "feature_names_in_", None)
+    names = z.attrs.get("feature_names")
+    if fitted is not None and names is not None and list(names) != list(fitted):
+        raise ValueError(f"{data} has features {list(names)}, but the model {model_dir} was fitted on "
+                         f"{list(fitted)}: report on the data the model was fitted on.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        loglik, labels, _ = score_rows(model, X)
+    flagged = loglik <= threshold["threshold"]
     paths["projection_plot"] = str(plots.plot_projection(
         X, model.means_, model.covariances_, model.covariance_type, out / "projection.png",
         labels=labels, is_anomaly=flagged, weights=model.weights_, max_points=max_points))

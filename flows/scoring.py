@@ -5,7 +5,6 @@ import uuid
 from pathlib import Path
 
 from prefect import flow
-from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
 from pipeline.manifest import Manifest
@@ -15,7 +14,7 @@ from pipeline.workspace import Workspace
 from . import reports
 from .config import ScoreConfig
 from .fitting import flow_cluster
-from .tasks import discover_task, export_manifest_task, reconcile_task, score_partition_task
+from .tasks import discover_task, export_manifest_task, reconcile_task, run_bounded, score_partition_task
 
 
 class PartitionScoringError(RuntimeError):
@@ -52,7 +51,7 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
         "manifest": config.resolve(config.manifest, "manifest.sqlite"),
     }
     registry = ModelRegistry(ws.models)
-    loaded = registry.load(config.model)  # fails fast: no model, or no threshold
+    loaded = registry.load(config.model_spec())  # fails fast: no model, or no threshold
     threshold = loaded.threshold
     logger.info("scoring with model %s (threshold %.6g)", loaded.version, threshold)
 
@@ -65,29 +64,14 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
     run_id = _run_id()
     results: list[dict] = []
     if todo:
-        with flow_cluster(config.cluster) as cl:
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-
-                bar = tqdm(total=len(todo), desc="partitions", unit="partition")
-            pending = list(todo)
-            running = []
-            while pending or running:
-                while pending and len(running) < config.max_parallel:
-                    p = pending.pop(0)
-                    running.append(score_partition_task.submit(
-                        p, loaded.version, str(ws.models), paths, run_id, config.bad_rows,
-                        config.storage_options, cl))
-                finished = next(as_completed(running))
-                running.remove(finished)
-                r = finished.result()
-                results.append(r)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(last=r["partition_id"], status=r["status"])
-            if bar is not None:
-                bar.close()
+        with flow_cluster(config.cluster, config.workdir) as cl:
+            results = run_bounded(
+                # the directory, not the version name: a model given by path is not in the registry
+                lambda p: score_partition_task.submit(p, str(loaded.path), str(ws.models), paths, run_id,
+                                                      config.bad_rows, config.storage_options, cl),
+                todo, config.max_parallel, desc="partitions" if progress else None, unit="partition",
+                describe=lambda r: {"last": r["partition_id"], "status": r["status"]},
+            )
     results.sort(key=lambda r: r["partition_id"])
     export_manifest_task(paths["manifest"], str(Path(paths["manifest"]).with_suffix(".json")))
     out = reports.report_dir(ws.root, "score", report_to)

@@ -8,6 +8,7 @@ own client).  Only tasks that do I/O retry.
 
 
 import contextlib
+import io
 from pathlib import Path
 
 from prefect import task
@@ -30,13 +31,61 @@ def dask_client(cluster: dict | None):
         yield client
 
 
+def run_bounded(submit, items, max_parallel: int, *, desc: str | None = None, unit: str = "item",
+                describe=None) -> list:
+    """``[submit(item).result() for item in items]`` with at most ``max_parallel`` task runs at once.
+
+    ``submit`` returns a Prefect future.  Results come back in the order of
+    ``items``.  With ``desc``, a progress bar counts finished items;
+    ``describe(result)`` gives its postfix (a dict).
+    """
+    from prefect.futures import as_completed
+
+    bar = None
+    if desc:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=desc, unit=unit)
+    results: dict[int, object] = {}
+    pending = list(enumerate(items))
+    running = {}
+    try:
+        while pending or running:
+            while pending and len(running) < max_parallel:
+                i, item = pending.pop(0)
+                running[submit(item)] = i
+            finished = next(as_completed(list(running)))
+            results[running.pop(finished)] = r = finished.result()
+            if bar is not None:
+                bar.update(1)
+                if describe is not None:
+                    bar.set_postfix(describe(r))
+    finally:
+        if bar is not None:
+            bar.close()
+    return [results[i] for i in range(len(items))]
+
+
 # -- data ---------------------------------------------------------------------
 
 
-@task(name="ingest", cache_policy=NO_CACHE, **IO_RETRIES)
+def _transient(task, task_run, state) -> bool:
+    """Retry condition of the ingest task: I/O errors may pass, refused data will not.
+
+    An ``IngestError`` (bad rows, wrong columns, an existing dest) or a
+    missing source fails the same way on every try, so it is not retried.
+    """
+    from pipeline.ingest import IngestError
+
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(exc, (IngestError, FileNotFoundError, FileExistsError, PermissionError, ValueError))
+
+
+@task(name="ingest", cache_policy=NO_CACHE, retry_condition_fn=_transient, **IO_RETRIES)
 def ingest_task(source: str, dest: str, options: dict) -> dict:
     from pipeline.ingest import ingest
 
+    options = dict(options)
     result = ingest(source, dest, progress=options.pop("progress", False), **options)
     get_run_logger().info("ingested %s -> %s: %d rows written, %d bad rows",
                           source, result.path, result.report.n_rows_written, result.report.n_bad_rows)
@@ -98,10 +147,18 @@ def fit_task(data: str, params: dict, checkpoint_dir: str, init_dir: str | None,
 
 @task(name="register-model", cache_policy=NO_CACHE)
 def register_task(model_dir: str, data: str, models_root: str, contamination: float,
-                  make_current: bool, extra: dict, cluster: dict | None) -> dict:
+                  make_current: bool, extra: dict, cluster: dict | None, work_dir: str) -> dict:
+    """Calibrate the threshold, register the model; the training-score sample goes to ``work_dir``.
+
+    The sample (for the report's histogram) is not written into the
+    registered model's directory: a published model is never modified.
+    """
+    import numpy as np
+
     from gmm_engine import load_model
 
     from pipeline.models import ModelRegistry
+    from pipeline.outputs import atomic_write_bytes
     from pipeline.training import register_model
 
     model, _ = load_model(model_dir)
@@ -109,10 +166,10 @@ def register_task(model_dir: str, data: str, models_root: str, contamination: fl
         version, thr = register_model(model, data, ModelRegistry(models_root),
                                       contamination=contamination, make_current=make_current,
                                       extra=extra)
-    sample_path = Path(models_root) / version / "training_scores_sample.npy"
-    import numpy as np
-
-    np.save(sample_path, thr.sample)
+    sample_path = Path(work_dir) / f"training-scores-{version}.npy"
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(thr.sample, dtype=np.float64), allow_pickle=False)
+    atomic_write_bytes(sample_path, buf.getvalue())
     return {"version": version, "model_dir": str(Path(models_root) / version),
             "threshold": thr.to_dict(), "scores_sample": str(sample_path)}
 

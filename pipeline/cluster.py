@@ -102,6 +102,19 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
         client.close()
 
 
+def scheduler_lost(exc: BaseException) -> bool:
+    """Whether ``exc``, raised inside :func:`connect`, means the scheduler went away.
+
+    Code that catches broad exceptions inside ``connect`` (scoring records a
+    failed partition and goes on) re-raises these, so that ``connect`` turns
+    them into :class:`ClusterUnavailableError` instead of blaming the data.
+    """
+    from distributed.client import _current_client
+
+    client = _current_client.get()
+    return client is not None and _scheduler_lost(client, exc)
+
+
 def _scheduler_lost(client, exc: BaseException) -> bool:
     """Whether ``exc`` means the scheduler went away (not a failure of the work itself)."""
     from concurrent.futures import CancelledError

@@ -1271,10 +1271,19 @@ def _check_dest(dest, overwrite) -> Path:
     path = Path(text).absolute()
     if os.path.lexists(path) and not overwrite:
         raise IngestError(
-            f"{path} already exists; pass overwrite=True to replace it, or choose "
-            "another dest."
+            f"{path} already exists; pass overwrite=True (`gmm ingest --overwrite`, or "
+            "`overwrite: true` in the config) to replace it, or choose another dest."
         )
     return path
+
+
+def _check_replaceable(path: Path, overwrite: bool) -> None:
+    # overwrite replaces an earlier ingest, never a directory or file that is not a Zarr store
+    if overwrite and os.path.lexists(path) and not (path / "zarr.json").is_file():
+        raise IngestError(
+            f"{path} exists and is not a Zarr store, so overwrite=True will not replace it "
+            "(that would delete it); remove it yourself or choose another dest."
+        )
 
 
 def _sibling(dest: Path, tag: str) -> Path:
@@ -1305,8 +1314,8 @@ def _commit(tmp: Path, dest: Path, overwrite: bool):
         return
     if not overwrite:
         raise IngestError(
-            f"{dest} appeared while ingesting; pass overwrite=True to replace it, or "
-            "choose another dest."
+            f"{dest} appeared while ingesting; pass overwrite=True (`gmm ingest --overwrite`) "
+            "to replace it, or choose another dest."
         )
     old = _sibling(dest, "old")
     os.rename(dest, old)
@@ -1439,6 +1448,7 @@ def ingest(
                 f"dest {dest_path} is (or contains) the source {loc.text}: replacing it "
                 "would delete the data being read. Choose another dest."
             )
+    _check_replaceable(dest_path, overwrite)
     fmt = format or detect_format(source, storage_options=storage_options)
     if fmt == "csv":
         reader = _CsvReader(loc, block_size=block_size)

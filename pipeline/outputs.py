@@ -229,8 +229,8 @@ def atomic_store(final_path):
     logger.debug("published %s", final)
 
 
-def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` via a temporary sibling, fsync and ``os.replace``.
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary sibling, fsync and ``os.replace``.
 
     Unlike :func:`atomic_store`, an existing file is replaced (readers see the
     old or the new content, never a mix).
@@ -238,8 +238,7 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     Parameters
     ----------
     path : str or PathLike
-    text : str
-    encoding : str
+    data : bytes
 
     Returns
     -------
@@ -249,8 +248,8 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / temp_name_for(path.name)
     try:
-        with open(tmp, "x", encoding=encoding) as fh:
-            fh.write(text)
+        with open(tmp, "xb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -262,6 +261,11 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
         raise
     _fsync_path(path.parent, directory=True)
     return path
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
+    """:func:`atomic_write_bytes` of ``text`` encoded with ``encoding``."""
+    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def atomic_write_json(path, obj) -> Path:

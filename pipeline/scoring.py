@@ -33,6 +33,7 @@ import dask.array as da
 from gmm_engine import open_zarr_array
 from gmm_engine.scoring import score_rows
 
+from .cluster import scheduler_lost
 from .ingest import ingest
 from .manifest import AlreadyScored, ClaimConflict, ClaimLost, Manifest, ManifestEntry, utc_now_iso
 from .models import LoadedModel
@@ -183,6 +184,12 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
         return PartitionResult(pid, "scored", n_rows, entry.n_anomalies, entry.mean_loglik,
                                str(out), None, time.perf_counter() - t0)
     except Exception as exc:
+        if scheduler_lost(exc):
+            # not the partition's fault: leave it unrecorded for the next run, and let
+            # connect() say that the cluster went away
+            with contextlib.suppress(Exception):
+                manifest.release(pid, run_id)
+            raise
         message = f"{type(exc).__name__}: {exc}"
         logger.error("partition %s failed: %s", pid, message)
         logger.debug("%s", traceback.format_exc())

@@ -192,6 +192,105 @@ def test_cli_ingest(tmp_path, monkeypatch, blobs):
     assert "city" in res.output  # the non-numeric column left out is reported
 
 
+def test_cli_ingest_takes_config_paths_in_the_workdir_and_publishes_the_report(tmp_path, blobs):
+    from flows.cli import app
+    from gmm_engine import open_zarr_array
+
+    X, _ = blobs
+    work = tmp_path / "w"
+    (work / "raw").mkdir(parents=True)
+    np.save(work / "raw" / "m.npy", X[:300])
+    cfg = tmp_path / "ingest.yaml"
+    # relative paths of a config file are inside its workdir, whatever the current directory
+    cfg.write_text(f"workdir: {work}\nsource: raw/m.npy\ndest: data/m.zarr\nfeature_names: [a, b, c]\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", "--config", str(cfg), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert open_zarr_array(work / "data" / "m.zarr").shape == (300, 3)
+    # test_cli_ingest published under the same key: this run's report is one of the versions
+    reports = [a.data for a in _artifacts("ingest-report") if str(work / "data" / "m.zarr") in a.data]
+    assert len(reports) == 1 and "300 / 300" in reports[0] and "`a`, `b`, `c`" in reports[0]
+    res = runner.invoke(app, ["ingest", "--config", str(cfg), "--no-progress"])
+    assert res.exit_code == 1 and "already exists" in res.output and "gmm ingest --overwrite" in res.output
+    res = runner.invoke(app, ["ingest", "--config", str(cfg), "--overwrite", "--no-progress"])
+    assert res.exit_code == 0, res.output
+
+
+def test_ingest_retries_io_errors_but_not_refused_data(tmp_path, monkeypatch):
+    from flows import tasks
+    from pipeline import ingest as ingest_mod
+
+    calls = []
+
+    def flaky(source, dest, **kw):
+        calls.append(source)
+        if len(calls) == 1:
+            raise OSError("connection reset by peer")
+        raise ingest_mod.IngestError(f"No rows to write from {source}")
+
+    monkeypatch.setattr(ingest_mod, "ingest", flaky)
+    from prefect import flow
+
+    @flow
+    def one_ingest():
+        return tasks.ingest_task.with_options(retry_delay_seconds=0)("s.csv", str(tmp_path / "d.zarr"), {})
+
+    with pytest.raises(ingest_mod.IngestError, match="No rows"):
+        one_ingest()
+    # the OSError was retried once; the IngestError that followed was not
+    assert calls == ["s.csv", "s.csv"]
+
+
+def test_run_bounded_keeps_at_most_max_parallel_running_and_the_order():
+    import threading
+    import time
+
+    from prefect import flow, task
+
+    from flows.tasks import run_bounded
+
+    lock, now, peak = threading.Lock(), [0], [0]
+
+    @task
+    def work(i):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+        time.sleep(0.05 * (i % 3))
+        with lock:
+            now[0] -= 1
+        return i * i
+
+    @flow
+    def bounded():
+        return run_bounded(lambda i: work.submit(i), list(range(10)), 3)
+
+    assert bounded() == [i * i for i in range(10)]
+    assert peak[0] == 3
+
+
+def test_cli_score_with_a_model_directory(dask_cluster, tmp_path, blobs):
+    from flows.cli import app
+    from gmm_engine import GaussianMixture
+    from pipeline.training import register_model
+
+    X, _ = blobs
+    data = write_zarr(tmp_path / "train.zarr", X, NAMES)
+    elsewhere = ModelRegistry(tmp_path / "other-models")
+    version, _ = register_model(GaussianMixture(3, random_state=0).fit(data), data, elsewhere, contamination=0.01)
+    work = tmp_path / "w"
+    (work / "incoming").mkdir(parents=True)
+    write_partition(work / "incoming", "day-0", X[:400], NAMES, "parquet")
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text(f"workdir: {work}\ncluster:\n  address: {dask_cluster}\n")
+    model_dir = tmp_path / "other-models" / version
+    res = CliRunner().invoke(app, ["score", "--config", str(cfg), "--model", str(model_dir), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    (entry,) = Manifest(work / "manifest.sqlite").entries()
+    assert entry.partition_id == "day-0" and entry.n_rows == 400
+    assert entry.model_version.startswith(version)  # <directory name>-<checksum>
+
+
 def test_cli_score_refuses_a_tampered_model(dask_cluster, tmp_path, blobs):
     from flows.cli import app
     from gmm_engine import GaussianMixture
@@ -205,11 +304,16 @@ def test_cli_score_refuses_a_tampered_model(dask_cluster, tmp_path, blobs):
     meta = json.loads(doc.read_text())
     meta["params"]["reg_covar"] = 0.5  # a valid document whose checksum no longer matches
     doc.write_text(json.dumps(meta))
+    (tmp_path / "incoming").mkdir()
+    write_partition(tmp_path / "incoming", "day-0", X[:100], NAMES, "csv")
     cfg = tmp_path / "score.yaml"
     cfg.write_text(f"workdir: {tmp_path}\ncluster:\n  address: {dask_cluster}\n")
     res = CliRunner().invoke(app, ["score", "--config", str(cfg), "--no-progress"])
     assert res.exit_code == 1
     assert "does not match its checksum" in res.output and "re-save the model" in res.output
+    # refused before anything was touched: no manifest, no scores, the partition as it was
+    assert not (tmp_path / "manifest.sqlite").exists() and not any((tmp_path / "scores").glob("*"))
+    assert [p.name for p in (tmp_path / "incoming").iterdir()] == ["day-0.csv"]
 
 
 def test_flows_leave_no_global_dask_scheduler_behind():

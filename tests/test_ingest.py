@@ -656,3 +656,16 @@ def test_url_sources_via_fsspec_memory(tmp_path, memfs):
         expected_names = ["x0", "x1", "x2"] if name.endswith(".npy") else ["a", "b", "c"]
         assert res.report.feature_names == expected_names, name
     assert detect_format(f"memory://{root}/src.zarr") == "zarr"
+
+
+def test_overwrite_replaces_only_a_zarr_store(tmp_path):
+    np.save(tmp_path / "one.npy", np.ones((5, 2)))
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "important.txt").write_text("keep me")
+    with pytest.raises(IngestError, match=r"is not a Zarr store, so overwrite=True will not replace it"):
+        ingest(tmp_path / "one.npy", keep, overwrite=True)
+    assert (keep / "important.txt").read_text() == "keep me"
+    ingest(tmp_path / "one.npy", tmp_path / "out.zarr")
+    ingest(tmp_path / "one.npy", tmp_path / "out.zarr", overwrite=True)  # an earlier ingest is replaced
+    assert _read(tmp_path / "out.zarr")[0].shape == (5, 2)
