@@ -68,7 +68,8 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
             results = run_bounded(
                 # the directory, not the version name: a model given by path is not in the registry
                 lambda p: score_partition_task.submit(p, str(loaded.path), str(ws.models), paths, run_id,
-                                                      config.bad_rows, config.storage_options, cl),
+                                                      config.bad_rows, config.storage_options, cl,
+                                                      config.local_max_rows),
                 todo, config.max_parallel, desc="partitions" if progress else None, unit="partition",
                 describe=lambda r: {"last": r["partition_id"], "status": r["status"]},
             )

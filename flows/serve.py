@@ -164,6 +164,7 @@ class LocalPrefectServer:
 
 def serve(config, workdir) -> None:
     """Serve ``score-partitions`` with ``config`` (a ServeConfig) until interrupted."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from .scoring import score_partitions_flow
@@ -187,6 +188,10 @@ def serve(config, workdir) -> None:
                 pause_on_shutdown=True,
                 print_starting_message=True,
                 limit=1,
+                # A run that is due while another still scores is cancelled, not queued:
+                # the running one picks up whatever arrived, and a long run on a short
+                # interval would otherwise leave a backlog of late runs behind it.
+                global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
                 **schedule,
             )
     finally:

@@ -217,10 +217,10 @@ def discover_task(incoming: str, storage_options: dict) -> dict:
 @task(name="score-partition", cache_policy=NO_CACHE)
 def score_partition_task(partition: dict, model_spec: str, models_root: str, paths: dict,
                          run_id: str, bad_rows: str, storage_options: dict,
-                         cluster: dict | None) -> dict:
+                         cluster: dict | None, local_max_rows: int | None = None) -> dict:
     from pipeline.models import ModelRegistry
     from pipeline.partitions import Partition
-    from pipeline.scoring import score_partition
+    from pipeline.scoring import LOCAL_MAX_ROWS, score_partition
 
     model = ModelRegistry(models_root).load(model_spec)
     with dask_client(cluster):
@@ -228,6 +228,7 @@ def score_partition_task(partition: dict, model_spec: str, models_root: str, pat
             Partition(**partition), model, outputs_dir=paths["outputs"],
             staging_dir=paths["staging"], manifest_path=paths["manifest"], run_id=run_id,
             bad_rows=bad_rows, storage_options=storage_options or None,
+            local_max_rows=LOCAL_MAX_ROWS if local_max_rows is None else local_max_rows,
         )
     return result.to_dict()
 

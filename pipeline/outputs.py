@@ -515,7 +515,8 @@ def write_scores(
                 _abandon(guard)
                 raise
         guard.unlink()
-        group.attrs.update(
+        # one metadata write (attrs.update would rewrite zarr.json once per key)
+        group.update_attributes(
             {
                 **attrs,
                 _MARKER_KEY: {

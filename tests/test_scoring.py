@@ -10,7 +10,7 @@ from pipeline.manifest import Manifest
 from pipeline.models import ModelRegistry
 from pipeline.outputs import read_scores
 from pipeline.partitions import discover_partitions
-from pipeline.scoring import score_partition
+from pipeline.scoring import LOCAL_MAX_ROWS, score_partition
 from pipeline.training import register_model
 
 NAMES = ["a", "b", "c"]
@@ -47,12 +47,13 @@ def _only(ws):
     return p
 
 
+@pytest.mark.parametrize("local_max_rows", [LOCAL_MAX_ROWS, 0], ids=["in-process", "dask"])
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "npy", "zarr"])
-def test_scores_every_format_and_records_it(ws, registered, fmt):
+def test_scores_every_format_and_records_it(ws, registered, fmt, local_max_rows):
     model, X = registered
     part = X[:700]
     write_partition(ws / "incoming", "p-001", part, NAMES, fmt)
-    res = _score(ws, model, _only(ws))
+    res = _score(ws, model, _only(ws), local_max_rows=local_max_rows)
     assert res.status == "scored" and res.n_rows == 700
     out = read_scores(ws / "scores" / "p-001.zarr")
     np.testing.assert_allclose(out["log_likelihood"], model.model.score_samples(part), rtol=1e-10)
@@ -89,7 +90,7 @@ def test_nan_rows_fail_the_partition_and_write_nothing(ws, registered):
     write_partition(ws / "incoming", "p-004", part, NAMES, "parquet")
     res = _score(ws, model, _only(ws))
     assert res.status == "failed"
-    assert "2" in res.error and "NaN" in res.error and "drop" in res.error
+    assert "2 of 200 rows" in res.error and "row indices 5, 17" in res.error and "bad_rows='drop'" in res.error
     assert not (ws / "scores" / "p-004.zarr").exists()
     assert Manifest(ws / "manifest.sqlite").get("p-004") is None
     assert "NaN" in Manifest(ws / "manifest.sqlite").failures("p-004")[0]["error"]
@@ -109,4 +110,55 @@ def test_a_partition_with_other_features_is_refused(ws, registered):
     model, X = registered
     write_partition(ws / "incoming", "p-006", X[:50, :2].copy(), ["a", "b"], "parquet")
     res = _score(ws, model, _only(ws))
-    assert res.status == "failed" and "c" in res.error
+    assert res.status == "failed" and "missing ['c']" in res.error
+    assert "the features the model was fitted on" in res.error
+
+
+def test_large_partitions_are_scored_on_the_cluster_small_ones_in_process(ws, registered, dask_cluster, monkeypatch):
+    from pipeline import scoring
+    from pipeline.cluster import connect
+
+    model, X = registered
+    write_partition(ws / "incoming", "big", X[:900], NAMES, "npy")
+    write_partition(ws / "incoming", "small", X[:300], NAMES, "npy")
+    seen = {}
+    real = scoring.score_rows
+
+    def spy(m, data):
+        seen[data.shape[0]] = type(data).__module__.split(".")[0]  # 'numpy' in process, 'zarr' for Dask
+        return real(m, data)
+
+    monkeypatch.setattr(scoring, "score_rows", spy)
+    parts = {p.id: p for p in discover_partitions(str(ws / "incoming")).partitions}
+    with connect(dask_cluster) as client:
+        before = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+        for pid in ("big", "small"):
+            assert _score(ws, model, parts[pid], local_max_rows=500).status == "scored"
+        after = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+    assert seen == {900: "zarr", 300: "numpy"}
+    assert after > before  # the large one ran on the cluster
+    for pid, n in (("big", 900), ("small", 300)):
+        out = read_scores(ws / "scores" / f"{pid}.zarr")
+        np.testing.assert_allclose(out["log_likelihood"], model.model.score_samples(X[:n]), rtol=1e-10)
+
+
+def test_a_lost_scheduler_is_not_blamed_on_the_partition(ws, registered, dask_cluster, monkeypatch):
+    from distributed.comm.core import CommClosedError
+
+    from pipeline import scoring
+    from pipeline.cluster import ClusterUnavailableError, connect
+
+    model, X = registered
+    write_partition(ws / "incoming", "p-lost", X[:900], NAMES, "npy")
+
+    def lost(*a, **k):
+        raise CommClosedError("in <TCP (closed) ConnectionPool.gather local=tcp://127.0.0.1:1>: Stream is closed")
+
+    monkeypatch.setattr(scoring, "score_rows", lost)
+    with pytest.raises(ClusterUnavailableError, match="Lost the Dask scheduler.*scoring re-runs only the partitions"):
+        with connect(dask_cluster):
+            _score(ws, model, _only(ws), local_max_rows=0)
+    m = Manifest(ws / "manifest.sqlite")
+    # not recorded as the partition's failure, not left claimed, nothing written: the next run scores it
+    assert m.failures("p-lost") == [] and m.claims() == [] and m.get("p-lost") is None
+    assert not (ws / "scores" / "p-lost.zarr").exists()
