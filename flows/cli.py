@@ -222,7 +222,8 @@ def demo(
     sel, truth, a = s["selected"], s["truth"], s["anomaly"]
     typer.echo("")
     typer.echo("gmm-stream demo")
-    typer.echo(f"  data: {truth['n_rows']:,} rows, {truth['n_injected_anomalies']:,} injected anomalies")
+    typer.echo(f"  data: {truth['n_rows']:,} rows, {truth['n_injected_anomalies']:,} injected anomalies; ingested "
+               f"{s['ingest']['n_rows_written']:,} rows x {len(s['ingest']['feature_names'])} features into Zarr")
     typer.echo(f"  selected: K={sel['n_components']} {sel['covariance_type']}   "
                f"truth: K={truth['n_components']} {truth['covariance_type']}   "
                f"({'match' if s['selection_matches_truth'] else 'MISMATCH'})")

@@ -177,7 +177,7 @@ class ScoreConfig(_WithWorkdir):
     bad_rows: Literal["error", "drop"] = "error"
     max_parallel: Annotated[int, Field(ge=1)] = 4
     local_max_rows: Annotated[int, Field(ge=0)] = Field(
-        262_144, description="Partitions of at most this many rows are scored in the flow's process "
+        65_536, description="Partitions of at most this many rows are scored in the flow's process "
                              "(a Dask graph costs more than their arithmetic); 0 scores all on Dask.")
     storage_options: dict[str, Any] = Field(default_factory=dict)
 

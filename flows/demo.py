@@ -1,7 +1,8 @@
 """The ``demo`` flow: the whole product on generated data, end to end.
 
-1. generate a mixture with known components plus injected anomalies into
-   an out-of-core Zarr array, and incoming partitions in several formats;
+1. generate a mixture with known components plus injected anomalies as a
+   raw Parquet file, and incoming partitions in several formats, into a
+   fresh work directory; ``ingest`` it into an out-of-core Zarr array;
 2. ``select-model`` on a uniform sample (trimmed for contamination) over
    the grid, by BIC;
 3. ``initialize`` and ``fit`` the selected model on all the data
@@ -28,8 +29,18 @@ from pipeline.demo_data import anomaly_metrics
 from pipeline.outputs import atomic_write_json
 from pipeline.workspace import Workspace
 
-from .config import AnomalyConfig, ClusterConfig, DemoConfig, FitConfig, ModelConfig, ScoreConfig, SelectConfig
+from .config import (
+    AnomalyConfig,
+    ClusterConfig,
+    DemoConfig,
+    FitConfig,
+    IngestConfig,
+    ModelConfig,
+    ScoreConfig,
+    SelectConfig,
+)
 from .fitting import fit_flow, flow_cluster, initialize_flow, select_model_flow
+from .ingesting import ingest_flow
 from .scoring import score_partitions_flow
 from .tasks import demo_data_task
 
@@ -59,6 +70,12 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         "partition_rows": config.partition_rows, "seed": config.seed, "progress": progress,
     })
     timings["generate"] = time.perf_counter() - t0
+    ws.ensure()
+    t = time.perf_counter()
+    ingested = ingest_flow(IngestConfig(workdir=ws.root, source=data["train"], dest="data/train.zarr"),
+                           progress=progress)
+    timings["ingest"] = time.perf_counter() - t
+    train = ingested["path"]
     anomaly = AnomalyConfig(contamination=config.anomaly_fraction)
     base = ModelConfig(max_iter=config.max_iter, random_state=config.seed)
     with flow_cluster(config.cluster, config.workdir) as cl:
@@ -67,13 +84,13 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
                                tls=config.cluster.with_tls_in(config.workdir).tls)
         t = time.perf_counter()
         sel = select_model_flow(SelectConfig(
-            workdir=ws.root, data=data["train"], cluster=shared, grid=config.grid, criterion="bic",
+            workdir=ws.root, data=train, cluster=shared, grid=config.grid, criterion="bic",
             sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
         ), report_to=str(report), progress=progress)
         timings["select"] = time.perf_counter() - t
         winner = sel["selected"]
         fit_cfg = FitConfig(
-            workdir=ws.root, data=data["train"], cluster=shared, anomaly=anomaly, make_current=True,
+            workdir=ws.root, data=train, cluster=shared, anomaly=anomaly, make_current=True,
             model=base.model_copy(update={"n_components": winner["n_components"],
                                           "covariance_type": winner["covariance_type"]}),
         )
@@ -99,6 +116,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
                   "covariance_type": config.true_covariance_type,
                   "anomaly_fraction": config.anomaly_fraction,
                   "n_rows": data["n_rows"], "n_injected_anomalies": data["n_anomalies"]},
+        "ingest": ingested["report"],
         "selection_matches_truth": (winner["n_components"] == config.true_components
                                     and winner["covariance_type"] == config.true_covariance_type),
         "selection_table": [

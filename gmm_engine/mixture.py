@@ -699,10 +699,16 @@ Zarr array, of shape (n_samples, n_features)
 
     # -- prediction ------------------------------------------------------------
 
-    def _prepare(self, X):
-        """Validate X for prediction; return (array, is_lazy)."""
+    def _prepare(self, X, in_memory=False):
+        """Validate X for prediction; return (array, is_lazy).
+
+        With ``in_memory`` a Zarr array or dask array is read into memory
+        first (its feature names are still checked) and scored as NumPy.
+        """
         check_is_fitted(self)
         X, names_source = _resolve(X)
+        if in_memory and is_dask_array(X):
+            X = np.asarray(names_source[...]) if is_zarr_array(names_source) else X.compute(scheduler="sync")
         if is_dask_array(X):
             X = _lazy_input(X, min_samples=1)
             lazy = True

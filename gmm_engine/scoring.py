@@ -29,7 +29,7 @@ def _rows_block(block, kp, block_info=None, checked=False):
     return out
 
 
-def score_rows(model, X):
+def score_rows(model, X, *, in_memory=False):
     """Log-likelihood, most likely component and its responsibility of every row.
 
     Parameters
@@ -38,6 +38,10 @@ def score_rows(model, X):
         Fitted.
     X : array-like, dask array, zarr array or path of a Zarr array, \
 of shape (n_samples, n_features)
+    in_memory : bool
+        Read a Zarr or dask ``X`` into memory and score it on local threads,
+        returning NumPy arrays: for small inputs, whose Dask graph costs more
+        than their arithmetic.  Feature names are checked as for lazy input.
 
     Returns
     -------
@@ -46,7 +50,7 @@ of shape (n_samples, n_features)
     responsibility : ndarray or dask array of shape (n_samples,), float64
         Lazy dask arrays (sharing one evaluation per chunk) for lazy input.
     """
-    X, lazy = model._prepare(X)
+    X, lazy = model._prepare(X, in_memory=in_memory)
     kp = model._params(covariances=False).kernel_params()
     if lazy:
         import dask

@@ -1,6 +1,7 @@
 """Synthetic data with known components and injected anomalies, for the demo.
 
-The training array is written to Zarr chunk by chunk, so ``n_rows`` can
+The training rows are written to Parquet chunk by chunk (the demo then
+ingests them into Zarr, as a user's data would be), so ``n_rows`` can
 exceed memory.  Incoming partitions are written in several formats
 (Parquet, CSV, Zarr, .npy in turn) to exercise every reader.  Truth
 (component of every row, anomaly flags) is stored beside the data.
@@ -133,17 +134,65 @@ class DemoData:
     cutoff: float
 
 
+#: a file in a work directory made by :func:`write_demo_data`
+DEMO_MARKER = ".gmm-demo"
+
+
+def reset_demo_workdir(root) -> Path:
+    """Empty a demo work directory for a fresh run; create it if missing.
+
+    A demo generates new data every run, so scores, models and the
+    manifest of an earlier run would describe other data.  Everything but
+    ``prefect/`` (the Prefect home of the running flow) is removed, but only
+    from a directory that an earlier demo made (it holds
+    :data:`DEMO_MARKER`) or that holds nothing else; any other non-empty
+    directory is refused, so a mistyped ``--workdir`` deletes nothing.
+
+    Raises
+    ------
+    FileExistsError
+        ``root`` holds files that are not a demo's.
+    """
+    import shutil
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    present = {p.name for p in root.iterdir()}
+    # the empty folders of a fresh workspace, and the Prefect home, hold nothing to lose
+    held = sorted(name for name in present - {"prefect"}
+                  if not ((root / name).is_dir() and not (root / name).is_symlink() and not any((root / name).iterdir())))
+    if held and DEMO_MARKER not in present:
+        raise FileExistsError(
+            f"{root} is not empty and was not made by `gmm demo` (it holds {', '.join(held[:5])}): "
+            "the demo replaces its work directory's contents, so choose a new or empty --workdir."
+        )
+    for name in sorted(present - {"prefect"}):
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    (root / DEMO_MARKER).write_text("made by `gmm demo`; the next demo run replaces this directory's contents\n")
+    return root
+
+
 def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
                     covariance_type: str, anomaly_fraction: float, n_partitions: int,
                     partition_rows: int, seed: int = 0, chunk_rows: int = 250_000,
                     anomaly_quantile: float = 0.001, progress: bool = False) -> DemoData:
-    """Write ``data/train.zarr`` (+ truth) and ``incoming/`` partitions under ``root``.
+    """Write ``raw/train.parquet`` (+ truth) and ``incoming/`` partitions under a fresh ``root``.
+
+    The training rows are a raw source for :func:`pipeline.ingest.ingest`,
+    which turns them into the out-of-core Zarr array the model is fitted
+    on, as a user's own data would be.  They are generated and written
+    ``chunk_rows`` at a time (one Parquet row group each), so ``n_rows``
+    can exceed memory.
 
     Parameters
     ----------
-    root : path of the work directory
+    root : path of the work directory (see :func:`reset_demo_workdir`)
     n_rows : int
-        Training rows, written ``chunk_rows`` at a time.
+        Training rows.
     anomaly_quantile : float
         Anomalies are kept only below this quantile of the true log-density
         of normal rows.
@@ -151,43 +200,42 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     Returns
     -------
     DemoData
+        ``train_path`` is the Parquet file.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     import zarr
 
-    from .ingest import compressors
-
-    root = Path(root)
+    root = reset_demo_workdir(root)
     rng = np.random.default_rng(seed)
     truth = make_true_mixture(n_components, n_features, covariance_type, rng)
     names = [f"sensor_{i:02d}" for i in range(n_features)]
     probe, _, _ = sample_rows(truth, 200_000, 0.0, 0.0, rng)
     cutoff = float(np.quantile(truth.log_density(probe), anomaly_quantile))
 
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    train = root / "data" / "train.zarr"
+    for d in ("raw", "data"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    train = root / "raw" / "train.parquet"
     truth_path = root / "data" / "train_truth.zarr"
-    z = zarr.create_array(train, shape=(n_rows, n_features), chunks=(chunk_rows, n_features),
-                          dtype="float32", overwrite=True,
-                          compressors=compressors("lz4"))
     zt = zarr.create_array(truth_path, shape=(n_rows,), chunks=(chunk_rows,), dtype="int16",
                            overwrite=True)
-    z.attrs["feature_names"] = names
-    z.attrs["source"] = "gmm-stream demo generator"
+    schema = pa.schema([(n, pa.float32()) for n in names])
     n_anom = 0
-    starts = range(0, n_rows, chunk_rows)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_rows, desc="generating training data", unit="row", unit_scale=True)
-    for s in starts:
-        m = min(chunk_rows, n_rows - s)
-        X, comp, anom = sample_rows(truth, m, anomaly_fraction, cutoff, rng)
-        z[s : s + m] = X.astype(np.float32)
-        zt[s : s + m] = comp
-        n_anom += int(anom.sum())
-        if bar is not None:
-            bar.update(m)
+    with pq.ParquetWriter(train, schema) as writer:
+        for s in range(0, n_rows, chunk_rows):
+            m = min(chunk_rows, n_rows - s)
+            X, comp, anom = sample_rows(truth, m, anomaly_fraction, cutoff, rng)
+            X = X.astype(np.float32)
+            writer.write_table(pa.table({n: X[:, j] for j, n in enumerate(names)}, schema=schema))
+            zt[s : s + m] = comp
+            n_anom += int(anom.sum())
+            if bar is not None:
+                bar.update(m)
     if bar is not None:
         bar.close()
 

@@ -25,7 +25,6 @@ import shutil
 import threading
 import time
 import traceback
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ LEASE_SECONDS = 600.0
 #: Partitions of at most this many rows are scored in the calling process with the
 #: NumPy kernels: for them a Dask graph costs more than the arithmetic (~0.25 s per
 #: partition of fixed cost on the cluster here, against milliseconds of kernel time).
-LOCAL_MAX_ROWS = 262_144
+LOCAL_MAX_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -155,17 +154,9 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
                     f"Partition {pid} has {staged_array.shape[1]} features but the model "
                     f"expects {model.model.n_features_in_}: send partitions with the training features."
                 )
+            # the Zarr array (not a bare array) carries the feature names to check
             local = staged_array.shape[0] <= local_max_rows
-            if local:
-                # ingest has checked the names against the model's (expected_features);
-                # the NumPy rows no longer carry them
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="X does not have valid feature names",
-                                            category=UserWarning)
-                    ll, comp, resp = score_rows(model.model, staged_array[...])
-            else:
-                # the Zarr array (not a bare dask array) carries the feature names to check
-                ll, comp, resp = score_rows(model.model, staged_array)
+            ll, comp, resp = score_rows(model.model, staged_array, in_memory=local)
             threshold = model.threshold
             flag = ll <= threshold
             out = safe_child(Path(outputs_dir), f"{pid}.zarr")

@@ -429,3 +429,28 @@ def test_verbose_shows_progress_bar(capsys):
     quiet_fit(GaussianMixture(2, random_state=0, max_iter=3, tol=0.0, verbose=1), X)
     err = capsys.readouterr().err
     assert "EM" in err and "3/3" in err
+
+
+def test_score_rows_in_memory_checks_names_and_returns_numpy(tmp_path):
+    import warnings
+
+    import zarr
+
+    from gmm_engine.scoring import score_rows
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 3))
+    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=X.shape, chunks=(128, 3), dtype="float64")
+    z[:] = X
+    z.attrs["feature_names"] = ["a", "b", "c"]
+    gm = GaussianMixture(2, random_state=0).fit(z)
+    lazy = score_rows(gm, z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # names come from the Zarr array: no warning
+        eager = score_rows(gm, z, in_memory=True)
+    assert all(isinstance(a, np.ndarray) for a in eager)
+    for a, b in zip(lazy, eager):
+        np.testing.assert_array_equal(a.compute(), b)
+    z.attrs["feature_names"] = ["a", "c", "b"]
+    with pytest.raises(ValueError, match="The feature names should match those that were passed during fit"):
+        score_rows(gm, z, in_memory=True)
