@@ -86,7 +86,7 @@ def test_non_numeric_column(ws, model):
     (ws / "incoming" / "text.csv").write_text("a,b,c\n1,2,x\n3,4,y\n")
     results, _ = _score_all(ws, model[0])
     assert results["text"].status == "failed"
-    assert "numeric" in results["text"].error and "c" in results["text"].error
+    assert "Non-numeric columns in" in results["text"].error and "'c' (text)" in results["text"].error
     _check_others_fine(ws, results, "text")
 
 

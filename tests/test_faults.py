@@ -131,6 +131,22 @@ def test_unreachable_scheduler_fails_fast_with_a_clear_error():
     assert time.monotonic() - t0 < 30
 
 
+def test_gmm_fit_against_an_unreachable_scheduler_exits_quickly_and_registers_nothing(tmp_path, train):
+    path, _ = train
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(f"workdir: {tmp_path / 'w'}\ndata: {path}\ncluster:\n  address: tcp://127.0.0.1:{free_port()}\n"
+                   "  connect_timeout: 3\nmodel:\n  n_components: 3\n")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    t0 = time.monotonic()
+    res = subprocess.run([str(Path(sys.executable).with_name("gmm")), "fit", "--config", str(cfg), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    assert re.search(r"Error: Cannot reach the Dask scheduler at tcp://127\.0\.0\.1:\d+ within 3 s", res.stderr)
+    assert "leave cluster.address empty to use the embedded LocalCluster" in res.stderr
+    assert time.monotonic() - t0 < 120  # Prefect's start-up plus the 3 s bound, not a hang
+    assert not (tmp_path / "w" / "models").exists() or not any((tmp_path / "w" / "models").iterdir())
+
+
 def test_missing_tls_files_are_named(tmp_path):
     from pipeline.cluster import TLS
 
@@ -156,9 +172,12 @@ def test_tls_cluster_round_trip(tmp_path, train):
                       security=sec, dashboard_address=None) as lc:
         assert lc.scheduler_address.startswith("tls://")
         tls = TLS(str(paths["ca"]), str(paths["cert"]), str(paths["key"]))
-        with connect(lc.scheduler_address, tls=tls, timeout=10):
+        with connect(lc.scheduler_address, tls=tls, timeout=10) as client:
+            before = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
             gm = GaussianMixture(3, max_iter=3, tol=0, random_state=0).fit(path)
+            after = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
     assert gm.n_iter_ == 3
+    assert after - before > 3 * 4  # the passes ran on the tls:// scheduler, not on local threads
 
 
 # ---------------------------------------------------------------------------

@@ -36,6 +36,21 @@ def _env(tmp_path):
     return env
 
 
+def _listening_addresses(pid) -> set:
+    """IP addresses that the process ``pid`` or any descendant listens on (TCP)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    found = set()
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            conns = p.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        found |= {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 @pytest.fixture
 def workspace(tmp_path, blobs):
     X, _ = blobs
@@ -62,6 +77,8 @@ def test_scheduled_run_scores_a_new_partition(tmp_path, workspace):
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(1)
         assert healthy(f"http://127.0.0.1:{port}/api"), "the local Prefect server never became healthy"
+        # nothing of the tree listens beyond loopback: the Prefect server, and (once a run starts) Dask
+        assert _listening_addresses(proc.pid) and _listening_addresses(proc.pid) <= {"127.0.0.1"}
         # the database and the server's log live under the work directory
         assert (work / "prefect" / "prefect.db").exists()
         write_partition(work / "incoming", "new-part", X[:400], NAMES, "parquet")
@@ -75,6 +92,7 @@ def test_scheduled_run_scores_a_new_partition(tmp_path, workspace):
             pytest.fail("no scheduled run scored the partition:\n" + (tmp_path / "serve.log").read_text()[-3000:])
         entry = Manifest(manifest).get("new-part")
         assert entry.n_rows == 400 and entry.run_id.startswith("flow-run-")
+        assert _listening_addresses(proc.pid) <= {"127.0.0.1"}
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
