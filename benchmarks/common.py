@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -216,3 +218,69 @@ def machine_info() -> dict:
         pass
     info["load average at start"] = [round(x, 2) for x in os.getloadavg()]
     return info
+
+
+class TreeRSS:
+    """Resident memory of a process and all its descendants, sampled in a thread.
+
+    Sums RSS, so pages shared between processes (libraries, forked memory)
+    count once per process: an upper bound of the real footprint.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (monotonic time, bytes, processes)
+        self.peak = 0
+        self.peak_processes: list[tuple[int, int, str]] = []  # (bytes, pid, command) at the peak
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tree-rss", daemon=True)
+
+    def sample(self):
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0, []
+        found = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                found.append((p.memory_info().rss, p))
+        return sum(r for r, _ in found), found
+
+    @staticmethod
+    def _describe(found):
+        import psutil
+
+        out = []
+        for rss, p in sorted(found, key=lambda rp: -rp[0]):
+            try:
+                cmd = " ".join(p.cmdline())[:120]
+            except psutil.Error:
+                cmd = "(exited)"
+            out.append((rss, p.pid, cmd))
+        return out
+
+    def _run(self):
+        while not self._stop.is_set():
+            total, found = self.sample()
+            self.samples.append((time.monotonic(), total, len(found)))
+            if total > self.peak:  # command lines only at a new peak: the sampler must stay cheap
+                self.peak, self.peak_processes = total, self._describe(found)
+            self._stop.wait(self.interval)
+
+    def between(self, t0: float, t1: float) -> list[int]:
+        return [b for t, b, _ in self.samples if t0 <= t <= t1]
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        total, found = self.sample()  # the end state counts too
+        if total > self.peak:
+            self.peak, self.peak_processes = total, self._describe(found)

@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +50,7 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
     mixture_spec,
     sample_rows,
+    TreeRSS,
     shared_init,
     sklearn_fit,
     warm_up_kernels,
@@ -509,41 +509,6 @@ def ooc_array(cfg, codec):
     return path
 
 
-class RSSSampler:
-    """Peak resident memory of this process and all its descendants, sampled in a thread."""
-
-    def __init__(self, interval=0.02):
-        import psutil
-
-        self.psutil = psutil
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _total(self):
-        me = self.psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            with contextlib.suppress(self.psutil.Error):
-                total += p.memory_info().rss
-        return total
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._total())
-
-
 def _arithmetic_bound(sample, init, iters, N):
     """Seconds per iteration of the E-step arithmetic alone on both cores, scaled to N rows.
 
@@ -595,7 +560,7 @@ def _bench_ooc(ctx, codec):
         with client.as_current():
             da.from_zarr(str(path), chunks=Xd.chunks).sum().compute()  # warm: imports, page cache
             read = best_of(lambda: da.from_zarr(str(path), chunks=Xd.chunks).sum().compute(), repeats)
-            with RSSSampler() as rss:
+            with TreeRSS(os.getpid(), interval=0.02) as rss:
                 ours, model = ours_fit(str(path), K, "full", init, iters, repeats)
             moved = _bytes_moved_by_pass(client, DaskData(zarr_to_dask(z)), K, init)
     bound = max(read, arith)

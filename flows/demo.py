@@ -16,10 +16,8 @@ the subflows (they receive its address).
 """
 
 
-import json
 import math
 import time
-from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact

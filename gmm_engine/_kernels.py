@@ -13,16 +13,17 @@ component (whitening ``y = (x - mu_k) U_k`` and the scatter
 ``r (x - mu_k)(x - mu_k)^T``), ~D^2 multiply-adds each.  Tall-skinny BLAS
 calls run at ~3 GFLOP/s on these machines and plain numba loops at ~5,
 because both keep partial sums in memory.  The kernels here use the
-eight-lane vectors of :mod:`._simd` and keep a tile of eight vector
-accumulators in registers over the inner loop:
+register-wide vectors of :mod:`._simd` (W = 8 float64 lanes with AVX-512,
+4 with AVX2) and keep a tile of eight vector accumulators in registers over
+the inner loop:
 
 * whitening, lanes = rows: the block is transposed (``xT`` is (Dp, BR)), so
-  ``y_b`` for eight rows is one vector and the triangle of ``U_k`` is
-  walked exactly, four columns at a time, for two groups of eight rows;
-* scatter, lanes = features: ``Q[a0:a0+8, 8v:8v+8] += sum_rows
-  (r d)[row, a] d[row, 8v:8v+8]`` with one broadcast load and one fused
+  ``y_b`` for W rows is one vector and the triangle of ``U_k`` is
+  walked exactly, four columns at a time, for two groups of W rows;
+* scatter, lanes = features: ``Q[a0:a0+8, Wv:Wv+W] += sum_rows
+  (r d)[row, a] d[row, Wv:Wv+W]`` with one broadcast load and one fused
   multiply-add per accumulator, over the rows of the block;
-* exp and log run eight lanes at a time (:func:`._simd.vexp_neg`,
+* exp and log run W lanes at a time (:func:`._simd.vexp_neg`,
   :func:`._simd.vlog_ge1`).
 
 Numerics
@@ -56,6 +57,7 @@ import numpy as np
 from numba import njit
 
 from ._simd import (
+    CACHE,
     W,
     vadd,
     vbcast,
@@ -75,7 +77,7 @@ from ._simd import (
     vzero,
 )
 
-_OPTS = dict(nogil=True, cache=True, error_model="numpy", fastmath={"contract"})
+_OPTS = dict(nogil=True, cache=CACHE, error_model="numpy", fastmath={"contract"})
 
 #: responsibilities below this are zero (keeps products out of subnormals)
 TINY = 1e-300
@@ -83,9 +85,13 @@ TINY = 1e-300
 SKIP_REL = 1e-20
 
 
+#: rows of a scatter tile (eight accumulators); features are padded to a multiple of it
+TILE = 8
+
+
 def padded_features(D: int) -> int:
-    """Features rounded up to whole vectors."""
-    return ((D + W - 1) // W) * W
+    """Features rounded up to whole scatter tiles (a multiple of 8, so of the vector width too)."""
+    return ((D + TILE - 1) // TILE) * TILE
 
 
 @njit(**_OPTS)
@@ -240,7 +246,7 @@ def _responsibilities(LPT, K, m, RT, NKv):
 
     ``LPT`` (K, BR) holds weighted log-probabilities; ``RT`` (K, BR)
     receives the responsibilities (zero for padding rows ``>= m`` and
-    below ``TINY``) and ``NKv`` (K, 8) their per-lane sums.  Returns the
+    below ``TINY``) and ``NKv`` (K, W) their per-lane sums.  Returns the
     per-lane sums of ``log p(x)`` over the valid rows (``-inf`` for a row
     whose every log-probability is ``-inf``).
     """
@@ -301,6 +307,9 @@ def _scatter_rows(xb, m, means_p, k, resp, rmin, D, dc, rdc, Q, qoff, S, soff):
             c += 1
     if c == 0:
         return
+    if W == 4:  # a compile-time constant: one of the two tilings is compiled
+        _scatter_tiles_4x2(dc, rdc, c, D, Dp, Q, qoff, S, soff)
+        return
     # first row tile: also the sums
     for v in range(nv):
         q0 = vzero()
@@ -326,7 +335,8 @@ def _scatter_rows(xb, m, means_p, k, resp, rmin, D, dc, rdc, Q, qoff, S, soff):
             q7 = vfma(vbcast(rdc, ro + 7), u, q7)
         vstore(S, soff + W * v, vadd(vload(S, soff + W * v), sa))
         _flush8(Q, qoff + W * v, Dp, q0, q1, q2, q3, q4, q5, q6, q7)
-    for a0 in range(W, D, W):
+    # tiles of TILE rows; on the diagonal a tile also fills some entries below it (unused)
+    for a0 in range(TILE, D, TILE):
         for v in range(a0 // W, nv):
             q0 = vzero()
             q1 = vzero()
@@ -348,6 +358,61 @@ def _scatter_rows(xb, m, means_p, k, resp, rmin, D, dc, rdc, Q, qoff, S, soff):
                 q6 = vfma(vbcast(rdc, ro + 6), u, q6)
                 q7 = vfma(vbcast(rdc, ro + 7), u, q7)
             _flush8(Q, qoff + a0 * Dp + W * v, Dp, q0, q1, q2, q3, q4, q5, q6, q7)
+
+
+@njit(**_OPTS)
+def _scatter_tiles_4x2(dc, rdc, c, D, Dp, Q, qoff, S, soff):
+    """The scatter and sums of ``c`` packed rows with four-lane vectors (AVX2).
+
+    Tiles of four rows by two vectors (eight columns): eight accumulators,
+    and per packed row two vector loads and four broadcasts for eight
+    multiply-adds.  (The 8 x 1 tiles of eight-lane vectors would need nine
+    loads for eight, which bounds a 4-lane machine by its load ports.)
+    """
+    for v in range(Dp // W):
+        sa = vzero()
+        for j in range(c):
+            sa = vadd(sa, vload(rdc, j * Dp + W * v))
+        vstore(S, soff + W * v, vadd(vload(S, soff + W * v), sa))
+    for a0 in range(0, D, 4):
+        # column blocks from the one holding the diagonal (its entries below it are unused)
+        for cb in range((a0 // (2 * W)) * (2 * W), Dp, 2 * W):
+            q00 = vzero()
+            q01 = vzero()
+            q10 = vzero()
+            q11 = vzero()
+            q20 = vzero()
+            q21 = vzero()
+            q30 = vzero()
+            q31 = vzero()
+            for j in range(c):
+                ro = j * Dp
+                u0 = vload(dc, ro + cb)
+                u1 = vload(dc, ro + cb + W)
+                b = vbcast(rdc, ro + a0)
+                q00 = vfma(b, u0, q00)
+                q01 = vfma(b, u1, q01)
+                b = vbcast(rdc, ro + a0 + 1)
+                q10 = vfma(b, u0, q10)
+                q11 = vfma(b, u1, q11)
+                b = vbcast(rdc, ro + a0 + 2)
+                q20 = vfma(b, u0, q20)
+                q21 = vfma(b, u1, q21)
+                b = vbcast(rdc, ro + a0 + 3)
+                q30 = vfma(b, u0, q30)
+                q31 = vfma(b, u1, q31)
+            o = qoff + a0 * Dp + cb
+            vstore(Q, o, vadd(vload(Q, o), q00))
+            vstore(Q, o + W, vadd(vload(Q, o + W), q01))
+            o += Dp
+            vstore(Q, o, vadd(vload(Q, o), q10))
+            vstore(Q, o + W, vadd(vload(Q, o + W), q11))
+            o += Dp
+            vstore(Q, o, vadd(vload(Q, o), q20))
+            vstore(Q, o + W, vadd(vload(Q, o + W), q21))
+            o += Dp
+            vstore(Q, o, vadd(vload(Q, o), q30))
+            vstore(Q, o + W, vadd(vload(Q, o + W), q31))
 
 
 @njit(**_OPTS)
@@ -512,7 +577,7 @@ def _diag_logprob(xT, D, Dp, means_p, P_p, logc, spherical, SQT, LPT):
 
 @njit(**_OPTS)
 def _diag_stats(xT, D, Dp, means_p, RT, spherical, SQT, Sv, Qv):
-    """Per-lane sums ``Sv`` (K, Dp, 8) and diagonal scatter ``Qv`` (K, Dp, 8) of a block.
+    """Per-lane sums ``Sv`` (K, Dp, W) and diagonal scatter ``Qv`` (K, Dp, W) of a block.
 
     spherical: ``Qv[k, 0]`` receives ``sum_i r_ik |x_i - mu_k|^2``.
     """

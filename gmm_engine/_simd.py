@@ -1,13 +1,20 @@
-"""Eight-lane float64 vectors for the numba kernels.
+"""Float64 vectors of one machine register for the numba kernels.
 
 Numba's loop vectoriser keeps accumulators in memory, so a product such as
 ``Y = D @ U`` runs at ~5 GFLOP/s per core here however the loops are
 written (the SLP vectoriser that would pack scalar accumulators is off in
 numba).  These intrinsics give the kernels a value type that LLVM keeps in
-a vector register (``<8 x double>``: one zmm register with AVX-512, two
-ymm registers with AVX2, four xmm registers otherwise), so a register tile
-of eight accumulators stays in registers across the inner loop, the way a
-BLAS micro-kernel does.
+a vector register, so a register tile of eight accumulators stays in
+registers across the inner loop, the way a BLAS micro-kernel does.
+
+The width :data:`W` is that of one register: eight lanes (``<8 x double>``,
+one zmm register) where the CPU has AVX-512, four (one ymm register)
+otherwise.  Eight-lane vectors on an AVX2 CPU would take two ymm registers
+each, and the kernels' tiles of 8 accumulators plus their operands would
+then need more than its 16 registers: the spills made every kernel about
+twice as slow.  ``GMM_STREAM_SIMD_LANES=4|8`` forces a width (for tests of
+both code paths on one machine); kernels are then not cached on disk, since
+numba's cache knows the CPU but not this choice.
 
 Every load and store takes a C-contiguous array and a *flat* element
 offset; there is no bounds checking, so callers size their buffers in
@@ -19,14 +26,28 @@ maximum error of 2-3 ulp on their stated domains.
 from __future__ import annotations
 
 import math
+import os
 
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-#: lanes per vector
-W = 8
+def _lanes() -> int:
+    forced = os.environ.get("GMM_STREAM_SIMD_LANES")
+    if forced:
+        if forced not in ("4", "8"):
+            raise ValueError(f"GMM_STREAM_SIMD_LANES must be 4 or 8, got {forced!r}; unset it to use the CPU's width")
+        return int(forced)
+    import llvmlite.binding as llvm
+
+    return 8 if llvm.get_host_cpu_features().get("avx512f") else 4
+
+
+#: lanes per vector: one register's worth of float64 (8 with AVX-512, else 4)
+W = _lanes()
+#: the kernels may be cached on disk (the width follows from the CPU, which the cache key holds)
+CACHE = not os.environ.get("GMM_STREAM_SIMD_LANES")
 
 _F64 = ir.DoubleType()
 _VT = ir.VectorType(_F64, W)
@@ -63,7 +84,7 @@ def _llvm_fn(builder, name, ret, args):
 
 
 def _fma(builder, a, b, c):
-    return builder.call(_llvm_fn(builder, "llvm.fma.v8f64", _VT, [_VT] * 3), [a, b, c])
+    return builder.call(_llvm_fn(builder, f"llvm.fma.v{W}f64", _VT, [_VT] * 3), [a, b, c])
 
 
 def _splat(builder, x):
@@ -89,7 +110,7 @@ def _check_array(arr):
 
 @intrinsic
 def vload(typingctx, arr, idx):
-    """The eight float64 at flat offsets ``idx .. idx + 7`` of ``arr``."""
+    """The W float64 at flat offsets ``idx .. idx + W - 1`` of ``arr``."""
     _check_array(arr)
     sig = f64x8(arr, idx)
 
@@ -102,7 +123,7 @@ def vload(typingctx, arr, idx):
 
 @intrinsic
 def vstore(typingctx, arr, idx, v):
-    """Write ``v`` to flat offsets ``idx .. idx + 7`` of ``arr``."""
+    """Write ``v`` to flat offsets ``idx .. idx + W - 1`` of ``arr``."""
     _check_array(arr)
     sig = types.void(arr, idx, f64x8)
 
@@ -233,7 +254,7 @@ def vmax(typingctx, a, b):
     sig = f64x8(f64x8, f64x8)
 
     def codegen(context, builder, sig, args):
-        return builder.call(_llvm_fn(builder, "llvm.maxnum.v8f64", _VT, [_VT] * 2), list(args))
+        return builder.call(_llvm_fn(builder, f"llvm.maxnum.v{W}f64", _VT, [_VT] * 2), list(args))
 
     return sig, codegen
 
@@ -271,7 +292,7 @@ def vexp_neg(typingctx, x):
         x = args[0]
         ok = builder.fcmp_ordered(">=", x, _const(-708.0))
         xs = builder.select(ok, x, _const(0.0))
-        rint = _llvm_fn(builder, "llvm.rint.v8f64", _VT, [_VT])
+        rint = _llvm_fn(builder, f"llvm.rint.v{W}f64", _VT, [_VT])
         n = builder.call(rint, [builder.fmul(xs, _const(1.4426950408889634))])
         r = _fma(builder, n, _const(-_LN2_HI), xs)
         r = _fma(builder, n, _const(-_LN2_LO), r)

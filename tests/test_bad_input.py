@@ -5,7 +5,6 @@ import ast
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import write_zarr

@@ -17,7 +17,6 @@ import re
 import warnings
 from fractions import Fraction
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
