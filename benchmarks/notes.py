@@ -44,17 +44,25 @@ PER_BENCHMARK = {
     "scaling": (
         "The reference rows run the same fit in memory on 1 and then 2 local threads, in alternation with the "
         "cluster runs (best of N rounds each; the host's other tenants change the machine's speed from second "
-        "to second).  They show what this 2-vCPU VM gives the fit without any cluster: its second thread does "
-        "not double the speed either (isolated single passes reach 1.7-2.0x when the host is quiet, whole fits "
-        "less).  The cluster adds a fixed cost per iteration, visible as the 1-worker row minus the 1-thread "
-        "row: graph submission, the round trip to the workers and back, the M-step on the client.  It weighs "
-        "more when the compute per iteration halves; with ten times the rows (1.5-3 s of compute per "
-        "iteration) it would be a few percent."
+        "to second).  They show what this 2-vCPU VM gives the fit without any cluster: its second core does "
+        "not double the speed (1.5-1.8x from run to run, kernels alone 1.5-1.9x).  The cluster adds a fixed "
+        "cost per iteration: the graph's way to the workers (its first task starts 15-20 ms after submission), "
+        "the results' way back, the M-step on the client; with 2 single-threaded workers on 2 cores the "
+        "scheduler, nannies and client also take their CPU from the workers.  At a million rows a 2-worker "
+        "iteration is ~0.2 s, so those ~50 ms cost a third of the speed-up; the rows on four times the data "
+        "show the speed-up that the same engine reaches when the work per iteration grows, as it does on a "
+        "real cluster.  The pass parameters travel inline in each task (no worker-to-worker fetch) and the "
+        "chunks never move (bytes moved row)."
     ),
     "ooc": (
         "Each task reads the next chunk on a second thread while the kernel runs on the current one (both "
         "release the GIL), so on an uncompressed array reading hides behind the arithmetic: seconds per "
         "iteration are close to the in-memory arithmetic bound."
+    ),
+    "ooc_lz4": (
+        "The array as `gmm ingest` stores it by default: Blosc-LZ4 with byte shuffle, which decodes several "
+        "times faster than zstd (EM decodes the whole array every iteration) at about the same ratio on noisy "
+        "float32 data."
     ),
     "ooc_zstd": (
         "The same array compressed with zstd (Zarr's default).  Decompression is CPU work: with both cores "
@@ -69,17 +77,21 @@ DISCUSSION = """\
 ## How the engine gets there
 
 * **Kernels** (`gmm_engine/_kernels.py`, `gmm_engine/_simd.py`).  Plain numba loops keep partial sums in
-  memory and ran at ~5 GFLOP/s per core here; tall-skinny BLAS calls at ~3.  The kernels now use an
-  eight-lane float64 vector type (LLVM `<8 x double>`, one AVX-512 register) defined with numba intrinsics,
-  so that a tile of accumulators stays in registers as in a BLAS micro-kernel.  Per block of 32-64 rows:
-  whitening with rows in the lanes over a transposed block (the triangle of `U_k` walked exactly, 4 columns x
-  16 rows per tile), log-sum-exp and responsibilities eight rows at a time (polynomial exp and log, <= 3 ulp),
-  then the scatter with features in the lanes (8 x 8 tiles of the upper triangle, one broadcast load and
-  one fused multiply-add per accumulator, the rows of the block packed first).  Differences are taken
-  around the current means before any product and everything is accumulated in float64, as before.  A row
-  whose responsibility for a component is below 1e-20 x the component's weight skips that component's
-  scatter (its soft count keeps it).  Kernels are `nogil` and cached; a cold cache compiles them in about a
-  minute on this machine (three times the old kernels), a warm one loads them in ~0.5 s.
+  memory and ran at ~5 GFLOP/s per core here; tall-skinny BLAS calls at ~3.  The kernels use a float64
+  vector type of one machine register (LLVM `<8 x double>` with AVX-512, `<4 x double>` with AVX2, chosen
+  from the CPU at import) defined with numba intrinsics, so that a tile of accumulators stays in registers
+  as in a BLAS micro-kernel.  Per block of 32-64 rows: whitening with rows in the lanes over a transposed
+  block (the triangle of `U_k` walked exactly, 4 columns x 2 vectors of rows per tile), log-sum-exp and
+  responsibilities one vector of rows at a time (polynomial exp and log, <= 3 ulp), then the scatter with
+  features in the lanes (8 rows x 1 vector tiles with AVX-512; 4 rows x 2 vectors with AVX2, two loads and
+  four broadcasts per eight multiply-adds), the rows of the block packed first.  Eight-lane vectors on an
+  AVX2 CPU (the first version, written on an AVX-512 machine) take two registers each: the tiles then
+  spilled and every kernel ran at half speed (D=64 full: 0.85 s/iteration on this AMD EPYC, 0.47 s with
+  the 4-lane tiles).  Differences are taken around the current means before any product and everything is
+  accumulated in float64.  A row whose responsibility for a component is below 1e-20 x the component's
+  weight skips that component's scatter (its soft count keeps it).  Kernels are `nogil` and cached; a cold
+  cache compiles them in about a minute, a warm one loads them in ~0.5 s.  `GMM_STREAM_SIMD_LANES=4|8`
+  forces a width (uncached); `tests/test_engine_simd.py` checks that the other width gives the same fits.
 * **M-step**: `scipy.linalg.solve_triangular` woke OpenBLAS's threads, which then spun for ~0.1 s on the
   cores the next E-step needed (the next pass was 30% slower); the triangular inverse is now a small numba
   loop.
@@ -87,8 +99,10 @@ DISCUSSION = """\
   thread, on a thread pool.  Dask input: each chunk's loading task is taken once from the optimised graph and
   run inside the task that uses the chunk; with the threaded scheduler those run on a plain thread pool
   (no per-task scheduler bookkeeping); with a distributed client chunks are grouped into about two tasks per
-  worker thread (persisted chunks bundled once per worker that holds them), a task reads its next chunk
-  while computing on the current one, and the last partial results are merged on the client.
+  worker thread (persisted chunks bundled once per worker that holds them, in-memory chunks scattered once
+  per fit), a task reads its next chunk while computing on the current one, the pass's parameters travel
+  inline in each task (a shared node would be fetched worker to worker before the first chunk), and the
+  last partial results are merged on the client.
 
 ## Numerical parity (`benchmarks/parity.py`, run after every kernel change)
 

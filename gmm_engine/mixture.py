@@ -38,6 +38,7 @@ from ._validation import (
     non_finite_message,
     validate_params,
 )
+from ._zarr_io import ZarrRows
 from .exceptions import ConvergenceWarning, DataValidationError, compatible
 
 logger = logging.getLogger("gmm_engine")
@@ -96,7 +97,10 @@ def zarr_to_dask(z):
     unit = int((getattr(z, "shards", None) or z.chunks)[0])
     row_bytes = max(1, D * z.dtype.itemsize)
     rows = max(unit, (TARGET_CHUNK_BYTES // row_bytes) // unit * unit)
-    return da.from_zarr(z, chunks=(min(rows, max(n, 1)), D))
+    # ZarrRows reads local chunk files straight into the rows (see _zarr_io); a random
+    # name spares tokenising the array's store on every call
+    return da.from_array(ZarrRows(z), chunks=(min(rows, max(n, 1)), D), asarray=False, lock=False,
+                         name=False, meta=np.empty((0, 0), dtype=z.dtype))
 
 
 def _lazy_input(X, min_samples):

@@ -244,3 +244,14 @@ def test_lower_bound_never_decreases_on_dask_tiny_chunks():
     Xo = _overlapping()
     gm = fit(da.from_array(Xo, chunks=(23, 3)), n_components=3, random_state=1, max_iter=25, tol=0.0)
     assert np.diff(gm.lower_bounds_).min() >= -1e-10
+
+
+def test_pass_parameters_are_inline_when_small_and_shared_when_large(monkeypatch):
+    from gmm_engine import _data
+
+    args = (np.zeros((8, 16, 16)),)
+    dsk = {}
+    assert _data._args_node(dsk, "p", len, args, 4) == (len, args) and dsk == {}
+    monkeypatch.setattr(_data, "INLINE_ARGS_BYTES", 4 * args[0].nbytes - 1)
+    ref = _data._args_node(dsk, "p", len, args, 4)
+    assert ref.key == "p" and dsk["p"].value == (len, args)  # one shared node, fetched by the tasks
