@@ -89,6 +89,7 @@ def selection_report(table, selected, criterion, out: Path, trim: dict | None = 
 def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str | None,
                threshold: dict, out: Path, *, tol: float | None = None, max_points: int = 20_000) -> dict:
     from gmm_engine import load_model, open_zarr_array
+    from gmm_engine._npy import load_npy_bytes
     from gmm_engine.scoring import score_rows
 
     model, _ = load_model(model_dir)
@@ -97,7 +98,7 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
         paths["loglik_plot"] = str(plots.plot_loglik_trace(
             lower_bounds, out / "loglik.png", tol=tol if tol else None))  # tol=0: no line to draw
     if scores_sample:
-        s = np.load(scores_sample, allow_pickle=False)
+        s = load_npy_bytes(Path(scores_sample).read_bytes())
         paths["score_histogram"] = str(plots.plot_score_histogram(
             s, threshold["threshold"], out / "scores.png",
             title=f"Training log-likelihood (sample of {len(s):,} rows) and anomaly threshold"))

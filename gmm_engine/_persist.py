@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _covariance
+from ._npy import load_npy_bytes
 from ._validation import validate_params
 from .exceptions import ModelFormatError
 
@@ -370,7 +371,7 @@ def _read_array(path, doc, attr, shape, ctype=None, K=None, D=None):
     if _sha256(data) != entry.get("sha256"):
         _fail(path, f"{fname} does not match its sha256 in {MODEL_FILE}: it was modified or corrupted")
     try:
-        arr = np.load(io.BytesIO(data), allow_pickle=False)
+        arr = load_npy_bytes(data)
     except (ValueError, EOFError, OSError) as exc:  # EOFError: empty file
         _fail(path, f"{fname} is not a plain numeric .npy array ({exc})")
     if shape is None:

@@ -301,13 +301,15 @@ def anomaly_metrics(root, partition_ids) -> dict:
         ``precision``, ``recall``, ``f1``, ``true_positives``,
         ``false_positives``, ``false_negatives``, ``n_rows``, ``n_injected``.
     """
+    from gmm_engine._npy import load_npy_bytes
+
     from .outputs import read_scores
 
     root = Path(root)
     tp = fp = fn = n = 0
     for pid in partition_ids:
         flags = np.asarray(read_scores(root / "scores" / f"{pid}.zarr")["is_anomaly"], dtype=bool)
-        truth = np.load(root / "data" / "partition_truth" / f"{pid}.npy", allow_pickle=False)
+        truth = load_npy_bytes((root / "data" / "partition_truth" / f"{pid}.npy").read_bytes())
         if flags.shape != truth.shape:
             raise ValueError(f"scores of {pid} have {flags.shape[0]} rows, truth has {truth.shape[0]}")
         tp += int((flags & truth).sum())

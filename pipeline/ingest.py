@@ -806,11 +806,11 @@ class _NpyReader(_ArrayReader):
         self.loc, self.batch_rows = loc, batch_rows
         try:
             with loc.open() as f:
+                from gmm_engine._npy import read_npy_header
+
                 version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, self.fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                else:
-                    shape, self.fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                # under gmm_engine's lock: concurrent header parsing can crash CPython 3.11
+                shape, self.fortran, dtype = read_npy_header(f, version)
                 self.offset = f.tell()
         except Exception as e:  # noqa: BLE001 - numpy raises several kinds
             raise IngestError(

@@ -356,3 +356,28 @@ def test_copy_of_model_directory_loads(fitted, tmp_path):
     shutil.copytree(path, tmp_path / "elsewhere" / "copy")
     back = GaussianMixture.load(tmp_path / "elsewhere" / "copy")
     np.testing.assert_array_equal(back.means_, fitted["diag"].means_)
+
+
+def test_npy_headers_are_parsed_under_the_ast_lock(tmp_path, monkeypatch):
+    # CPython 3.11 can fail ("SystemError: AST constructor recursion depth mismatch") when
+    # threads build syntax trees at once; numpy parses .npy headers with ast.literal_eval,
+    # and scoring tasks load models and .npy partitions from several threads
+    import ast
+
+    from gmm_engine import _npy
+    from pipeline.ingest import ingest
+
+    held = []
+    real = ast.literal_eval
+
+    def spy(node):
+        held.append(_npy.AST_LOCK.locked())
+        return real(node)
+
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    GaussianMixture(3, random_state=0).fit(X).save(tmp_path / "m")
+    np.save(tmp_path / "p.npy", X)
+    monkeypatch.setattr(ast, "literal_eval", spy)
+    GaussianMixture.load(tmp_path / "m")
+    ingest(tmp_path / "p.npy", tmp_path / "p.zarr", feature_names=list("abcd"))
+    assert len(held) >= 5 and all(held), held
