@@ -9,6 +9,7 @@ own client).  Only tasks that do I/O retry.
 
 import contextlib
 import io
+import threading
 from pathlib import Path
 
 from prefect import task
@@ -214,15 +215,40 @@ def discover_task(incoming: str, storage_options: dict) -> dict:
     return {"partitions": [asdict(p) for p in found.partitions], "rejected": found.rejected}
 
 
+_MODELS: dict = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _model(models_root: str, model_spec: str):
+    """The model ``model_spec`` names, loaded once per process and model directory.
+
+    Registered model directories are never modified (see ``ModelRegistry``),
+    so a directory whose ``model.json`` is unchanged holds the same model;
+    its checksums were verified when it was first loaded.
+    """
+    from pipeline.models import LoadedModel, ModelRegistry, load_model
+
+    # resolved once, so 'current' moving to a new version mid-call cannot pair
+    # one version's key with another's arrays
+    version, path = ModelRegistry(models_root).resolve(model_spec)
+    st = (Path(path) / "model.json").stat()
+    key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS.clear()  # one model at a time: a scoring run uses one
+            model, metadata = load_model(path)
+            _MODELS[key] = LoadedModel(model, metadata, version, path)
+        return _MODELS[key]
+
+
 @task(name="score-partition", cache_policy=NO_CACHE)
 def score_partition_task(partition: dict, model_spec: str, models_root: str, paths: dict,
                          run_id: str, bad_rows: str, storage_options: dict,
                          cluster: dict | None, local_max_rows: int | None = None) -> dict:
-    from pipeline.models import ModelRegistry
     from pipeline.partitions import Partition
     from pipeline.scoring import LOCAL_MAX_ROWS, score_partition
 
-    model = ModelRegistry(models_root).load(model_spec)
+    model = _model(models_root, model_spec)
     with dask_client(cluster):
         result = score_partition(
             Partition(**partition), model, outputs_dir=paths["outputs"],
