@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import pickle
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -140,13 +141,14 @@ class _Deferred:
     here, they are evaluated one at a time inside :func:`_apply_group`.
     """
 
-    __slots__ = ("sources",)
+    __slots__ = ("sources", "handles")
 
-    def __init__(self, sources):
+    def __init__(self, sources, handles=None):
         self.sources = sources
+        self.handles = handles or {}
 
     def __reduce__(self):
-        return _Deferred, (self.sources,)
+        return _Deferred, (self.sources, self.handles)
 
 
 def _evaluate(source, values):
@@ -167,7 +169,8 @@ def _apply_group(fn_args, deferred, starts, dep_keys, *dep_values):
     with one reader thread; at most two chunks are in memory at a time.
     """
     fn, args = fn_args
-    values = dict(zip(dep_keys, dep_values))
+    values = dict(deferred.handles)
+    values.update(zip(dep_keys, dep_values))
     sources = deferred.sources
 
     def load(i):
@@ -262,6 +265,14 @@ class _ChunkPlan:
                 sources.append(TaskRef(k))
                 roots.add(k)
         self.shared = _cull(dsk, roots)
+        # Small data nodes the chunk tasks read through (the Zarr array
+        # object): carried by each task, not as a shared dependency, which the
+        # scheduler computes on one worker per pass and then sends every task
+        # to, leaving the other workers to steal work a second later.
+        self.handles = {
+            k: node.value for k, node in self.shared.items()
+            if isinstance(node, DataNode) and _is_small_handle(node.value)
+        }
 
         def is_data(key):
             node = self.shared.get(key)
@@ -332,7 +343,10 @@ class _ChunkPlan:
         token = uuid.uuid4().hex
         pkey = f"gmm-args-{token}"
         name = f"gmm-{getattr(fn, '__name__', 'chunk')}-{token}"
-        dsk = dict(self.shared)
+        needed = set()
+        for node in self.shared.values():
+            needed.update(getattr(node, "dependencies", ()) or ())
+        dsk = {k: v for k, v in self.shared.items() if k not in self.handles or k in needed}
         fn_args = _args_node(dsk, pkey, fn, args, len(groups))
         level = []
         for g, run in enumerate(groups):
@@ -343,17 +357,32 @@ class _ChunkPlan:
                     deps.update(src.dependencies)
                 elif isinstance(src, TaskRef):
                     deps.add(src.key)
-            dep_keys = tuple(deps)
+            handles = {k: self.handles[k] for k in deps if k in self.handles}
+            dep_keys = tuple(k for k in deps if k not in handles)
             key = (name, g)
             dsk[key] = Task(
                 key, _apply_group, fn_args,
-                _Deferred(tuple(self.sources[i] for i in run)),
+                _Deferred(tuple(self.sources[i] for i in run), handles),
                 tuple(self.starts[i] for i in run),
                 dep_keys,
                 *(TaskRef(k) for k in dep_keys),
             )
             level.append(key)
         return dsk, _merge_tree(dsk, level, name)
+
+
+#: a data node that pickles to at most this many bytes travels inside each task that reads it
+HANDLE_BYTES = 64 * 2**10
+
+
+def _is_small_handle(value) -> bool:
+    """``value`` is a small handle on data (a Zarr array object), not data itself."""
+    if isinstance(value, np.ndarray) or _nbytes(value):
+        return False
+    try:
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) <= HANDLE_BYTES
+    except Exception:  # unpicklable handles stay shared nodes
+        return False
 
 
 def _cull(dsk, roots):

@@ -480,6 +480,46 @@ def test_chunks_read_from_zarr_are_not_scattered(spied_client, tmp_path):
     assert data._client_plan[2] == []
 
 
+def test_zarr_pass_tasks_spread_over_workers_without_a_shared_node(dask_cluster, tmp_path, monkeypatch):
+    # The Zarr array object travels inside each task: as a shared node it was
+    # computed on one worker per pass and every task followed it there.
+    distributed = pytest.importorskip("distributed")
+    graphs = []
+    original = distributed.Client.get
+
+    def get(self, dsk, keys, **kwargs):
+        graphs.append(dict(dsk))
+        return original(self, dsk, keys, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "get", get)
+    path = _zarr(tmp_path / "x.zarr", X)
+    data = DaskData(da.from_zarr(zarr.open_array(path, mode="r"), chunks=(50, 3)))
+    with distributed.Client(dask_cluster, set_as_default=False) as client, client.as_current():
+        with distributed.get_task_stream(client) as stream:
+            stats = data.map_reduce(summary_chunk)
+    assert stats.n_samples == 300
+    (dsk,) = graphs
+    chunk_tasks = [v for k, v in dsk.items() if isinstance(k, tuple) and "summary_chunk" in k[0]
+                   and "merge" not in k[0]]
+    assert len(chunk_tasks) == 6
+    assert all(not t.dependencies for t in chunk_tasks)
+    assert not any("array" in str(k) for k in dsk)
+    workers = {r["worker"] for r in stream.data if "summary_chunk" in str(r["key"]) and "merge" not in str(r["key"])}
+    assert len(workers) == 2, workers
+
+
+def test_only_small_picklable_handles_travel_inside_tasks(tmp_path):
+    import threading
+
+    from gmm_engine._data import HANDLE_BYTES, _is_small_handle
+
+    assert _is_small_handle(zarr.open_array(_zarr(tmp_path / "x.zarr", X), mode="r"))
+    assert not _is_small_handle(np.zeros(3))
+    assert not _is_small_handle(threading.Lock())  # cannot be pickled
+    assert not _is_small_handle(b"x" * (HANDLE_BYTES + 1))
+    assert _is_small_handle(b"x" * 100)
+
+
 # ---------------------------------------------------------------------------
 # 8. tied start from one row per component: scikit-learn's covariance
 
