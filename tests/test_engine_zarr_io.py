@@ -7,7 +7,7 @@ import pytest
 import zarr
 
 from gmm_engine import GaussianMixture
-from gmm_engine._zarr_io import ZarrChunkError, ZarrRows
+from gmm_engine._zarr_io import ZarrChunkError, ZarrRows, zstd_content_size
 from gmm_engine.mixture import zarr_to_dask
 
 
@@ -30,7 +30,7 @@ def _array(tmp_path, codec, n=1003, D=5, rows=128, dtype="f4", fill=0.0, name="a
 def test_every_row_range_equals_zarr(tmp_path, codec, dtype):
     z, X = _array(tmp_path, codec, dtype=dtype)
     rows = ZarrRows(z)
-    assert rows.direct == (codec != "zstd")  # zstd: read by Zarr itself
+    assert rows.direct
     for a, b in [(0, 1003), (0, 128), (5, 9), (127, 129), (1000, 1003), (256, 640), (1002, 1003), (7, 7)]:
         np.testing.assert_array_equal(rows[a:b], X[a:b])
         np.testing.assert_array_equal(rows[a:b, :], X[a:b])
@@ -59,7 +59,7 @@ def test_other_layouts_are_read_by_zarr(tmp_path):
     np.testing.assert_array_equal(ZarrRows(s)[5:40], s[5:40])
 
 
-@pytest.mark.parametrize("codec", ["none", "lz4"])
+@pytest.mark.parametrize("codec", ["none", "lz4", "zstd"])
 def test_a_damaged_chunk_is_named(tmp_path, codec):
     z, _ = _array(tmp_path, codec)
     chunk = tmp_path / "a.zarr" / "c" / "2" / "0"
@@ -78,3 +78,48 @@ def test_fit_on_a_direct_read_array_equals_the_in_memory_fit(tmp_path):
     b = GaussianMixture(3, random_state=0, max_iter=20, tol=0).fit(X)
     np.testing.assert_allclose(a.means_, b.means_, rtol=1e-12)
     assert a.lower_bound_ == pytest.approx(b.lower_bound_, rel=1e-13)
+
+
+def _raw_zstd_frame(data: bytes) -> bytes:
+    """One zstd frame holding ``data`` in a raw block, with no content size in its header."""
+    header = bytes([0x00, 2 << 3])  # no content size, not single segment; 4 KiB window
+    block = (1 | (len(data) << 3)).to_bytes(3, "little")  # last block, raw
+    return b"\x28\xb5\x2f\xfd" + header + block + data
+
+
+def test_zstd_headers_are_read():
+    from numcodecs.zstd import Zstd
+
+    for n in (0, 1, 255, 256, 300, 65_791, 70_000, 5_000_000):
+        assert zstd_content_size(bytes(Zstd().encode(np.zeros(n, np.uint8)))) == n
+    assert zstd_content_size(bytes(Zstd(checksum=True).encode(np.zeros(1000, np.uint8)))) == 1000
+    assert zstd_content_size(_raw_zstd_frame(b"x" * 100)) is None
+    with pytest.raises(ValueError, match="not a zstd frame"):
+        zstd_content_size(b"\x00" * 16)
+
+
+def test_zstd_chunks_with_checksums_or_without_declared_size_are_read(tmp_path):
+    from zarr.codecs import ZstdCodec
+
+    z = zarr.create_array(str(tmp_path / "c.zarr"), shape=(300, 2), chunks=(100, 2), dtype="f8",
+                          compressors=[ZstdCodec(level=3, checksum=True)])
+    X = np.random.default_rng(2).normal(size=(300, 2))
+    z[:] = X
+    assert ZarrRows(z).direct
+    np.testing.assert_array_equal(ZarrRows(z)[30:270], X[30:270])
+    # another writer may leave the size out of the frame header: decoded, then checked
+    z2, X2 = _array(tmp_path, "zstd", n=256, D=5, rows=128, name="n.zarr")
+    (tmp_path / "n.zarr" / "c" / "1" / "0").write_bytes(_raw_zstd_frame(X2[128:].tobytes()))
+    np.testing.assert_array_equal(ZarrRows(z2)[0:256], X2)
+    (tmp_path / "n.zarr" / "c" / "1" / "0").write_bytes(_raw_zstd_frame(X2[128:200].tobytes()))
+    with pytest.raises(ZarrChunkError, match=r"damaged chunk 'c/1/0'.*decompresses to 1440 bytes.*says 2560"):
+        ZarrRows(z2)[0:256]
+
+
+def test_zstd_chunk_of_the_wrong_size_is_named(tmp_path):
+    from numcodecs.zstd import Zstd
+
+    z, X = _array(tmp_path, "zstd", n=256, D=5, rows=128)
+    (tmp_path / "a.zarr" / "c" / "0" / "0").write_bytes(bytes(Zstd().encode(X[:100])))
+    with pytest.raises(ZarrChunkError, match=r"damaged chunk 'c/0/0'.*zstd header says 2000 bytes.*says 2560"):
+        ZarrRows(z)[0:10]
