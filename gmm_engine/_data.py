@@ -300,34 +300,39 @@ class _ChunkPlan:
         deps = getattr(src, "dependencies", ())
         return _evaluate(src, {k: self.shared[k].value for k in deps})
 
-    def groups(self, n_workers_threads, location=None):
+    def groups(self, n_workers_threads, location=None, per_thread=MAX_TASKS_PER_THREAD, threads_at=None):
         """Sets of chunks that share a task, each in increasing chunk order.
 
         A set covers about :data:`MIN_TASK_BYTES` (one scheduler round trip
         costs ~1-3 ms here, as much work as 10,000 rows) and there are at
-        most :data:`MAX_TASKS_PER_THREAD` sets per worker thread (the
-        scheduler's cost grows with tasks, not bytes), but at least two per
-        thread when the chunks allow.  A task holds at most two of its
+        most ``per_thread`` sets per worker thread (the scheduler's cost
+        grows with tasks, not bytes), but that many when the chunks allow.  A task holds at most two of its
         chunks at a time (the one it computes on and the next, being read).  Chunks
         that load from their store are grouped in runs of consecutive
         chunks, so the reduction, and its rounding, does not depend on
         where tasks run; persisted chunks are grouped by the worker that
-        holds them (``location[i]``), so no chunk moves.
+        holds them (``location[i]``), so no chunk moves; with ``threads_at``
+        (worker -> threads) each worker's chunks are split by its own threads.
         """
         n = len(self.sources)
         mean_bytes = max(1, sum(self.chunk_bytes) // max(n, 1))
         threads = max(1, n_workers_threads)
-        size = max(-(-MIN_TASK_BYTES // mean_bytes), -(-n // (MAX_TASKS_PER_THREAD * threads)))
-        size = max(1, min(size, n // (2 * threads)))
+        size = max(-(-MIN_TASK_BYTES // mean_bytes), -(-n // (per_thread * threads)))
+        size = max(1, min(size, n // (per_thread * threads)))
         buckets = {}
         for i in range(n):
             where = None if location is None else location[i]
             buckets.setdefault(where, []).append(i)
         out = []
-        for members in buckets.values():
+        for where, members in buckets.items():
+            limit = size
+            if threads_at is not None and where in threads_at:
+                tasks = per_thread * max(1, threads_at[where])
+                limit = max(-(-MIN_TASK_BYTES // mean_bytes), -(-len(members) // tasks))
+                limit = max(1, min(limit, len(members) // tasks))
             run = []
             for i in members:
-                if run and (len(run) >= size or not self.groupable[i] or not self.groupable[run[-1]]):
+                if run and (len(run) >= limit or not self.groupable[i] or not self.groupable[run[-1]]):
                     out.append(run)
                     run = []
                 run.append(i)
@@ -682,7 +687,10 @@ class DaskData(ChunkedData):
         if self._bundles is not None and self._bundles[0] is client:
             return self._bundles[1]
         threads = max(1, sum(client.nthreads().values()))
-        groups = plan.groups(threads, self._locations(client, plan))
+        # Chunks held by a worker are computed there whatever the split, so a
+        # second task per thread balances nothing and costs a scheduler round
+        # trip (a pass of 4 empty tasks takes ~28 ms on 2 workers here, of 2 ~20).
+        groups = plan.groups(threads, self._locations(client, plan), per_thread=1, threads_at=client.nthreads())
         bundles = []
         for run in groups:
             futures = [plan.shared[plan.sources[i].key] for i in run]

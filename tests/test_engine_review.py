@@ -508,6 +508,31 @@ def test_zarr_pass_tasks_spread_over_workers_without_a_shared_node(dask_cluster,
     assert len(workers) == 2, workers
 
 
+def test_persisted_chunks_are_one_task_per_worker_thread(dask_cluster, monkeypatch):
+    # chunks held by a worker run there whatever the split: more tasks only cost round trips
+    distributed = pytest.importorskip("distributed")
+    graphs = []
+    original = distributed.Client.get
+
+    def get(self, dsk, keys, **kwargs):
+        graphs.append(dict(dsk))
+        return original(self, dsk, keys, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "get", get)
+    A = np.random.default_rng(3).normal(size=(1600, 3))
+    with distributed.Client(dask_cluster, set_as_default=False) as client, client.as_current():
+        Xp = client.persist(da.from_array(A, chunks=(100, 3)) + 0.0)
+        distributed.wait(Xp)
+        data = DaskData(Xp)
+        stats = data.map_reduce(summary_chunk)
+        held = client.who_has(Xp)
+    chunk_tasks = [k for k in graphs[-1] if isinstance(k, tuple) and "summary_chunk" in k[0] and "merge" not in k[0]]
+    holders = {w for ws in held.values() for w in ws}
+    assert len(chunk_tasks) == len(holders) == 2  # one task on each worker, however many chunks it holds
+    assert stats.n_samples == 1600
+    np.testing.assert_allclose(stats.mean, A.mean(axis=0), rtol=1e-12)
+
+
 def test_only_small_picklable_handles_travel_inside_tasks(tmp_path):
     import threading
 
