@@ -45,14 +45,16 @@ PER_BENCHMARK = {
         "The reference rows run the same fit in memory on 1 and then 2 local threads, in alternation with the "
         "cluster runs (best of N rounds each; the host's other tenants change the machine's speed from second "
         "to second).  They show what this 2-vCPU VM gives the fit without any cluster: its second core does "
-        "not double the speed (1.5-1.8x from run to run, kernels alone 1.5-1.9x).  The cluster adds a fixed "
-        "cost per iteration: the graph's way to the workers (its first task starts 15-20 ms after submission), "
-        "the results' way back, the M-step on the client; with 2 single-threaded workers on 2 cores the "
-        "scheduler, nannies and client also take their CPU from the workers.  At a million rows a 2-worker "
-        "iteration is ~0.2 s, so those ~50 ms cost a third of the speed-up; the rows on four times the data "
-        "show the speed-up that the same engine reaches when the work per iteration grows, as it does on a "
-        "real cluster.  The pass parameters travel inline in each task (no worker-to-worker fetch) and the "
-        "chunks never move (bytes moved row)."
+        "not double the speed (1.5-1.8x from run to run, kernels alone 1.5-1.9x), so the target sits at or "
+        "above what the machine itself gives.  The cluster adds a fixed cost per iteration: the graph's way "
+        "to the workers (the first task starts 10-15 ms after submission; a pass of empty tasks takes 15-20 "
+        "ms here), the results' way back (10-15 ms), the M-step on the client (~1 ms).  Each worker computes "
+        "its own persisted chunks in one task per thread (no chunk moves: bytes moved row), so nothing can "
+        "even out the two workers' speeds: with the scheduler, nannies and client sharing the 2 vCPUs the "
+        "second worker to finish trails the first by 0-60 ms of a ~0.2 s iteration (seen in the fit's task "
+        "stream).  The 1-thread reference has none of that, the threaded 2-thread "
+        "one balances chunk by chunk.  The rows on four times the data show the speed-up when the work per "
+        "iteration grows against those fixed costs."
     ),
     "ooc": (
         "Each task reads the next chunk on a second thread while the kernel runs on the current one (both "
@@ -61,8 +63,9 @@ PER_BENCHMARK = {
         "Zarr's general read path).  Reading still costs CPU: on these 2 vCPUs, with both cores computing, it "
         "cannot hide behind the arithmetic, and an iteration costs about read + arithmetic (the last ratio "
         "row).  Iterations of the same run vary by +-20% (see the raw numbers): the host's other tenants.  "
-        "On the Intel Xeon (AVX-512) machine of an earlier run the same benchmark was 1.17x the larger bound; "
-        "here the kernels are relatively faster (so reading weighs more) and the ratio sits at the target."
+        "The Zarr array object travels inside each task: as a shared graph node it was placed on one worker "
+        "per pass and the scheduler sent every task after it, leaving the other worker to steal work a "
+        "second later (3:1 splits, 5.2-5.5 s/iteration before the change)."
     ),
     "ooc_lz4": (
         "The array as `gmm ingest` stores it by default: Blosc-LZ4 with byte shuffle, which decodes several "
@@ -81,10 +84,11 @@ PER_BENCHMARK = {
         "fsyncs, the manifest transaction, the task run's state changes on the server."
     ),
     "ooc_zstd": (
-        "The same array compressed with zstd (Zarr's default).  Decompression is CPU work: with both cores "
-        "busy computing, reading cannot hide behind the arithmetic, and an iteration costs about read + "
-        "arithmetic (see the last ratio).  The target (1.5 x the larger of the two) then holds only when one "
-        "is under half the other; here they are about equal.  More cores per worker, a faster codec (or "
+        "The same array compressed with zstd (Zarr's default), decompressed straight into the rows (~2x less "
+        "CPU than Zarr's path, which the read-only reference takes).  Decompression is CPU work: with both "
+        "cores busy computing, reading cannot hide behind the arithmetic, and an iteration costs about read "
+        "+ arithmetic (see the last ratio).  The target (1.5 x the larger of the two) then holds only when "
+        "one is under half the other; here they are about equal.  More cores per worker, a faster codec (or "
         "none: Gaussian float32 data compresses by ~7%) removes the gap."
     ),
 }
@@ -114,9 +118,10 @@ DISCUSSION = """\
 * **Chunks** (`gmm_engine/_data.py`).  In-memory arrays run in blocks of at most 65,536 rows, at least 8 per
   thread, on a thread pool.  Dask input: each chunk's loading task is taken once from the optimised graph and
   run inside the task that uses the chunk; with the threaded scheduler those run on a plain thread pool
-  (no per-task scheduler bookkeeping); with a distributed client chunks are grouped into about two tasks per
-  worker thread (persisted chunks bundled once per worker that holds them, in-memory chunks scattered once
-  per fit), a task reads its next chunk while computing on the current one, the pass's parameters travel
+  (no per-task scheduler bookkeeping); with a distributed client chunks that load from a store are grouped into about two tasks per
+  worker thread, the store's array object inside each task (as a shared node the scheduler sent every task
+  to the one worker holding it); persisted chunks are bundled once into one task per thread of the worker
+  that holds them; in-memory chunks are scattered once per fit; a task reads its next chunk while computing on the current one, the pass's parameters travel
   inline in each task (a shared node would be fetched worker to worker before the first chunk), and the
   last partial results are merged on the client.
 
