@@ -29,7 +29,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import pickle
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -376,18 +375,22 @@ class _ChunkPlan:
         return dsk, _merge_tree(dsk, level, name)
 
 
-#: a data node that pickles to at most this many bytes travels inside each task that reads it
-HANDLE_BYTES = 64 * 2**10
-
-
 def _is_small_handle(value) -> bool:
-    """``value`` is a small handle on data (a Zarr array object), not data itself."""
-    if isinstance(value, np.ndarray) or _nbytes(value):
-        return False
+    """``value`` is a handle on data held in a store (a Zarr array on disk or remote), not data itself.
+
+    Such a node can travel inside every task that reads through it; any
+    other node (an in-memory array, a Zarr array in a MemoryStore, an
+    unknown object) stays one shared node of the graph.
+    """
+    from ._zarr_io import ZarrRows
+
+    z = value.z if isinstance(value, ZarrRows) else value
     try:
-        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) <= HANDLE_BYTES
-    except Exception:  # unpicklable handles stay shared nodes
+        import zarr
+        from zarr.storage import MemoryStore
+    except ImportError:  # pragma: no cover - zarr is a dependency
         return False
+    return isinstance(z, zarr.Array) and not isinstance(z.store, MemoryStore)
 
 
 def _cull(dsk, roots):

@@ -480,9 +480,9 @@ def test_chunks_read_from_zarr_are_not_scattered(spied_client, tmp_path):
     assert data._client_plan[2] == []
 
 
-def test_zarr_pass_tasks_spread_over_workers_without_a_shared_node(dask_cluster, tmp_path, monkeypatch):
-    # The Zarr array object travels inside each task: as a shared node it was
-    # computed on one worker per pass and every task followed it there.
+@pytest.fixture
+def pass_graphs(monkeypatch):
+    """The graphs the distributed client is asked to compute, in order."""
     distributed = pytest.importorskip("distributed")
     graphs = []
     original = distributed.Client.get
@@ -492,15 +492,25 @@ def test_zarr_pass_tasks_spread_over_workers_without_a_shared_node(dask_cluster,
         return original(self, dsk, keys, **kwargs)
 
     monkeypatch.setattr(distributed.Client, "get", get)
+    return graphs
+
+
+def _chunk_keys(dsk, name):
+    return [k for k in dsk if isinstance(k, tuple) and name in k[0] and "merge" not in k[0]]
+
+
+def test_zarr_pass_tasks_spread_over_workers_without_a_shared_node(dask_cluster, tmp_path, pass_graphs):
+    # The Zarr array object travels inside each task: as a shared node it was
+    # computed on one worker per pass and every task followed it there.
+    distributed = pytest.importorskip("distributed")
     path = _zarr(tmp_path / "x.zarr", X)
     data = DaskData(da.from_zarr(zarr.open_array(path, mode="r"), chunks=(50, 3)))
     with distributed.Client(dask_cluster, set_as_default=False) as client, client.as_current():
         with distributed.get_task_stream(client) as stream:
             stats = data.map_reduce(summary_chunk)
     assert stats.n_samples == 300
-    (dsk,) = graphs
-    chunk_tasks = [v for k, v in dsk.items() if isinstance(k, tuple) and "summary_chunk" in k[0]
-                   and "merge" not in k[0]]
+    (dsk,) = pass_graphs
+    chunk_tasks = [dsk[k] for k in _chunk_keys(dsk, "summary_chunk")]
     assert len(chunk_tasks) == 6
     assert all(not t.dependencies for t in chunk_tasks)
     assert not any("array" in str(k) for k in dsk)
@@ -508,17 +518,9 @@ def test_zarr_pass_tasks_spread_over_workers_without_a_shared_node(dask_cluster,
     assert len(workers) == 2, workers
 
 
-def test_persisted_chunks_are_one_task_per_worker_thread(dask_cluster, monkeypatch):
+def test_persisted_chunks_are_one_task_per_worker_thread(dask_cluster, pass_graphs):
     # chunks held by a worker run there whatever the split: more tasks only cost round trips
     distributed = pytest.importorskip("distributed")
-    graphs = []
-    original = distributed.Client.get
-
-    def get(self, dsk, keys, **kwargs):
-        graphs.append(dict(dsk))
-        return original(self, dsk, keys, **kwargs)
-
-    monkeypatch.setattr(distributed.Client, "get", get)
     A = np.random.default_rng(3).normal(size=(1600, 3))
     with distributed.Client(dask_cluster, set_as_default=False) as client, client.as_current():
         Xp = client.persist(da.from_array(A, chunks=(100, 3)) + 0.0)
@@ -526,23 +528,25 @@ def test_persisted_chunks_are_one_task_per_worker_thread(dask_cluster, monkeypat
         data = DaskData(Xp)
         stats = data.map_reduce(summary_chunk)
         held = client.who_has(Xp)
-    chunk_tasks = [k for k in graphs[-1] if isinstance(k, tuple) and "summary_chunk" in k[0] and "merge" not in k[0]]
+    chunk_tasks = _chunk_keys(pass_graphs[-1], "summary_chunk")
     holders = {w for ws in held.values() for w in ws}
     assert len(chunk_tasks) == len(holders) == 2  # one task on each worker, however many chunks it holds
     assert stats.n_samples == 1600
     np.testing.assert_allclose(stats.mean, A.mean(axis=0), rtol=1e-12)
 
 
-def test_only_small_picklable_handles_travel_inside_tasks(tmp_path):
-    import threading
+def test_only_handles_on_stored_data_travel_inside_tasks(tmp_path):
+    from gmm_engine._data import _is_small_handle
+    from gmm_engine._zarr_io import ZarrRows
 
-    from gmm_engine._data import HANDLE_BYTES, _is_small_handle
-
-    assert _is_small_handle(zarr.open_array(_zarr(tmp_path / "x.zarr", X), mode="r"))
+    on_disk = zarr.open_array(_zarr(tmp_path / "x.zarr", X), mode="r")
+    assert _is_small_handle(on_disk)
+    assert _is_small_handle(ZarrRows(on_disk))
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(10, 2), dtype="f8")
+    assert not _is_small_handle(in_memory)  # its data would travel with every task
+    assert not _is_small_handle(ZarrRows(in_memory))
     assert not _is_small_handle(np.zeros(3))
-    assert not _is_small_handle(threading.Lock())  # cannot be pickled
-    assert not _is_small_handle(b"x" * (HANDLE_BYTES + 1))
-    assert _is_small_handle(b"x" * 100)
+    assert not _is_small_handle(b"x" * 100)
 
 
 # ---------------------------------------------------------------------------
