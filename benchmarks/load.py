@@ -53,6 +53,8 @@ N_FEATURES = 4
 N_COMPONENTS = 3
 TRAIN_ROWS = 20_000
 GIB = 2**30
+#: Prefect's task-run records may lag the flow: wait while their count rose in the last this many seconds
+SETTLE_SECONDS = 60.0
 
 
 class LoadRunError(RuntimeError):
@@ -389,12 +391,16 @@ def run_scheduled(root, spec: LoadSpec) -> ScheduledRun:
                 time.sleep(1)
             else:
                 fail(f"run {run_ids[0]} did not finish after scoring every partition")
-            # task run states arrive through the server's event pipeline, a little after the flow's
-            tasks, settle = [], time.monotonic() + 60
-            while time.monotonic() < min(settle, deadline):
+            # Task run states arrive through the server's event pipeline, which under
+            # this load runs minutes behind the flow: wait while the count still rises.
+            tasks, seen, stalled = [], -1, time.monotonic() + SETTLE_SECONDS
+            while time.monotonic() < min(stalled, deadline + SETTLE_SECONDS):
                 tasks = api_calls.get(lambda: _task_runs(api, flow["id"]), tasks)
-                if sum(t["name"].startswith("score-partition") and bool(t.get("end_time")) for t in tasks) >= n:
+                done = sum(t["name"].startswith("score-partition") and bool(t.get("end_time")) for t in tasks)
+                if done >= n:
                     break
+                if done > seen:
+                    seen, stalled = done, time.monotonic() + SETTLE_SECONDS
                 time.sleep(2)
             peak, peak_procs = rss.peak, rss.peak_processes
     finally:

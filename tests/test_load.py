@@ -54,7 +54,10 @@ def _assert_scored_once_in_bounded_memory(root, spec, run):
     assert run.run_ids == [f"flow-run-{run.flow_run['id']}"]
     assert run.flow_run["auto_scheduled"] is True and run.flow_run["deployment_id"]
     assert run.flow_run["state"] == "COMPLETED"
-    assert run.task_runs["n"] == spec.n_partitions
+    # every score-partition task run reaches Prefect's API too (its records may lag the flow)
+    assert run.task_runs["n"] == spec.n_partitions, (
+        f"Prefect's API shows {run.task_runs['n']} finished score-partition task runs of {spec.n_partitions} "
+        "(the outputs and manifest above hold every partition)")
     breakdown = "\n".join(f"{rss / 2**20:8.0f} MiB  {pid}  {cmd}" for rss, pid, cmd in run.peak_processes)
     assert run.peak_rss <= PEAK_RSS_BOUND, f"peak RSS {run.peak_rss / GIB:.2f} GiB:\n{breakdown}"
 
