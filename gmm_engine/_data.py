@@ -270,7 +270,7 @@ class _ChunkPlan:
         # to, leaving the other workers to steal work a second later.
         self.handles = {
             k: node.value for k, node in self.shared.items()
-            if isinstance(node, DataNode) and _is_small_handle(node.value)
+            if isinstance(node, DataNode) and _is_store_handle(node.value)
         }
 
         def is_data(key):
@@ -315,9 +315,12 @@ class _ChunkPlan:
         """
         n = len(self.sources)
         mean_bytes = max(1, sum(self.chunk_bytes) // max(n, 1))
-        threads = max(1, n_workers_threads)
-        size = max(-(-MIN_TASK_BYTES // mean_bytes), -(-n // (per_thread * threads)))
-        size = max(1, min(size, n // (per_thread * threads)))
+        min_run = -(-MIN_TASK_BYTES // mean_bytes)
+
+        def run_size(count, tasks):  # chunks per task: count chunks over at most `tasks` tasks
+            return max(1, min(max(min_run, -(-count // tasks)), count // tasks))
+
+        size = run_size(n, per_thread * max(1, n_workers_threads))
         buckets = {}
         for i in range(n):
             where = None if location is None else location[i]
@@ -326,9 +329,7 @@ class _ChunkPlan:
         for where, members in buckets.items():
             limit = size
             if threads_at is not None and where in threads_at:
-                tasks = per_thread * max(1, threads_at[where])
-                limit = max(-(-MIN_TASK_BYTES // mean_bytes), -(-len(members) // tasks))
-                limit = max(1, min(limit, len(members) // tasks))
+                limit = run_size(len(members), per_thread * max(1, threads_at[where]))
             run = []
             for i in members:
                 if run and (len(run) >= limit or not self.groupable[i] or not self.groupable[run[-1]]):
@@ -375,7 +376,7 @@ class _ChunkPlan:
         return dsk, _merge_tree(dsk, level, name)
 
 
-def _is_small_handle(value) -> bool:
+def _is_store_handle(value) -> bool:
     """``value`` is a handle on data held in a store (a Zarr array on disk or remote), not data itself.
 
     Such a node can travel inside every task that reads through it; any

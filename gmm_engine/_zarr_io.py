@@ -204,6 +204,11 @@ def _read_blosc(fh, layout, c0, lo, hi, dest):
         return
     whole = np.empty(expected, dtype=np.uint8)  # an edge chunk, or part of one: decode, then copy the rows
     blosc.decompress(raw, whole)
+    _copy_rows(whole, layout, c0, lo, dest)
+
+
+def _copy_rows(whole, layout, c0, lo, dest):
+    """The rows of a decoded chunk (first row ``c0``) that ``dest`` holds, from row ``lo`` on."""
     a = (lo - c0) * layout.row_bytes
     dest[:] = whole[a:a + len(dest)]
 
@@ -251,5 +256,4 @@ def _read_zstd(fh, layout, c0, lo, dest):
     if len(whole) != expected:
         raise ZarrChunkError(_damaged(
             layout, i, c0, f"it decompresses to {len(whole)} bytes, the array's metadata says {expected}"))
-    a = (lo - c0) * layout.row_bytes
-    dest[:] = whole[a:a + len(dest)]
+    _copy_rows(whole, layout, c0, lo, dest)

@@ -536,17 +536,17 @@ def test_persisted_chunks_are_one_task_per_worker_thread(dask_cluster, pass_grap
 
 
 def test_only_handles_on_stored_data_travel_inside_tasks(tmp_path):
-    from gmm_engine._data import _is_small_handle
+    from gmm_engine._data import _is_store_handle
     from gmm_engine._zarr_io import ZarrRows
 
     on_disk = zarr.open_array(_zarr(tmp_path / "x.zarr", X), mode="r")
-    assert _is_small_handle(on_disk)
-    assert _is_small_handle(ZarrRows(on_disk))
+    assert _is_store_handle(on_disk)
+    assert _is_store_handle(ZarrRows(on_disk))
     in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(10, 2), dtype="f8")
-    assert not _is_small_handle(in_memory)  # its data would travel with every task
-    assert not _is_small_handle(ZarrRows(in_memory))
-    assert not _is_small_handle(np.zeros(3))
-    assert not _is_small_handle(b"x" * 100)
+    assert not _is_store_handle(in_memory)  # its data would travel with every task
+    assert not _is_store_handle(ZarrRows(in_memory))
+    assert not _is_store_handle(np.zeros(3))
+    assert not _is_store_handle(b"x" * 100)
 
 
 # ---------------------------------------------------------------------------
