@@ -89,7 +89,7 @@ def selection_report(table, selected, criterion, out: Path, trim: dict | None = 
 def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str | None,
                threshold: dict, out: Path, *, tol: float | None = None, max_points: int = 20_000) -> dict:
     from gmm_engine import load_model, open_zarr_array
-    from gmm_engine._npy import load_npy_bytes
+    from gmm_engine.npy import load_npy_bytes
     from gmm_engine.scoring import score_rows
 
     model, _ = load_model(model_dir)

@@ -21,7 +21,9 @@ from .exceptions import (  # noqa: E402
     ModelFormatError,
     NotFittedError,
 )
-from .mixture import GaussianMixture, open_zarr_array  # noqa: E402
+from ._covariance import NAMES as COVARIANCE_TYPES  # noqa: E402
+from ._covariance import full_covariances  # noqa: E402
+from .mixture import GaussianMixture, InformationCriteria, open_zarr_array, zarr_to_dask  # noqa: E402
 
 
 def load_model(path):
@@ -38,16 +40,20 @@ def load_model(path):
 
 
 __all__ = [
+    "COVARIANCE_TYPES",
     "ComponentCollapseError",
     "ConvergenceWarning",
     "DataValidationError",
     "EMState",
     "GMMParams",
     "GaussianMixture",
+    "InformationCriteria",
     "InvalidParameterError",
     "ModelFormatError",
     "NotFittedError",
     "load_model",
     "open_zarr_array",
+    "full_covariances",
     "read_model_document",
+    "zarr_to_dask",
 ]

@@ -122,6 +122,11 @@ def _skip_threshold(weights):
         return np.maximum(kern.SKIP_REL * np.asarray(weights, dtype=np.float64), kern.TINY)
 
 
+def _max_abs_finite(a) -> float:
+    err = np.abs(a)
+    return float(np.max(err)) if np.all(np.isfinite(err)) else math.inf
+
+
 def _check_shape(param, shape, name):
     if param.shape != shape:
         raise ValueError(
@@ -188,6 +193,49 @@ class CovarianceType:
         self._logprob(_rows(X), kp, kern.LABEL, labels)
         out[:] = labels[:, 0]
 
+    #: user ``precisions_init`` may be a 3-D array (scikit-learn's allow_nd)
+    init_allows_nd = False
+
+    def to_full(self, covariances, K: int, D: int) -> np.ndarray:
+        """(K, D, D) covariance matrices from this type's ``covariances_`` (a new array)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def from_full(self, full) -> np.ndarray:
+        """This type's ``covariances_`` closest to (K, D, D) matrices ``full``.
+
+        full: the matrices; tied: their mean; diag: their diagonals;
+        spherical: the mean of each diagonal.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def sample(self, rng, means, covariances, counts) -> np.ndarray:
+        """``counts[k]`` rows from each component, stacked in component order.
+
+        The draws are scikit-learn's ``GaussianMixture.sample`` for the same
+        ``RandomState``.
+        """
+        K, D = means.shape
+        full = self.to_full(covariances, K, D)
+        return np.vstack([
+            rng.multivariate_normal(mean, cov, int(c)) for mean, cov, c in zip(means, full, counts)
+        ])
+
+    def whitening_error(self, covariances, prec_chol) -> float:
+        """Largest entry of ``|U^T Sigma U - I|``: 0 for a consistent pair, inf if not finite."""
+        # full and tied: matrices; diag and spherical override with the elementwise form
+        D = prec_chol.shape[-1]
+        u = prec_chol.reshape((-1, D, D))
+        c = np.asarray(covariances).reshape((-1, D, D))
+        return _max_abs_finite(np.einsum("kji,kjl,klm->kim", u, c, u) - np.eye(D))
+
+    def precision_factor_problem(self, prec_chol) -> str | None:
+        """Why stored ``precisions_cholesky_`` cannot be this type's factors, or None."""
+        D = prec_chol.shape[-1]
+        mats = prec_chol.reshape((-1, D, D))
+        if np.any(np.tril(mats, -1) != 0) or np.any(np.diagonal(mats, axis1=1, axis2=2) <= 0):
+            return "precisions_cholesky_ are not upper triangular with a positive diagonal"
+        return None
+
     def check_precisions(self, precisions, K: int, D: int) -> np.ndarray:
         """Validate user ``precisions_init`` with scikit-learn's messages."""
         precisions = np.asarray(precisions, dtype=np.float64)
@@ -198,6 +246,13 @@ class CovarianceType:
 
 class _Full(CovarianceType):
     name = "full"
+    init_allows_nd = True
+
+    def to_full(self, covariances, K, D):
+        return np.array(covariances, dtype=np.float64).reshape((K, D, D))
+
+    def from_full(self, full):
+        return np.array(full, dtype=np.float64)
 
     def param_shape(self, K, D):
         return (K, D, D)
@@ -278,6 +333,12 @@ class _Full(CovarianceType):
 
 class _Tied(CovarianceType):
     name = "tied"
+
+    def to_full(self, covariances, K, D):
+        return np.array(np.broadcast_to(np.asarray(covariances, dtype=np.float64), (K, D, D)))
+
+    def from_full(self, full):
+        return np.asarray(full, dtype=np.float64).mean(axis=0)
 
     def param_shape(self, K, D):
         return (D, D)
@@ -361,6 +422,32 @@ class _Tied(CovarianceType):
 class _Diag(CovarianceType):
     name = "diag"
 
+    def _variances(self, covariances, K, D):
+        return np.asarray(covariances, dtype=np.float64).reshape((K, D))
+
+    def to_full(self, covariances, K, D):
+        full = np.zeros((K, D, D))
+        idx = np.arange(D)
+        full[:, idx, idx] = self._variances(covariances, K, D)
+        return full
+
+    def from_full(self, full):
+        return np.array(np.diagonal(np.asarray(full, dtype=np.float64), axis1=1, axis2=2))
+
+    def sample(self, rng, means, covariances, counts):
+        # scikit-learn's draws: independent normals scaled per feature
+        D = means.shape[1]
+        return np.vstack([
+            mean + rng.standard_normal(size=(int(c), D)) * np.sqrt(cov)
+            for mean, cov, c in zip(means, covariances, counts)
+        ])
+
+    def whitening_error(self, covariances, prec_chol):
+        return _max_abs_finite(covariances * prec_chol**2 - 1.0)
+
+    def precision_factor_problem(self, prec_chol):
+        return "precisions_cholesky_ are not positive" if np.any(prec_chol <= 0) else None
+
     def param_shape(self, K, D):
         return (K, D)
 
@@ -419,6 +506,12 @@ class _Diag(CovarianceType):
 class _Spherical(_Diag):
     name = "spherical"
 
+    def _variances(self, covariances, K, D):
+        return np.repeat(np.asarray(covariances, dtype=np.float64).reshape((K, 1)), D, axis=1)
+
+    def from_full(self, full):
+        return super().from_full(full).mean(axis=1)
+
     def param_shape(self, K, D):
         return (K,)
 
@@ -461,7 +554,75 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
     c.name: c for c in (_Full(), _Tied(), _Diag(), _Spherical())
 }
 
+#: the covariance type names, in scikit-learn's order: the one list everything else uses
+NAMES: tuple[str, ...] = tuple(COVARIANCE_TYPES)
+
 
 def get(covariance_type: str) -> CovarianceType:
     """Registry lookup; the estimator validates the name before this is reached."""
     return COVARIANCE_TYPES[covariance_type]
+
+
+def check_name(covariance_type) -> str:
+    """``covariance_type`` if it names a registry entry, else scikit-learn's kind of error."""
+    if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(
+            f"covariance_type must be one of {', '.join(repr(n) for n in NAMES)}; "
+            f"got {covariance_type!r}."
+        )
+    return covariance_type
+
+
+def full_covariances(covariances, covariance_type, n_components, n_features) -> np.ndarray:
+    """(K, D, D) covariance matrices from any type's ``covariances_``.
+
+    Parameters
+    ----------
+    covariances : array-like
+        ``GaussianMixture.covariances_``: (K, D, D) if 'full', (D, D) if
+        'tied', (K, D) if 'diag', (K,) if 'spherical'.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    n_components, n_features : int
+        K and D.
+
+    Returns
+    -------
+    ndarray of shape (K, D, D), float64
+        A new array, never a view of ``covariances``.
+
+    Raises
+    ------
+    ValueError
+        Unknown type, wrong shape, non-finite values, asymmetric matrices
+        or negative variances; the message says what to pass instead.
+    """
+    cov_type = get(check_name(covariance_type))
+    K, D = int(n_components), int(n_features)
+    try:
+        cov = np.asarray(covariances, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("covariances must be a numeric array: pass GaussianMixture.covariances_.") from None
+    expected = cov_type.param_shape(K, D)
+    if cov.shape != expected:
+        raise ValueError(
+            f"covariances has shape {cov.shape} but covariance_type={covariance_type!r} with "
+            f"n_components={K} and n_features={D} needs {expected}: pass the model's "
+            "covariances_ together with its own covariance_type."
+        )
+    if not np.all(np.isfinite(cov)):
+        raise ValueError("covariances contain NaN or infinity: the model is not usable; refit it.")
+    full = cov_type.to_full(cov, K, D)
+    scale = max(float(np.abs(full).max()), np.finfo(np.float64).tiny)
+    asym = float(np.abs(full - np.swapaxes(full, -1, -2)).max())
+    if asym > 1e-8 * scale:
+        raise ValueError(
+            f"covariances are not symmetric (max |C - C^T| = {asym:.3g}): pass covariance "
+            "matrices, not precision Cholesky factors."
+        )
+    variances = np.diagonal(full, axis1=1, axis2=2)
+    if (variances < 0).any():
+        raise ValueError(
+            f"{covariance_type} covariances must have variances >= 0, got minimum "
+            f"{float(variances.min()):.3g}: pass covariances_, not log-variances or precisions."
+        )
+    return full

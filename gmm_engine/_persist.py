@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, _covariance
-from ._npy import load_npy_bytes
+from .npy import load_npy_bytes
 from ._validation import validate_params
 from .exceptions import ModelFormatError
 

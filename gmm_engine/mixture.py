@@ -8,6 +8,7 @@ import logging
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +44,38 @@ from .exceptions import ConvergenceWarning, DataValidationError, compatible
 
 logger = logging.getLogger("gmm_engine")
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "InformationCriteria"]
+
+
+@dataclass(frozen=True)
+class InformationCriteria:
+    """What model selection compares, from one pass over the data.
+
+    Attributes
+    ----------
+    loglik : float
+        Total log-likelihood of the data under the model.
+    n_samples : int
+        Rows (the effective sample size of BIC's ``ln N``).
+    n_parameters : int
+    bic, aic : float
+        ``-2 loglik + p ln N`` and ``-2 loglik + 2 p``; lower is better.
+    """
+
+    loglik: float
+    n_samples: int
+    n_parameters: int
+    bic: float
+    aic: float
+
+    @property
+    def mean_loglik(self) -> float:
+        return self.loglik / self.n_samples
+
+    @classmethod
+    def of(cls, loglik: float, n_samples: int, n_parameters: int) -> "InformationCriteria":
+        return cls(float(loglik), int(n_samples), int(n_parameters),
+                   -2.0 * loglik + n_parameters * math.log(n_samples), -2.0 * loglik + 2.0 * n_parameters)
 
 
 # ---------------------------------------------------------------------------
@@ -783,21 +815,36 @@ Zarr array, of shape (n_samples, n_features)
         mean = s.mean().compute() if hasattr(s, "compute") else s.mean()
         return float(mean), int(s.shape[0])
 
-    def _n_parameters(self):
+    def n_parameters(self) -> int:
+        """Free parameters of the fitted model: ``(K - 1) + K D`` plus the covariances'.
+
+        The count BIC and AIC charge; scikit-learn's private ``_n_parameters``.
+        """
         params = self._params(covariances=False)
         return _covariance.get(params.covariance_type).n_parameters(
             params.n_components, params.n_features
         )
 
+    # scikit-learn's name, for code written against it
+    _n_parameters = n_parameters
+
+    def information_criteria(self, X) -> InformationCriteria:
+        """Log-likelihood, BIC and AIC of X from one pass over it.
+
+        Returns
+        -------
+        InformationCriteria
+        """
+        score, n = self._total_score(X)
+        return InformationCriteria.of(score * n, n, self.n_parameters())
+
     def bic(self, X):
         """Bayesian information criterion on X; lower is better."""
-        score, n = self._total_score(X)
-        return -2 * score * n + self._n_parameters() * math.log(n)
+        return self.information_criteria(X).bic
 
     def aic(self, X):
         """Akaike information criterion on X; lower is better."""
-        score, n = self._total_score(X)
-        return -2 * score * n + 2 * self._n_parameters()
+        return self.information_criteria(X).aic
 
     def sample(self, n_samples=1):
         """Draw rows from the fitted mixture (scikit-learn's draws for a given seed).

@@ -301,7 +301,7 @@ def anomaly_metrics(root, partition_ids) -> dict:
         ``precision``, ``recall``, ``f1``, ``true_positives``,
         ``false_positives``, ``false_negatives``, ``n_rows``, ``n_injected``.
     """
-    from gmm_engine._npy import load_npy_bytes
+    from gmm_engine.npy import load_npy_bytes
 
     from .outputs import read_scores
 

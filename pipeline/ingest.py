@@ -806,7 +806,7 @@ class _NpyReader(_ArrayReader):
         self.loc, self.batch_rows = loc, batch_rows
         try:
             with loc.open() as f:
-                from gmm_engine._npy import read_npy_header
+                from gmm_engine.npy import read_npy_header
 
                 version = np.lib.format.read_magic(f)
                 # under gmm_engine's lock: concurrent header parsing can crash CPython 3.11

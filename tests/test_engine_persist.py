@@ -364,7 +364,7 @@ def test_npy_headers_are_parsed_under_the_ast_lock(tmp_path, monkeypatch):
     # and scoring tasks load models and .npy partitions from several threads
     import ast
 
-    from gmm_engine import _npy
+    from gmm_engine import npy as _npy
     from pipeline.ingest import ingest
 
     held = []
