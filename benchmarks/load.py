@@ -467,7 +467,7 @@ def check_outputs(work, expected: dict) -> list[str]:
     empty staging area.
     """
     from pipeline.manifest import Manifest
-    from pipeline.outputs import read_scores
+    from pipeline.scores_store import read_scores
 
     work = Path(work)
     scores = work / "scores"

@@ -23,8 +23,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from gmm_engine.atomic import write_json
 from pipeline.demo_data import anomaly_metrics
-from pipeline.outputs import atomic_write_json
 from pipeline.workspace import Workspace
 
 from .config import (
@@ -132,7 +132,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "dashboard": dashboard,
     }
-    atomic_write_json(report / "summary.json", _clean(summary))
+    write_json(report / "summary.json", _clean(summary))
     create_markdown_artifact(key="demo-summary", markdown=(
         f"# Demo\n\nSelected K={winner['n_components']} {winner['covariance_type']} "
         f"(truth K={config.true_components} {config.true_covariance_type}); anomaly precision "

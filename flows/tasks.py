@@ -157,9 +157,9 @@ def register_task(model_dir: str, data: str, models_root: str, contamination: fl
     import numpy as np
 
     from gmm_engine import load_model
+    from gmm_engine.atomic import write_bytes
 
     from pipeline.models import ModelRegistry
-    from pipeline.outputs import atomic_write_bytes
     from pipeline.training import register_model
 
     model, _ = load_model(model_dir)
@@ -170,7 +170,7 @@ def register_task(model_dir: str, data: str, models_root: str, contamination: fl
     sample_path = Path(work_dir) / f"training-scores-{version}.npy"
     buf = io.BytesIO()
     np.save(buf, np.asarray(thr.sample, dtype=np.float64), allow_pickle=False)
-    atomic_write_bytes(sample_path, buf.getvalue())
+    write_bytes(sample_path, buf.getvalue())
     return {"version": version, "model_dir": str(Path(models_root) / version),
             "threshold": thr.to_dict(), "scores_sample": str(sample_path)}
 

@@ -43,6 +43,7 @@ __all__ = [
     "write_text",
     "write_json",
     "publish_dir",
+    "local_path",
     "remove_entry",
     "sweep",
 ]
@@ -339,6 +340,8 @@ def sweep(directory, *, older_than_seconds: float = 0.0, keep=None) -> dict:
         if name.role == OLD and not os.path.lexists(final):
             try:
                 _rename_noreplace(path, final)
+            except FileNotFoundError:
+                continue  # removed or restored concurrently
             except FileExistsError:
                 remove_entry(path)  # the replacement arrived meanwhile
                 report["removed"].append(str(path))

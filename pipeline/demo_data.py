@@ -303,7 +303,7 @@ def anomaly_metrics(root, partition_ids) -> dict:
     """
     from gmm_engine.npy import load_npy_bytes
 
-    from .outputs import read_scores
+    from .scores_store import read_scores
 
     root = Path(root)
     tp = fp = fn = n = 0

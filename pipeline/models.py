@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from gmm_engine import GaussianMixture, ModelFormatError, load_model, read_model_document
-
-from .outputs import atomic_write_text
+from gmm_engine.atomic import publish_dir, remove_entry, temp_name, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +66,18 @@ class ModelRegistry:
             The version: UTC time and the first 8 hex digits of the model's checksum.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".incoming-{uuid.uuid4().hex}"
-        model.save(tmp, metadata=metadata)
-        digest = read_model_document(tmp)["checksum"][:8]
+        # The version names the checksum, known only once the model is saved: save it
+        # under a temporary name, then publish it under its version (never replacing one).
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        version = f"{stamp}-{digest}"
-        final = self.root / version
-        tmp.rename(final)
+        tmp = self.root / temp_name(stamp)
+        try:
+            model.save(tmp, metadata=metadata)
+            version = f"{stamp}-{read_model_document(tmp)['checksum'][:8]}"
+            with publish_dir(self.root / version) as final:
+                for f in list(tmp.iterdir()):
+                    os.rename(f, final / f.name)
+        finally:
+            remove_entry(tmp)
         if make_current:
             self.set_current(version)
         logger.info("registered model %s%s", version, " (current)" if make_current else "")
@@ -82,7 +86,7 @@ class ModelRegistry:
     def set_current(self, version: str) -> None:
         if not (self.root / version).is_dir():
             raise ModelFormatError(f"No model version {version!r} under {self.root}.")
-        atomic_write_text(self.root / CURRENT, version + "\n")
+        write_text(self.root / CURRENT, version + "\n")
 
     def current_version(self) -> str | None:
         pointer = self.root / CURRENT

@@ -10,8 +10,8 @@ For one partition :func:`score_partition`
 3. scores it in one pass per chunk on the current Dask scheduler, or in
    this process when it is small (``local_max_rows``);
 4. writes the scores store atomically (a temporary store renamed into
-   place) and records it in the manifest with the model version, row
-   count, anomaly count and mean log-likelihood.
+   place) and records it in the manifest with the model version and the
+   row count, anomaly count and mean log-likelihood counted while writing.
 
 A failure at any step is recorded in the manifest and reported; the
 partition stays unscored and the other partitions are unaffected.
@@ -28,9 +28,6 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import dask
-import dask.array as da
-
 from gmm_engine import open_zarr_array
 from gmm_engine.scoring import score_rows
 
@@ -38,8 +35,8 @@ from .cluster import scheduler_lost
 from .ingest import ingest
 from .manifest import AlreadyScored, ClaimConflict, ClaimLost, Manifest, ManifestEntry, utc_now_iso
 from .models import LoadedModel
-from .outputs import write_scores
 from .partitions import Partition, safe_child
+from .scores_store import write_scores
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +157,8 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
             threshold = model.threshold
             flag = ll <= threshold
             out = safe_child(Path(outputs_dir), f"{pid}.zarr")
-            write_scores(
+            # the manifest records what the store holds, counted while writing it
+            summary = write_scores(
                 out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flag,
                 attrs={
                     "partition_id": pid,
@@ -171,19 +169,10 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
                     "rows_dropped": report.n_bad_rows if bad_rows == "drop" else 0,
                 },
             )
-            # the manifest records what the store holds: the arrays just written, or
-            # (lazy scores would be computed again) read back from the store
-            if local:
-                n_rows = int(ll.shape[0])
-                mean_ll, n_anom = (float(ll.mean()) if n_rows else float("nan")), int(flag.sum())
-            else:
-                stored_ll = da.from_zarr(str(out / "log_likelihood"))
-                stored_flag = da.from_zarr(str(out / "is_anomaly"))
-                n_rows = int(stored_ll.shape[0])
-                mean_ll, n_anom = dask.compute(stored_ll.mean(), stored_flag.sum())
+            n_rows = summary.n_rows
             entry = ManifestEntry(
                 partition_id=pid, model_version=model.version, output_path=str(out),
-                n_rows=n_rows, n_anomalies=int(n_anom), mean_loglik=float(mean_ll),
+                n_rows=n_rows, n_anomalies=summary.n_anomalies, mean_loglik=summary.mean_loglik,
                 threshold=float(threshold), source_url=partition.url,
                 scored_at=utc_now_iso(), run_id=run_id,
             )

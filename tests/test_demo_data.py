@@ -53,7 +53,7 @@ def test_a_directory_the_demo_did_not_make_is_refused_and_kept(tmp_path):
 
 
 def test_anomaly_metrics_against_the_injected_truth(tmp_path):
-    from pipeline.outputs import write_scores
+    from pipeline.scores_store import write_scores
 
     root = tmp_path / "w"
     _small(root, n_partitions=1)

@@ -20,7 +20,7 @@ from flows.config import (
 from pipeline.demo_data import write_partition
 from pipeline.manifest import Manifest
 from pipeline.models import ModelRegistry
-from pipeline.outputs import read_scores
+from pipeline.scores_store import read_scores
 
 NAMES = ["a", "b", "c"]
 pytestmark = pytest.mark.usefixtures("prefect_harness")

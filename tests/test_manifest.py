@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gmm_engine.atomic import temp_name
 from pipeline.manifest import (
     AlreadyScored,
     ClaimConflict,
@@ -25,8 +26,8 @@ from pipeline.manifest import (
     NotAManifestError,
     utc_now_iso,
 )
-from pipeline.outputs import temp_name_for, write_scores
 from pipeline.partitions import UnsafePartitionName
+from pipeline.scores_store import read_scores, write_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -397,7 +398,7 @@ def _scores(n=20):
 
 
 def _score(m, out_dir, pid, run_id, record=True):
-    path = write_scores(out_dir / f"{pid}.zarr", attrs={"partition_id": pid}, **_scores())
+    path = write_scores(out_dir / f"{pid}.zarr", attrs={"partition_id": pid}, **_scores()).path
     if record:
         m.record_success(make_entry(pid, run_id=run_id, output_path=str(path), n_rows=20, n_anomalies=0))
     return path
@@ -420,24 +421,24 @@ def test_reconcile_after_simulated_crashes(tmp_path):
     assert m.claim("busy", "run-live")
     _score(m, out, "busy", "run-live", record=False)
     # crash while writing -> temp removed; live writer's temp kept
-    dead_tmp = out / temp_name_for("crashed.zarr")
+    dead_tmp = out / temp_name("crashed.zarr")
     (dead_tmp / "log_likelihood").mkdir(parents=True)
     assert m.claim("writing", "run-live")
-    live_tmp = out / temp_name_for("writing.zarr")
+    live_tmp = out / temp_name("writing.zarr")
     live_tmp.mkdir()
     # stale claim (owner pid does not exist on this host) -> released, its temp removed
     assert m.claim("stale", "run-dead")
     _set_claim(db, "stale", pid=2**22 + 12345)
-    stale_tmp = out / temp_name_for("stale.zarr")
+    stale_tmp = out / temp_name("stale.zarr")
     stale_tmp.mkdir()
     # things that are not ours -> left alone
     foreign = out / "foreign.zarr"
     foreign.mkdir()
     (foreign / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
     (out / "README.txt").write_text("keep me")
-    fresh_json_tmp = out / temp_name_for("manifest.json")
+    fresh_json_tmp = out / temp_name("manifest.json")
     fresh_json_tmp.write_text("{}")
-    old_json_tmp = out / temp_name_for("manifest.json")
+    old_json_tmp = out / temp_name("manifest.json")
     old_json_tmp.write_text("{}")
     past = time.time() - 7200
     os.utime(old_json_tmp, (past, past))
@@ -491,8 +492,9 @@ def test_reconcile_refuses_missing_outputs_dir(tmp_path):
 _KILLED_RUN = """
 import os, sys
 import numpy as np
+from gmm_engine.atomic import publish_dir
 from pipeline.manifest import Manifest, ManifestEntry, utc_now_iso
-from pipeline.outputs import atomic_store, write_scores
+from pipeline.scores_store import write_scores
 
 db, out, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 m = Manifest(db)
@@ -501,13 +503,13 @@ for i in range(10):
     assert m.claim(pid, "run-1")
     if i == kill_at:
         # killed while writing this partition's store
-        with atomic_store(os.path.join(out, pid + ".zarr")) as tmp:
+        with publish_dir(os.path.join(out, pid + ".zarr")) as tmp:
             open(os.path.join(tmp, "half"), "wb").write(b"x")
             os._exit(9)
     n = 10
     path = write_scores(os.path.join(out, pid + ".zarr"), attrs={},
                         log_likelihood=np.zeros(n), component=np.zeros(n, "int32"),
-                        responsibility=np.ones(n), is_anomaly=np.zeros(n, bool))
+                        responsibility=np.ones(n), is_anomaly=np.zeros(n, bool)).path
     m.record_success(ManifestEntry(pid, "model-1", str(path), n, 0, 0.0, -5.0, pid, utc_now_iso(), "run-1"))
 """
 
@@ -539,6 +541,78 @@ def test_run_killed_mid_partition_next_run_scores_exactly_the_missing(tmp_path):
         **{f"p{i}": "run-2" for i in range(6, 10)},
     }
     assert all(Path(e.output_path) == out / f"{e.partition_id}.zarr" for e in entries)
+
+
+def test_reconcile_restores_or_removes_replaced_entries_in_outputs(tmp_path):
+    # an `.old` entry is a replaced directory moved aside: put back when its
+    # replacement never arrived, deleted when it did; a live claim keeps it
+    out = tmp_path / "outputs"
+    m = Manifest(tmp_path / "m.sqlite")
+    _score(m, out, "p1", "run-a")
+    aside = out / temp_name("p1.zarr", "old")
+    os.rename(out / "p1.zarr", aside)  # crash between moving the old aside and moving the new in
+    _score(m, out, "p2", "run-a")
+    superseded = out / temp_name("p2.zarr", "old")
+    superseded.mkdir()  # crash after the new one arrived, before the old was deleted
+    assert m.claim("p3", "run-live")
+    live_old = out / temp_name("p3.zarr", "old")
+    live_old.mkdir()
+
+    report = m.reconcile(out)
+
+    assert report["restored"] == [str(out / "p1.zarr")]
+    assert report["removed_temps"] == [str(superseded)]
+    assert report["kept_in_progress"] == [str(live_old)]
+    assert report["forgotten"] == report["removed_orphans"] == []
+    assert m.scored_ids() == {"p1", "p2"}  # restored before entries without output were looked for
+    assert read_scores(out / "p1.zarr")["n_rows"] == 20
+    assert sorted(os.listdir(out)) == sorted(["p1.zarr", "p2.zarr", live_old.name])
+
+
+def test_reconcile_sweeps_other_dirs_with_the_grace_period(tmp_path):
+    out = tmp_path / "outputs"
+    out.mkdir()
+    models, report_dir = tmp_path / "models", tmp_path / "report"
+    models.mkdir()
+    report_dir.mkdir()
+    m = Manifest(tmp_path / "m.sqlite")
+    past = time.time() - 7200
+    old_model_tmp = models / temp_name("20260101T000000Z")
+    old_model_tmp.mkdir()
+    fresh_model_tmp = models / temp_name("20260101T000001Z")
+    fresh_model_tmp.mkdir()
+    (models / "v1").mkdir()
+    aside = models / temp_name("v2", "old")
+    aside.mkdir()  # replacement of v2 never arrived
+    old_plot_tmp = report_dir / temp_name("bic.png")
+    old_plot_tmp.write_bytes(b"png")
+    for p in (old_model_tmp, aside, old_plot_tmp):
+        os.utime(p, (past, past))
+
+    report = m.reconcile(out, other_dirs=[models, str(report_dir), tmp_path / "missing"])
+
+    assert sorted(report["removed_other_temps"]) == sorted(map(str, [old_model_tmp, old_plot_tmp]))
+    assert report["kept_other_temps"] == [str(fresh_model_tmp)]
+    assert report["restored"] == [str(models / "v2")]
+    assert report["removed_temps"] == report["kept_in_progress"] == []
+    assert sorted(os.listdir(models)) == sorted(["v1", "v2", fresh_model_tmp.name])
+    assert os.listdir(report_dir) == []
+    again = m.reconcile(out, other_dirs=[models], temp_grace_seconds=0)
+    assert again["removed_other_temps"] == [str(fresh_model_tmp)]
+
+
+def test_reconcile_refuses_bad_other_dirs(tmp_path):
+    out = tmp_path / "outputs"
+    out.mkdir()
+    m = Manifest(tmp_path / "m.sqlite")
+    stray = out / temp_name("manifest.json")
+    stray.write_text("{}")
+    os.utime(stray, (time.time() - 7200,) * 2)
+    with pytest.raises(ValueError, match="other_dirs includes the outputs directory.*nothing was changed"):
+        m.reconcile(out, other_dirs=[tmp_path / "models", out])
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        m.reconcile(out, other_dirs=str(tmp_path / "models"))
+    assert stray.exists()
 
 
 # ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""Atomic output stores, scores stores and atomic file writes."""
+"""Scores stores: the round trip, atomic publishing, input checks, damage detection, the summary."""
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,17 +12,12 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import outputs
-from pipeline.outputs import (
+from pipeline.scores_store import (
     ScoresStoreError,
-    atomic_store,
-    atomic_write_json,
-    atomic_write_text,
+    ScoresSummary,
     is_scores_store,
-    parse_temp_name,
     read_scores,
-    remove_stale_temps,
-    temp_name_for,
+    scores_marker,
     write_scores,
 )
 
@@ -37,118 +33,13 @@ def _scores(n, seed=0):
 
 
 # ----------------------------------------------------------------------------
-# atomic_store
-
-
-def test_atomic_store_publishes_only_on_success(tmp_path):
-    final = tmp_path / "out" / "p1.zarr"
-    with atomic_store(final) as tmp:
-        assert not final.exists()
-        assert tmp.parent == final.parent
-        assert tmp.name.startswith(".p1.zarr.tmp-")
-        assert parse_temp_name(tmp.name) == "p1.zarr"
-        assert tmp.is_dir() and list(tmp.iterdir()) == []
-        (tmp / "data").write_bytes(b"123")
-        (tmp / "sub").mkdir()
-        (tmp / "sub" / "more").write_bytes(b"4")
-        assert not final.exists()
-    assert (final / "data").read_bytes() == b"123"
-    assert (final / "sub" / "more").read_bytes() == b"4"
-    assert sorted(os.listdir(final.parent)) == ["p1.zarr"]
-
-
-def test_atomic_store_leaves_nothing_on_exception(tmp_path):
-    final = tmp_path / "p1.zarr"
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_store(final) as tmp:
-            (tmp / "partial").write_bytes(b"half")
-            raise RuntimeError("boom")
-    assert os.listdir(tmp_path) == []
-
-
-def test_atomic_store_cleans_up_on_keyboard_interrupt(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_store(tmp_path / "p1.zarr") as tmp:
-            (tmp / "partial").write_bytes(b"half")
-            raise KeyboardInterrupt
-    assert os.listdir(tmp_path) == []
-
-
-def test_atomic_store_refuses_existing_final(tmp_path):
-    final = tmp_path / "p1.zarr"
-    final.mkdir()
-    (final / "keep").write_text("old")
-    with pytest.raises(FileExistsError, match="already exists and is never overwritten.*remove it first"):
-        with atomic_store(final):
-            pytest.fail("must not start writing")
-    assert (final / "keep").read_text() == "old"
-    assert os.listdir(tmp_path) == ["p1.zarr"]
-
-
-def test_atomic_store_refuses_final_created_meanwhile(tmp_path):
-    # A concurrent writer publishes first: ours is refused, theirs is intact,
-    # and our temporary directory is gone.
-    final = tmp_path / "p1.zarr"
-    with pytest.raises(FileExistsError, match="already exists"):
-        with atomic_store(final) as tmp:
-            (tmp / "mine").write_text("mine")
-            final.mkdir()
-            (final / "theirs").write_text("theirs")
-    assert os.listdir(final) == ["theirs"]
-    assert os.listdir(tmp_path) == ["p1.zarr"]
-
-
-def test_atomic_store_refuses_empty_final_created_meanwhile(tmp_path):
-    # rename(2) would silently replace an empty directory; we must not.
-    final = tmp_path / "p1.zarr"
-    with pytest.raises(FileExistsError):
-        with atomic_store(final) as tmp:
-            (tmp / "mine").write_text("mine")
-            final.mkdir()
-    assert os.listdir(final) == []
-    assert os.listdir(tmp_path) == ["p1.zarr"]
-
-
-def test_no_replace_rename_closes_the_race_window(tmp_path, monkeypatch):
-    # The target appears between the existence check and the rename: only
-    # renameat2(RENAME_NOREPLACE) can refuse then.
-    if not outputs._get_renameat2():
-        pytest.skip("renameat2 is not available here")
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    dst.mkdir()
-    monkeypatch.setattr(outputs.os.path, "lexists", lambda p: False)
-    with pytest.raises(FileExistsError, match="never overwritten"):
-        outputs._rename_noreplace(src, dst)
-    assert src.exists() and dst.exists()
-
-
-def test_rename_fallback_without_renameat2_refuses_existing(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs, "_get_renameat2", lambda: False)
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    dst.mkdir()
-    with pytest.raises(FileExistsError, match="never overwritten"):
-        outputs._rename_noreplace(src, dst)
-    dst.rmdir()
-    outputs._rename_noreplace(src, dst)
-    assert dst.exists() and not src.exists()
-
-
-def test_atomic_store_refuses_urls(tmp_path):
-    with pytest.raises(ValueError, match="is a URL.*local or network-mounted"):
-        with atomic_store("s3://bucket/p1.zarr"):
-            pass
-
-
-# ----------------------------------------------------------------------------
 # write_scores / read_scores
 
 
 def test_scores_round_trip_numpy(tmp_path):
     s = _scores(1000)
     attrs = {"model_version": "m1", "threshold": -14.5, "source_url": "/in/p1.csv"}
-    out = write_scores(tmp_path / "p1.zarr", attrs=attrs, chunk_rows=300, **s)
+    out = write_scores(tmp_path / "p1.zarr", attrs=attrs, chunk_rows=300, **s).path
     assert out == tmp_path / "p1.zarr"
     back = read_scores(out)
     for name, arr in s.items():
@@ -172,7 +63,7 @@ def test_scores_round_trip_dask_multiple_chunks(tmp_path):
         "is_anomaly": da.from_array(s["is_anomaly"], chunks=1003),
     }
     with dask.config.set(scheduler="threads"):
-        out = write_scores(tmp_path / "p1.zarr", attrs={"k": [1, 2]}, **ds)
+        out = write_scores(tmp_path / "p1.zarr", attrs={"k": [1, 2]}, **ds).path
     back = read_scores(out)
     for name, arr in s.items():
         np.testing.assert_array_equal(back[name], arr)
@@ -189,7 +80,7 @@ def test_scores_mixed_dask_and_numpy_with_explicit_chunks(tmp_path):
         tmp_path / "p.zarr", attrs={}, chunk_rows=16,
         log_likelihood=ll, component=s["component"].astype(np.int64),
         responsibility=s["responsibility"].astype(np.float32), is_anomaly=s["is_anomaly"],
-    )
+    ).path
     back = read_scores(out)
     np.testing.assert_array_equal(back["log_likelihood"], s["log_likelihood"])
     assert back["component"].dtype == np.int64
@@ -239,7 +130,7 @@ def test_tasks_still_running_after_a_failure_do_not_recreate_the_temp_dir(tmp_pa
 
 def test_empty_partition_round_trip(tmp_path):
     s = _scores(0)
-    out = write_scores(tmp_path / "e.zarr", attrs={"n": 0}, **s)
+    out = write_scores(tmp_path / "e.zarr", attrs={"n": 0}, **s).path
     back = read_scores(out)
     assert back["n_rows"] == 0
     assert all(back[k].shape == (0,) for k in s)
@@ -291,7 +182,7 @@ def test_read_scores_missing_store(tmp_path):
 def test_read_scores_detects_missing_chunk(tmp_path):
     s = _scores(100)
     s["is_anomaly"][:] = False  # all-fill chunks must still be written
-    out = write_scores(tmp_path / "p.zarr", attrs={}, chunk_rows=40, **s)
+    out = write_scores(tmp_path / "p.zarr", attrs={}, chunk_rows=40, **s).path
     chunk_dir = out / "is_anomaly" / "c"
     assert sorted(os.listdir(chunk_dir)) == ["0", "1", "2"]
     os.remove(chunk_dir / "1")
@@ -301,14 +192,14 @@ def test_read_scores_detects_missing_chunk(tmp_path):
 
 
 def test_read_scores_detects_corrupt_chunk(tmp_path):
-    out = write_scores(tmp_path / "p.zarr", attrs={}, chunk_rows=40, **_scores(100))
+    out = write_scores(tmp_path / "p.zarr", attrs={}, chunk_rows=40, **_scores(100)).path
     (out / "log_likelihood" / "c" / "0").write_bytes(b"garbage, not zstd")
     with pytest.raises(ScoresStoreError, match="'log_likelihood' cannot be decoded"):
         read_scores(out)
 
 
 def test_read_scores_detects_missing_metadata_and_arrays(tmp_path):
-    out = write_scores(tmp_path / "p.zarr", attrs={}, **_scores(10))
+    out = write_scores(tmp_path / "p.zarr", attrs={}, **_scores(10)).path
     import shutil
 
     shutil.rmtree(out / "component")
@@ -327,7 +218,7 @@ def test_read_scores_refuses_foreign_zarr(tmp_path):
 
 
 def test_read_scores_detects_wrong_length(tmp_path):
-    out = write_scores(tmp_path / "p.zarr", attrs={}, **_scores(10))
+    out = write_scores(tmp_path / "p.zarr", attrs={}, **_scores(10)).path
     meta = json.loads((out / "zarr.json").read_text())
     meta["attributes"]["gmm_stream"]["n_rows"] = 11
     (out / "zarr.json").write_text(json.dumps(meta))
@@ -336,62 +227,80 @@ def test_read_scores_detects_wrong_length(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# remove_stale_temps
+# what write_scores returns, and how it refuses an existing store
 
 
-def test_remove_stale_temps(tmp_path):
-    keep = tmp_path / "p1.zarr"
-    keep.mkdir()
-    (tmp_path / "notes.tmp").write_text("not ours")
-    (tmp_path / ".p1.zarr.tmp-short").mkdir()  # not our temp pattern
-    old_dir = tmp_path / temp_name_for("p2.zarr")
-    old_dir.mkdir()
-    (old_dir / "chunk").write_bytes(b"1")
-    old_file = tmp_path / temp_name_for("manifest.json")
-    old_file.write_text("{}")
-    new_dir = tmp_path / temp_name_for("p3.zarr")
-    new_dir.mkdir()
-    past = time.time() - 3600
-    for p in (old_dir, old_file):
-        os.utime(p, (past, past))
-
-    removed = remove_stale_temps(tmp_path, older_than_seconds=600)
-    assert sorted(removed) == sorted([str(old_dir), str(old_file)])
-    assert new_dir.exists() and keep.exists()
-
-    removed = remove_stale_temps(tmp_path)
-    assert removed == [str(new_dir)]
-    assert sorted(os.listdir(tmp_path)) == [".p1.zarr.tmp-short", "notes.tmp", "p1.zarr"]
-    assert remove_stale_temps(tmp_path / "missing") == []
+def test_summary_of_numpy_scores(tmp_path):
+    s = _scores(1000)
+    summary = write_scores(tmp_path / "p1.zarr", attrs={}, chunk_rows=300, **s)
+    assert summary == ScoresSummary(tmp_path / "p1.zarr", 1000, int(s["is_anomaly"].sum()),
+                                    float(s["log_likelihood"].mean()))
+    assert isinstance(summary.n_rows, int) and isinstance(summary.n_anomalies, int)
+    assert isinstance(summary.mean_loglik, float)
 
 
-# ----------------------------------------------------------------------------
-# atomic_write_text / atomic_write_json
+def test_summary_of_dask_scores_matches_the_store(tmp_path):
+    s = _scores(1003, seed=1)
+    ds = {
+        "log_likelihood": da.from_array(s["log_likelihood"].astype(np.float32), chunks=((400, 3, 600),)),
+        "component": da.from_array(s["component"], chunks=100),
+        "responsibility": da.from_array(s["responsibility"], chunks=250),
+        "is_anomaly": da.from_array(s["is_anomaly"], chunks=1003),
+    }
+    with dask.config.set(scheduler="threads"):
+        summary = write_scores(tmp_path / "p1.zarr", attrs={}, **ds)
+        # what the scoring task used to read back from the store
+        stored_ll = da.from_zarr(str(summary.path / "log_likelihood"))
+        stored_flag = da.from_zarr(str(summary.path / "is_anomaly"))
+        mean, count = dask.compute(stored_ll.mean(), stored_flag.sum())
+    assert summary.n_rows == 1003
+    assert summary.n_anomalies == int(count) == int(s["is_anomaly"].sum())
+    assert summary.mean_loglik == float(mean)  # the stored float64 values, same reduction
 
 
-def test_atomic_write_json_replaces_whole_file(tmp_path):
-    path = tmp_path / "sub" / "state.json"
-    atomic_write_json(path, {"b": 1, "a": [1, 2]})
-    assert json.loads(path.read_text()) == {"a": [1, 2], "b": 1}
-    assert path.read_text().index('"a"') < path.read_text().index('"b"')  # sorted keys
-    atomic_write_json(path, {"c": None})
-    assert json.loads(path.read_text()) == {"c": None}
-    assert os.listdir(path.parent) == ["state.json"]
+def test_summary_of_dask_scores_computes_the_scores_once(tmp_path):
+    s = _scores(100)
+    calls = []
+
+    def count_blocks(block):
+        calls.append(len(block))
+        return block
+
+    ll = da.from_array(s["log_likelihood"], chunks=25).map_blocks(count_blocks, meta=np.array((), np.float64))
+    with dask.config.set(scheduler="threads"):
+        summary = write_scores(tmp_path / "p1.zarr", attrs={}, log_likelihood=ll, component=s["component"],
+                               responsibility=s["responsibility"], is_anomaly=ll < -10)
+    assert sorted(calls) == [25, 25, 25, 25]
+    assert summary.n_anomalies == int((s["log_likelihood"] < -10).sum())
+    np.testing.assert_allclose(summary.mean_loglik, s["log_likelihood"].mean(), rtol=1e-12)
 
 
-def test_atomic_write_json_failure_keeps_old_content(tmp_path):
-    path = tmp_path / "state.json"
-    atomic_write_json(path, {"ok": True})
-    with pytest.raises(ValueError, match="Replace NaN/infinity with None"):
-        atomic_write_json(path, {"x": float("nan")})
-    with pytest.raises(TypeError):
-        atomic_write_json(path, {"x": object()})
-    assert json.loads(path.read_text()) == {"ok": True}
-    assert os.listdir(tmp_path) == ["state.json"]
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+def test_summary_of_an_empty_partition(tmp_path, lazy):
+    s = _scores(0)
+    if lazy:
+        s = {k: da.from_array(v) for k, v in s.items()}
+    summary = write_scores(tmp_path / "e.zarr", attrs={}, **s)
+    assert summary.n_rows == summary.n_anomalies == 0 and math.isnan(summary.mean_loglik)
 
 
-def test_atomic_write_text(tmp_path):
-    path = tmp_path / "note.txt"
-    atomic_write_text(path, "héllo\n")
-    assert path.read_text(encoding="utf-8") == "héllo\n"
-    assert os.listdir(tmp_path) == ["note.txt"]
+def test_existing_store_is_refused_with_the_fix(tmp_path):
+    final = tmp_path / "p1.zarr"
+    final.mkdir()
+    (final / "keep").write_text("old")
+    with pytest.raises(FileExistsError, match=r"already exists and is never overwritten\. To re-create it, remove "
+                       r"it first \(for a scores store: Manifest\.forget\(partition_id\), then delete the store "
+                       r"or let Manifest\.reconcile remove it\), or write to a new path"):
+        write_scores(final, attrs={}, **_scores(3))
+    assert (final / "keep").read_text() == "old"
+    assert os.listdir(tmp_path) == ["p1.zarr"]
+
+
+def test_scores_marker_reads_only_the_metadata(tmp_path):
+    out = write_scores(tmp_path / "p.zarr", attrs={"a": 1}, **_scores(5)).path
+    assert scores_marker(out) == {"format": "gmm-stream.scores", "format_version": 1, "n_rows": 5,
+                                  "arrays": ["log_likelihood", "component", "responsibility", "is_anomaly"]}
+    (tmp_path / "foreign.zarr").mkdir()
+    (tmp_path / "foreign.zarr" / "zarr.json").write_text('{"zarr_format": 3, "attributes": {}}')
+    assert scores_marker(tmp_path / "foreign.zarr") is None
+    assert scores_marker(tmp_path / "missing.zarr") is None
