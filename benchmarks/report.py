@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from benchmarks import notes
-from gmm_engine._data import MAX_TASKS_PER_THREAD
+from gmm_engine._dask_plan import MAX_TASKS_PER_THREAD
 
 
 def jsonable(obj):

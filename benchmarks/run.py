@@ -179,7 +179,8 @@ def bench_predict(ctx):
     from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
     from gmm_engine import _covariance
-    from gmm_engine._data import _run_blocks
+    from gmm_engine._chunked import run_blocks
+    from gmm_engine._fitted import fitted_params
 
     cfg = ctx.sizes["full"]
     N, D, K = cfg["N"], cfg["D"], cfg["K"]
@@ -206,7 +207,7 @@ def bench_predict(ctx):
     score_rel = float(np.max(np.abs(s_ours - s_sk)) / np.max(np.abs(s_sk)))
 
     # The fused kernels alone, without input validation (check_array, NaN scan), for reference.
-    kp = model._params().kernel_params()
+    kp = fitted_params(model).kernel_params()
     cov = _covariance.get("full")
     block = 65_536
 
@@ -217,7 +218,7 @@ def bench_predict(ctx):
             s = i * block
             getattr(cov, kind)(X[s : s + block], kp, res[s : s + block])
 
-        _run_blocks(run, -(-N // block))
+        run_blocks(run, -(-N // block))
         return res
 
     fused_t = {m: best_of(lambda: fused(m), ctx.repeats) for m in ("score_samples", "predict")}
@@ -307,8 +308,8 @@ def fit_on_client(client, X, K, covariance_type, init, iters, repeats):
 
 
 def bench_scaling(ctx):
-    from gmm_engine import _data
-    from gmm_engine._data import DaskData
+    from gmm_engine import _chunked
+    from gmm_engine._dask_data import DaskData
 
     cfg = ctx.sizes["full"]
     N, D, K = cfg["N"], cfg["D"], cfg["K"]
@@ -324,17 +325,17 @@ def bench_scaling(ctx):
         arrays = {n: generate_dask_on_workers(c, D, K, N, chunk, seed=0) for n, c in clusters.items()}
         placement = {n: c.run(lambda dask_worker: len(dask_worker.data)) for n, c in clusters.items()}
         fits = {("workers", 1): [], ("workers", 2): [], ("threads", 1): [], ("threads", 2): []}
-        original = _data.n_threads
+        original = _chunked.n_threads
         for _ in range(rounds):
             for n, client in clusters.items():
                 fits[("workers", n)].append(fit_on_client(client, arrays[n], K, "full", init, ctx.iters, 1)[0])
             # Reference: the same fit in memory on 1 and 2 local threads, no cluster.
             for t in (1, 2):
-                _data.n_threads = lambda t=t: t
+                _chunked.n_threads = lambda t=t: t
                 try:
                     fits[("threads", t)].append(ours_fit(X, K, "full", init, ctx.iters, 1)[0])
                 finally:
-                    _data.n_threads = original
+                    _chunked.n_threads = original
         moved = {}
         for n, client in clusters.items():
             with client.as_current():
@@ -454,7 +455,7 @@ def _overhead_run(data_for_fit, chunks, K, init, iters, repeats, parallelism, no
 def bench_overhead(ctx):
     import dask.array as da
 
-    from gmm_engine._data import DaskData
+    from gmm_engine._dask_data import DaskData
 
     cfg = ctx.sizes["overhead"]
     N, D, K, n_chunks = cfg["N"], cfg["D"], cfg["K"], cfg["chunks"]
@@ -537,7 +538,7 @@ def _arithmetic_bound(sample, init, iters, N):
     both cores busy and no reading.
     """
     from gmm_engine import _covariance
-    from gmm_engine._data import NumpyData
+    from gmm_engine._chunked import NumpyData
     from gmm_engine._params import GMMParams, m_step
     from gmm_engine._stats import estep_chunk
 
@@ -560,8 +561,8 @@ def _bench_ooc(ctx, codec):
     import dask.array as da
     import zarr
 
-    from gmm_engine._data import DaskData
-    from gmm_engine.mixture import zarr_to_dask
+    from gmm_engine import zarr_to_dask
+    from gmm_engine._dask_data import DaskData
 
     cfg = ctx.sizes["ooc"]
     N, D, K = cfg["N"], cfg["D"], cfg["K"]

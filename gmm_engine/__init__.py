@@ -1,19 +1,26 @@
 """gmm_engine: out-of-core EM for Gaussian mixtures on Dask.
 
 The library layer of gmm-stream.  It imports neither ``pipeline``,
-``flows`` nor Prefect.
+``flows`` nor Prefect.  Its public face is this package's names
+(:data:`__all__`) and the public modules :mod:`gmm_engine.scoring`,
+:mod:`gmm_engine.checkpoint`, :mod:`gmm_engine.npy` and
+:mod:`gmm_engine.atomic`; everything whose name starts with ``_`` is
+internal.
 
 >>> from gmm_engine import GaussianMixture
 >>> gm = GaussianMixture(n_components=3).fit("data.zarr")   # doctest: +SKIP
 >>> labels = gm.predict(dask_array)                          # lazy  # doctest: +SKIP
+>>> start = GaussianMixture(3, n_init=4).initialize(X)       # best of 4 starts  # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
-from ._em import EMState  # noqa: E402
-from ._params import GMMParams  # noqa: E402
-from ._persist import read_model_document  # noqa: E402
-from .exceptions import (  # noqa: E402
+from ._covariance import NAMES as COVARIANCE_TYPES
+from ._covariance import full_covariances
+from ._em import EMState
+from ._input import open_zarr_array, zarr_to_dask
+from ._params import GMMParams
+from ._persist import read_model_document
+from ._version import __version__
+from .exceptions import (
     ComponentCollapseError,
     ConvergenceWarning,
     DataValidationError,
@@ -21,23 +28,7 @@ from .exceptions import (  # noqa: E402
     ModelFormatError,
     NotFittedError,
 )
-from ._covariance import NAMES as COVARIANCE_TYPES  # noqa: E402
-from ._covariance import full_covariances  # noqa: E402
-from .mixture import GaussianMixture, InformationCriteria, open_zarr_array, zarr_to_dask  # noqa: E402
-
-
-def load_model(path):
-    """Load a saved model and the metadata stored with it.
-
-    Returns
-    -------
-    model : GaussianMixture
-    metadata : dict
-    """
-    from ._persist import load_model as _load
-
-    return _load(GaussianMixture, path)
-
+from .mixture import GaussianMixture, InformationCriteria, load_model
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -51,9 +42,10 @@ __all__ = [
     "InvalidParameterError",
     "ModelFormatError",
     "NotFittedError",
+    "__version__",
+    "full_covariances",
     "load_model",
     "open_zarr_array",
-    "full_covariances",
     "read_model_document",
     "zarr_to_dask",
 ]

@@ -195,6 +195,10 @@ class CovarianceType:
 
     #: user ``precisions_init`` may be a 3-D array (scikit-learn's allow_nd)
     init_allows_nd = False
+    #: scikit-learn's start from one row per component ('random_from_data',
+    #: 'k-means++') reads every row, not only the chosen ones: the tied
+    #: covariance pools the raw second moment of all rows
+    one_hot_start_reads_all_rows = False
 
     def to_full(self, covariances, K: int, D: int) -> np.ndarray:
         """(K, D, D) covariance matrices from this type's ``covariances_`` (a new array)."""
@@ -333,6 +337,7 @@ class _Full(CovarianceType):
 
 class _Tied(CovarianceType):
     name = "tied"
+    one_hot_start_reads_all_rows = True
 
     def to_full(self, covariances, K, D):
         return np.array(np.broadcast_to(np.asarray(covariances, dtype=np.float64), (K, D, D)))
@@ -556,6 +561,8 @@ COVARIANCE_TYPES: dict[str, CovarianceType] = {
 
 #: the covariance type names, in scikit-learn's order: the one list everything else uses
 NAMES: tuple[str, ...] = tuple(COVARIANCE_TYPES)
+#: the type whose statistics keep each component's whole scatter matrix (K, D, D)
+FULL: str = _Full.name
 
 
 def get(covariance_type: str) -> CovarianceType:

@@ -1,10 +1,14 @@
-"""The EM driver: one pass over the chunks per iteration.
+"""The EM driver: one pass over the chunks per iteration, and the n_init loop.
 
 Each pass computes, under the current parameters, the merged sufficient
 statistics and the total log-likelihood.  The M-step turns the statistics
 into the next parameters; the log-likelihood divided by the row count is
 scikit-learn's lower bound for the parameters *before* that M-step, so
 one pass gives both the update and the convergence test.
+
+:func:`run_inits` is scikit-learn's ``n_init`` loop, written once: starts
+drawn in turn (from one random stream), each run (EM for ``fit``, one
+evaluating pass for ``initialize``), the highest lower bound kept.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from ._data import ChunkedData
+from ._chunked import ChunkedData
 from ._params import GMMParams, m_step
 from ._stats import estep_chunk
 
@@ -103,3 +107,45 @@ def run_em(
         if on_iteration is not None:
             on_iteration(state)
     return state
+
+
+def evaluate_start(data: ChunkedData, params: GMMParams) -> EMState:
+    """``params`` as an EM start, rated by the mean log-likelihood of the data (one E-step pass).
+
+    Returns
+    -------
+    EMState
+        ``n_iter=0``, ``lower_bound`` the mean log-likelihood under ``params``
+        (what EM's first iteration would report), not converged.
+    """
+    stats = data.map_reduce(estep_chunk, params.kernel_params())
+    return EMState(params, 0, stats.loglik / stats.n_samples)
+
+
+def run_inits(n_init: int, start, run) -> EMState:
+    """The best of ``n_init`` runs, chosen as scikit-learn's ``fit`` chooses.
+
+    Parameters
+    ----------
+    n_init : int
+    start : callable
+        ``start(init) -> EMState``: the ``init``-th starting point.  Called
+        in order, so starts drawn from one random stream are scikit-learn's.
+    run : callable
+        ``run(init, state) -> EMState``: EM from the start, or its rating.
+
+    Returns
+    -------
+    EMState
+        The run with the highest ``lower_bound`` (the first of equals); a
+        later run replaces one whose bound is -inf, so that runs without a
+        bound (``max_iter=0``) keep the last, as scikit-learn does.
+    """
+    best = None
+    for init in range(n_init):
+        state = start(init)
+        logger.info("Initialization %d", init)
+        state = run(init, state)
+        if best is None or state.lower_bound > best.lower_bound or best.lower_bound == -math.inf:
+            best = state
+    return best

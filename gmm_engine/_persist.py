@@ -20,8 +20,12 @@ is ever pickled.  Loading checks the format marker and version, the
 document checksum, every array's checksum, dtype and shape against the
 declared covariance type, and that the parameters describe a valid
 mixture, and refuses with :class:`ModelFormatError` naming what is wrong.
-Saving writes a temporary sibling directory and renames it into place,
-so a reader never sees a half-written model.
+Saving publishes the directory through :func:`gmm_engine.atomic.publish_dir`
+(written under a temporary sibling name, renamed into place), so a reader
+never sees a half-written model; ``overwrite=True`` replaces only what
+:func:`_check_replaceable` accepts.  A loaded model's fitted attributes are
+set by :func:`gmm_engine._fitted.set_fitted`, the one writer, from an
+:class:`~gmm_engine.EMState`.
 """
 
 from __future__ import annotations
@@ -32,17 +36,20 @@ import io
 import json
 import math
 import os
-import shutil
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, _covariance
-from .npy import load_npy_bytes
+from . import _covariance
+from ._em import EMState
+from ._fitted import fitted_params, set_fitted
+from ._params import GMMParams
 from ._validation import validate_params
+from ._version import __version__
+from .atomic import publish_dir
 from .exceptions import ModelFormatError
+from .npy import load_npy_bytes
 
 FORMAT = "gmm-stream.gaussian-mixture"
 FORMAT_VERSION = 1
@@ -163,10 +170,90 @@ def _storable_init_array(name, value):
             f"in the model directory; it is saved as None, so the loaded model's "
             f"get_params()[{name!r}] is None.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # the caller of GaussianMixture.save
         )
         return None
     return np.ascontiguousarray(arr)
+
+
+def _storable_random_state(rs):
+    """``random_state`` as stored: an int, or None (with a warning when it was something else)."""
+    if isinstance(rs, (int, np.integer)):
+        return int(rs)
+    if rs is not None:
+        warnings.warn(
+            f"The parameter random_state={rs!r} cannot be stored in the model directory "
+            "(only an int or None can); it is saved as None, so the loaded model draws "
+            "from numpy's global random state. Pass an int random_state to keep it.",
+            UserWarning,
+            stacklevel=5,  # the caller of GaussianMixture.save
+        )
+    return None
+
+
+def _params_section(params: dict, files: dict, arrays: dict) -> dict:
+    """The ``params`` section; the initial parameters given go to ``files`` and ``arrays``."""
+    stored = {
+        **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
+        "random_state": _storable_random_state(params.get("random_state")),
+    }
+    for name in _INIT_ARRAYS:
+        value = params.get(name)
+        arr = None if value is None else _storable_init_array(name, value)
+        stored[name] = None if arr is None else {"array": name}
+        if arr is not None:
+            files[name + ".npy"], arrays[name] = _npy_entry(arr, name + ".npy")
+    return stored
+
+
+def _fitted_section(estimator, fitted: GMMParams) -> dict:
+    """The ``fitted`` section: the scalars, and the type and count the arrays have."""
+    return {
+        "covariance_type": fitted.covariance_type,
+        "n_components": int(fitted.n_components),
+        "n_features_in_": int(estimator.n_features_in_),
+        "feature_names_in_": (
+            [str(n) for n in estimator.feature_names_in_]
+            if hasattr(estimator, "feature_names_in_")
+            else None
+        ),
+        "converged_": bool(estimator.converged_),
+        "n_iter_": int(estimator.n_iter_),
+        "lower_bound_": _float_out(estimator.lower_bound_),
+        "lower_bounds_": [_float_out(v) for v in estimator.lower_bounds_],
+    }
+
+
+def _model_files(estimator, metadata: dict) -> dict:
+    """Every file of the model directory: name -> bytes, ``model.json`` last."""
+    # the fitted arrays, checked against each other, with the covariance type and
+    # component count they have (the parameters may have been changed since the fit)
+    fitted = fitted_params(estimator)
+    files, arrays = {}, {}
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "estimator": type(estimator).__name__,
+        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "params": _params_section(estimator.get_params(deep=False), files, arrays),
+        "fitted": _fitted_section(estimator, fitted),
+        "arrays": arrays,
+        "metadata": metadata,
+    }
+    fitted_arrays = {
+        "weights_": fitted.weights,
+        "means_": fitted.means,
+        "covariances_": fitted.covariances,
+        "precisions_cholesky_": fitted.precisions_cholesky,
+    }
+    for attr in _ARRAYS:
+        arr = np.ascontiguousarray(fitted_arrays[attr], dtype=np.float64)
+        fname = attr.rstrip("_") + ".npy"
+        files[fname], arrays[attr] = _npy_entry(arr, fname)
+    doc["checksum"] = _doc_checksum(doc)
+    files[MODEL_FILE] = json.dumps(doc, indent=2, sort_keys=True).encode()
+    return files
 
 
 def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
@@ -177,6 +264,7 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
     estimator : GaussianMixture
         Fitted.
     path : str or PathLike
+        A local (or mounted) path.
     metadata : dict, optional
         JSON-serialisable extra information kept with the model (for
         example an anomaly threshold and where the training data lives).
@@ -197,102 +285,18 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
     """
     path = Path(path)
     metadata = _check_metadata(metadata)
+    # refused before any work; publish_dir checks again at the moment of the swap
     if os.path.lexists(path):
         if not overwrite:
             raise FileExistsError(
                 f"{path} already exists; pass overwrite=True to replace it or choose a new path"
             )
         _check_replaceable(path)
-    # the fitted arrays, checked against each other, with the covariance type and
-    # component count they have (the parameters may have been changed since the fit)
-    fitted_params = estimator._params()
-    params = estimator.get_params(deep=False)
-    rs = params.get("random_state")
-    if isinstance(rs, (int, np.integer)):
-        rs = int(rs)
-    else:
-        if rs is not None:
-            warnings.warn(
-                f"The parameter random_state={rs!r} cannot be stored in the model directory "
-                "(only an int or None can); it is saved as None, so the loaded model draws "
-                "from numpy's global random state. Pass an int random_state to keep it.",
-                UserWarning,
-                stacklevel=3,
-            )
-        rs = None
-    files = {}
-    stored_params = {
-        **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
-        "random_state": rs,
-    }
-    arrays = {}
-    for name in _INIT_ARRAYS:
-        value = params.get(name)
-        arr = None if value is None else _storable_init_array(name, value)
-        stored_params[name] = None if arr is None else {"array": name}
-        if arr is not None:
-            files[name + ".npy"], arrays[name] = _npy_entry(arr, name + ".npy")
-    doc = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "library_version": __version__,
-        "estimator": type(estimator).__name__,
-        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "params": stored_params,
-        "fitted": {
-            "covariance_type": fitted_params.covariance_type,
-            "n_components": int(fitted_params.n_components),
-            "n_features_in_": int(estimator.n_features_in_),
-            "feature_names_in_": (
-                [str(n) for n in estimator.feature_names_in_]
-                if hasattr(estimator, "feature_names_in_")
-                else None
-            ),
-            "converged_": bool(estimator.converged_),
-            "n_iter_": int(estimator.n_iter_),
-            "lower_bound_": _float_out(estimator.lower_bound_),
-            "lower_bounds_": [_float_out(v) for v in estimator.lower_bounds_],
-        },
-        "arrays": arrays,
-        "metadata": metadata,
-    }
-    fitted_arrays = {
-        "weights_": fitted_params.weights,
-        "means_": fitted_params.means,
-        "covariances_": fitted_params.covariances,
-        "precisions_cholesky_": fitted_params.precisions_cholesky,
-    }
-    for attr in _ARRAYS:
-        arr = np.ascontiguousarray(fitted_arrays[attr], dtype=np.float64)
-        fname = attr.rstrip("_") + ".npy"
-        files[fname], doc["arrays"][attr] = _npy_entry(arr, fname)
-    doc["checksum"] = _doc_checksum(doc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    files = _model_files(estimator, metadata)
+    with publish_dir(path, replaceable=_check_replaceable if overwrite else None,
+                     exists_hint="Pass overwrite=True to replace it, or choose a new path") as tmp:
         for fname, data in files.items():
             (tmp / fname).write_bytes(data)
-        (tmp / MODEL_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if os.path.lexists(path):
-            # a model directory (checked above): move it aside, move the new one in,
-            # and only then delete the old one
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -335,21 +339,6 @@ def read_model_document(path) -> dict:
         if not isinstance(doc.get(key), kind):
             _fail(path, f"{MODEL_FILE} lacks the {key!r} section")
     return doc
-
-
-def _whitening_error(ctype, covariances, prec_chol) -> float:
-    """Largest entry of ``U^T Sigma U - I`` (0 for a consistent pair; NaN-safe)."""
-    if ctype == "full":
-        white = np.einsum("kji,kjl,klm->kim", prec_chol, covariances, prec_chol)
-        eye = np.eye(prec_chol.shape[-1])
-    elif ctype == "tied":
-        white = prec_chol.T @ covariances @ prec_chol
-        eye = np.eye(prec_chol.shape[-1])
-    else:  # diag, spherical: elementwise
-        white = covariances * prec_chol**2
-        eye = 1.0
-    err = np.abs(white - eye)
-    return float(np.max(err)) if np.all(np.isfinite(err)) else math.inf
 
 
 def _read_array(path, doc, attr, shape, ctype=None, K=None, D=None):
@@ -409,6 +398,32 @@ def _check_fitted_section(path, fitted):
         _fail(path, "the fitted section of " + MODEL_FILE + " is invalid: " + "; ".join(problems))
 
 
+def _fitted_arrays(path, doc, ctype, K, D) -> dict:
+    """The four fitted arrays, each checked, and checked to describe a valid mixture together."""
+    cov = _covariance.get(ctype)
+    expected = {
+        "weights_": (K,),
+        "means_": (K, D),
+        "covariances_": cov.param_shape(K, D),
+        "precisions_cholesky_": cov.param_shape(K, D),
+    }
+    arrays = {attr: _read_array(path, doc, attr, shape, ctype, K, D) for attr, shape in expected.items()}
+    w = arrays["weights_"]
+    # scikit-learn's initialisation from one row per component leaves weights at
+    # nk / n_samples (summing to K / n); after any M-step they sum to 1
+    if np.any(w < 0) or not 0 < w.sum() <= 1.0 + 1e-6:
+        _fail(path, f"weights_ must be non-negative with a sum in (0, 1] (sum {w.sum():.6g})")
+    pc = arrays["precisions_cholesky_"]
+    problem = cov.precision_factor_problem(pc)
+    if problem is not None:
+        _fail(path, problem)
+    # U^T Sigma U = I when precision = U U^T = Sigma^-1; the tolerance allows
+    # for any conditioning a fitted model can have, not for edited arrays.
+    if not cov.whitening_error(arrays["covariances_"], pc) <= 1e-3:
+        _fail(path, "covariances_ do not match precisions_cholesky_ (one of them was altered)")
+    return arrays
+
+
 def load_model(cls, path):
     """Read, verify and rebuild a fitted estimator; returns ``(estimator, metadata)``."""
     path = Path(path)
@@ -425,31 +440,7 @@ def load_model(cls, path):
             _fail(path, "n_components or n_features_in_ is missing or not an integer")
         if K < 1 or D < 1:
             _fail(path, f"n_components={K} and n_features_in_={D} must be positive")
-    cov = _covariance.get(ctype)
-    expected = {
-        "weights_": (K,),
-        "means_": (K, D),
-        "covariances_": cov.param_shape(K, D),
-        "precisions_cholesky_": cov.param_shape(K, D),
-    }
-    arrays = {attr: _read_array(path, doc, attr, shape, ctype, K, D) for attr, shape in expected.items()}
-    w = arrays["weights_"]
-    # scikit-learn's initialisation from one row per component leaves weights at
-    # nk / n_samples (summing to K / n); after any M-step they sum to 1
-    if np.any(w < 0) or not 0 < w.sum() <= 1.0 + 1e-6:
-        _fail(path, f"weights_ must be non-negative with a sum in (0, 1] (sum {w.sum():.6g})")
-    pc = arrays["precisions_cholesky_"]
-    if ctype in ("full", "tied"):
-        mats = pc.reshape((-1, D, D))
-        if np.any(np.tril(mats, -1) != 0) or np.any(np.diagonal(mats, axis1=1, axis2=2) <= 0):
-            _fail(path, "precisions_cholesky_ are not upper triangular with a positive diagonal")
-    elif np.any(pc <= 0):
-        _fail(path, "precisions_cholesky_ are not positive")
-    # U^T Sigma U = I when precision = U U^T = Sigma^-1; the tolerance allows
-    # for any conditioning a fitted model can have, not for edited arrays.
-    if not _whitening_error(ctype, arrays["covariances_"], pc) <= 1e-3:
-        _fail(path, "covariances_ do not match precisions_cholesky_ (one of them was altered)")
-
+    arrays = _fitted_arrays(path, doc, ctype, K, D)
     _check_fitted_section(path, fitted)
     kwargs = {k: params[k] for k in _SCALAR_PARAMS if k in params}
     kwargs["random_state"] = params.get("random_state")
@@ -466,18 +457,15 @@ def load_model(cls, path):
         validate_params(est)
     except (TypeError, ValueError) as exc:
         _fail(path, f"its parameters are invalid: {exc}")
-    for attr, arr in arrays.items():
-        setattr(est, attr, arr)
-    est.precisions_ = cov.precisions(arrays["precisions_cholesky_"])
-    est.n_features_in_ = D
     names = fitted.get("feature_names_in_")
     if names is not None:
         if not isinstance(names, list) or len(names) != D or not all(isinstance(n, str) for n in names):
             _fail(path, f"feature_names_in_ must be a list of {D} strings")
-        est.feature_names_in_ = np.asarray(names, dtype=object)
-    est._fitted_covariance_type = ctype
-    est.converged_ = fitted["converged_"]
-    est.n_iter_ = fitted["n_iter_"]
-    est.lower_bound_ = _float_in(fitted["lower_bound_"])
-    est.lower_bounds_ = [_float_in(v) for v in fitted["lower_bounds_"]]
-    return est, doc["metadata"]
+    state = EMState(
+        GMMParams(ctype, arrays["weights_"], arrays["means_"], arrays["covariances_"], arrays["precisions_cholesky_"]),
+        n_iter=fitted["n_iter_"],
+        lower_bound=_float_in(fitted["lower_bound_"]),
+        lower_bounds=tuple(_float_in(v) for v in fitted["lower_bounds_"]),
+        converged=fitted["converged_"],
+    )
+    return set_fitted(est, state, names), doc["metadata"]

@@ -203,17 +203,6 @@ def vhsum(typingctx, v):
     return sig, codegen
 
 
-@intrinsic
-def vlane(typingctx, v, i):
-    """Lane ``i`` of ``v``."""
-    sig = types.float64(f64x8, types.intp)
-
-    def codegen(context, builder, sig, args):
-        return builder.extract_element(args[0], builder.trunc(args[1], _I32))
-
-    return sig, codegen
-
-
 # ---------------------------------------------------------------------------
 # arithmetic
 

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from . import _covariance
 from .exceptions import DataValidationError, InvalidParameterError, NotFittedError, compatible
 
 # ---------------------------------------------------------------------------
@@ -116,7 +117,7 @@ _ARRAY_LIKE = _Const(
 
 PARAMETER_CONSTRAINTS = {
     "n_components": [_Interval(numbers.Integral, 1, None, "left", allow_bool=False)],
-    "covariance_type": [_Options({"full", "tied", "diag", "spherical"})],
+    "covariance_type": [_Options(_covariance.NAMES)],
     "tol": [_Interval(numbers.Real, 0.0, None, "left")],
     "reg_covar": [_Interval(numbers.Real, 0.0, None, "left")],
     "max_iter": [_Interval(numbers.Integral, 0, None, "left")],
@@ -395,14 +396,12 @@ def check_is_fitted(estimator, attribute="means_"):
         )
 
 
-def check_n_features(estimator, n_features, reset, expected=None):
-    """scikit-learn's ``n_features_in_`` bookkeeping and message.
+def check_n_features(estimator, n_features, expected=None):
+    """scikit-learn's check of X's feature count against ``n_features_in_``, and its message.
 
     ``expected`` overrides ``n_features_in_`` as the count to compare with.
+    The fitted attributes themselves are set with the parameters, never here.
     """
-    if reset:
-        estimator.n_features_in_ = int(n_features)
-        return
     if expected is None:
         expected = getattr(estimator, "n_features_in_", None)
     if expected is not None and n_features != expected:
@@ -437,16 +436,10 @@ def get_feature_names(X):
     return None
 
 
-def check_feature_names(estimator, X, reset):
-    """scikit-learn's feature-name bookkeeping and messages."""
+def check_feature_names(estimator, X):
+    """scikit-learn's check of X's feature names against ``feature_names_in_``, and its messages."""
     name = type(estimator).__name__
     names = get_feature_names(X)
-    if reset:
-        if names is not None:
-            estimator.feature_names_in_ = names
-        elif hasattr(estimator, "feature_names_in_"):
-            del estimator.feature_names_in_
-        return
     fitted = getattr(estimator, "feature_names_in_", None)
     if fitted is None and names is None:
         return

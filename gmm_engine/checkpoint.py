@@ -3,8 +3,9 @@
 A checkpoint directory holds one saved model per kept iteration
 (``iter-000012/``, the regular model format of :mod:`gmm_engine._persist`)
 and a ``LATEST`` file naming the newest complete one.  ``LATEST`` is
-replaced atomically after the iteration's directory is fully written, so
-a process killed at any moment leaves a loadable checkpoint behind.
+replaced atomically (:func:`gmm_engine.atomic.write_text`) after the
+iteration's directory is fully published, so a process killed at any
+moment leaves a loadable checkpoint behind.
 
 >>> ckpt = Checkpointer("ckpt/", gm.get_params())            # doctest: +SKIP
 >>> gm.fit(X, on_iteration=ckpt)                              # killed ...  # doctest: +SKIP
@@ -15,14 +16,15 @@ a process killed at any moment leaves a loadable checkpoint behind.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 from ._em import EMState
+from ._fitted import em_state, set_fitted
 from ._persist import load_model, save_model
+from .atomic import write_text
+from .exceptions import ModelFormatError
 from .mixture import GaussianMixture
 
 logger = logging.getLogger(__name__)
@@ -33,47 +35,17 @@ _ITER_DIR = re.compile(r"^iter-(\d{6,})$")
 
 def estimator_from_state(state: EMState, params: dict, *, feature_names=None) -> GaussianMixture:
     """A fitted ``GaussianMixture`` holding ``state``'s parameters and history."""
-    est = GaussianMixture(**params)
-    p = state.params
-    est.weights_ = p.weights
-    est.means_ = p.means
-    est.covariances_ = p.covariances
-    est.precisions_cholesky_ = p.precisions_cholesky
-    est.precisions_ = p.precisions
-    est._fitted_covariance_type = p.covariance_type
-    est.n_features_in_ = p.n_features
-    if feature_names is not None:
-        import numpy as np
-
-        est.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
-    est.converged_ = bool(state.converged)
-    est.n_iter_ = int(state.n_iter)
-    est.lower_bound_ = float(state.lower_bound)
-    est.lower_bounds_ = list(state.lower_bounds)
-    return est
+    return set_fitted(GaussianMixture(**params), state, feature_names)
 
 
 def state_from_estimator(est: GaussianMixture) -> EMState:
-    """The :class:`EMState` of a fitted (or checkpointed) estimator."""
-    params = est._params()  # checked, with the covariance type the arrays have
-    lbs = tuple(float(v) for v in est.lower_bounds_)
-    return EMState(
-        params=params,
-        n_iter=int(est.n_iter_),
-        lower_bound=float(est.lower_bound_),
-        lower_bounds=lbs,
-        change=(lbs[-1] - lbs[-2]) if len(lbs) > 1 else float("nan"),
-        converged=bool(est.converged_),
-    )
+    """The :class:`EMState` of a fitted (or checkpointed) estimator: where EM continues from.
 
-
-def _write_pointer(path: Path, name: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    with open(tmp, "w") as fh:
-        fh.write(name + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    An estimator with ``n_iter_ == 0`` holds a start (``initialize``, or a
+    fit with ``max_iter=0``): its state has ``lower_bound=-inf``, as any
+    start of EM, so the first iteration is never taken for convergence.
+    """
+    return em_state(est)
 
 
 class Checkpointer:
@@ -114,7 +86,7 @@ class Checkpointer:
         est = estimator_from_state(state, self.params, feature_names=self.feature_names)
         target = self.path / name
         save_model(est, target, metadata={"checkpoint": True, **self.metadata}, overwrite=True)
-        _write_pointer(self.path / LATEST, name)
+        write_text(self.path / LATEST, name + "\n")
         self._prune(keep_name=name)
         logger.debug("checkpoint %s written", target)
         return target
@@ -142,8 +114,6 @@ def load_checkpoint(path):
         return None
     name = pointer.read_text().strip()
     if not _ITER_DIR.match(name):
-        from .exceptions import ModelFormatError
-
         raise ModelFormatError(
             f"Checkpoint pointer {pointer} names {name!r}, not an iteration directory: "
             "the checkpoint is corrupt; delete the directory to start the fit afresh."

@@ -2,31 +2,20 @@
 
 ``GaussianMixture.score_samples``, ``predict`` and ``predict_proba`` each
 recompute the weighted log-probabilities; scoring a partition needs all
-three, so :func:`score_rows` derives them from one evaluation per chunk.
+three, so :func:`score_rows` derives them from one evaluation per chunk
+(:func:`gmm_engine._blocks.rows_block`), on the same validated input and
+checked fitted parameters as the estimator's own methods.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from .mixture import _block_start, _logsumexp_rows, _map_rows_numpy, _weighted_log_prob
+from ._blocks import COMPONENT, LOG_LIKELIHOOD, RESPONSIBILITY, map_rows, rows_block
+from ._fitted import fitted_params
+from ._input import scoring_input
 
-#: columns of the (n, 3) array a scoring block produces
-LOG_LIKELIHOOD, COMPONENT, RESPONSIBILITY = 0, 1, 2
-
-
-def _rows_block(block, kp, block_info=None, checked=False):
-    wlp = _weighted_log_prob(block, kp, _block_start(block_info), checked)
-    lse = _logsumexp_rows(wlp)
-    best = np.argmax(wlp, axis=1)
-    out = np.empty((block.shape[0], 3))
-    out[:, LOG_LIKELIHOOD] = lse
-    out[:, COMPONENT] = best
-    with np.errstate(under="ignore"):
-        out[:, RESPONSIBILITY] = np.exp(wlp[np.arange(block.shape[0]), best] - lse)
-    return out
+__all__ = ["score_rows", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY"]
 
 
 def score_rows(model, X, *, in_memory=False):
@@ -50,17 +39,9 @@ of shape (n_samples, n_features)
     responsibility : ndarray or dask array of shape (n_samples,), float64
         Lazy dask arrays (sharing one evaluation per chunk) for lazy input.
     """
-    X, lazy = model._prepare(X, in_memory=in_memory)
-    kp = model._params(covariances=False).kernel_params()
-    if lazy:
-        import dask
-
-        node = dask.delayed(kp, pure=True, traverse=False)
-        out = X.map_blocks(_rows_block, node, chunks=(X.chunks[0], (3,)), dtype=np.float64)
-    else:
-        # in-memory X was checked for NaN and inf by model._prepare
-        out = _map_rows_numpy(functools.partial(_rows_block, checked=True), X, kp,
-                              np.empty((X.shape[0], 3)))
+    X, lazy = scoring_input(X, model, in_memory=in_memory)
+    kp = fitted_params(model, covariances=False).kernel_params()
+    out = map_rows(rows_block, X, kp, lazy=lazy, width=3)
     return (
         out[:, LOG_LIKELIHOOD],
         out[:, COMPONENT].astype(np.int64),

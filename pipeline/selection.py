@@ -30,8 +30,8 @@ import numpy as np
 
 from gmm_engine import ComponentCollapseError, ConvergenceWarning, GaussianMixture
 
+from .data import open_data
 from .threshold import calibrate_threshold
-from .training import open_data
 
 logger = logging.getLogger(__name__)
 
@@ -176,21 +176,18 @@ def evaluate_candidate(train: str, holdout: str, n_components: int, covariance_t
         logger.warning("candidate K=%d %s failed: %s", n_components, covariance_type, exc)
         return {**row, "status": "failed", "error": str(exc), "bic": math.inf, "aic": math.inf,
                 "heldout_loglik": -math.inf, "seconds": time.perf_counter() - t0}
-    X, _ = open_data(train)
-    n = int(X.shape[0])
-    train_ll = gm.score(train)
-    p = gm._n_parameters()
+    criteria = gm.information_criteria(train)
     model_dir = Path(out_dir) / f"K{n_components}-{covariance_type}"
     gm.save(model_dir, overwrite=True)
     return {
         **row,
         "status": "ok",
         "error": None,
-        "bic": -2 * train_ll * n + p * math.log(n),
-        "aic": -2 * train_ll * n + 2 * p,
-        "train_loglik": train_ll,
+        "bic": criteria.bic,
+        "aic": criteria.aic,
+        "train_loglik": criteria.mean_loglik,
         "heldout_loglik": gm.score(holdout),
-        "n_parameters": p,
+        "n_parameters": criteria.n_parameters,
         "n_iter": gm.n_iter_,
         "converged": bool(gm.converged_),
         "seconds": time.perf_counter() - t0,

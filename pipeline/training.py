@@ -8,19 +8,15 @@ directory whose path it returns.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from gmm_engine import GaussianMixture, load_model, open_zarr_array
+from gmm_engine import GaussianMixture, load_model
 from gmm_engine.checkpoint import Checkpointer, load_checkpoint, state_from_estimator
-from gmm_engine.mixture import zarr_to_dask
 
+from .data import data_fingerprint
 from .models import ModelRegistry
 from .threshold import Threshold, calibrate_threshold
 
@@ -32,39 +28,6 @@ _RUNTIME_PARAMS = ("verbose", "verbose_interval", "persist", "warm_start")
 
 class ResumeMismatchError(ValueError):
     """A checkpoint belongs to other data or other model parameters."""
-
-
-def open_data(data: str, storage_options: dict | None = None):
-    """The training data as a dask array, and its feature names (or None).
-
-    Parameters
-    ----------
-    data : str
-        Path or fsspec URL of a 2-D Zarr array.
-    """
-    z = open_zarr_array(data, storage_options=storage_options)
-    if len(z.shape) != 2:
-        raise ValueError(
-            f"{data} holds an array of shape {z.shape}; a 2-D (rows, features) array is "
-            "needed: ingest the data with `gmm ingest` first."
-        )
-    names = z.attrs.get("feature_names")
-    return zarr_to_dask(z), (list(names) if names else None)
-
-
-def data_fingerprint(data: str) -> dict:
-    """What identifies the training data: location, shape, dtype, features, metadata digest."""
-    z = open_zarr_array(data)
-    meta = {
-        "shape": list(z.shape),
-        "dtype": str(z.dtype),
-        "chunks": list(z.chunks),
-        "feature_names": z.attrs.get("feature_names"),
-        "ingest_report": z.attrs.get("ingest_report"),
-        "created_at": z.attrs.get("created_at"),
-    }
-    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
-    return {"path": str(data), **{k: meta[k] for k in ("shape", "dtype", "feature_names")}, "digest": digest}
 
 
 def _check_enough_rows(fingerprint: dict, params: dict) -> None:
@@ -85,9 +48,10 @@ def _model_params(params: dict) -> dict:
 def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = None) -> Path:
     """Initial parameters for a fit, saved as a model directory (``n_iter_ = 0``).
 
-    With ``n_init > 1`` the initialisations share one random stream (as
-    scikit-learn's) and the one with the highest initial mean
-    log-likelihood is kept (one scoring pass each).
+    ``GaussianMixture.initialize``: with ``n_init > 1`` the initialisations
+    share one random stream (as scikit-learn's) and the one with the
+    highest initial mean log-likelihood is kept (one pass each), recorded
+    as ``initial_loglik`` in the metadata.
 
     Parameters
     ----------
@@ -106,19 +70,12 @@ def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = N
     fingerprint = data_fingerprint(data)
     _check_enough_rows(fingerprint, params)
     n_init = int(n_init or params.get("n_init", 1))
-    rs = np.random.RandomState(params.get("random_state"))
-    best, best_ll = None, -math.inf
-    for i in range(n_init):
-        gm = GaussianMixture(**{**params, "max_iter": 0, "n_init": 1, "random_state": rs})
-        gm.fit(data)
-        ll = gm.score(data) if n_init > 1 else float("nan")
-        logger.info("initialisation %d/%d: mean log-likelihood %.6g", i + 1, n_init, ll)
-        if best is None or ll > best_ll:
-            best, best_ll = gm, ll
-    best.random_state = params.get("random_state")
-    return best.save(Path(out_dir), overwrite=True, metadata={
-        "initialization": {"init_params": best.init_params, "n_init": n_init,
-                           "initial_loglik": best_ll if n_init > 1 else None},
+    gm = GaussianMixture(**{**params, "max_iter": 0, "n_init": n_init}).initialize(data)
+    # saved as the one initialisation kept: its parameters say n_init=1, the metadata how many were tried
+    gm.set_params(n_init=1)
+    return gm.save(Path(out_dir), overwrite=True, metadata={
+        "initialization": {"init_params": gm.init_params, "n_init": n_init,
+                           "initial_loglik": gm.lower_bound_ if n_init > 1 else None},
         "data": fingerprint,
     })
 

@@ -1,6 +1,7 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, data generators and helpers."""
 
 import os
+import warnings
 
 # Keep Prefect offline and quiet in every test process, and give its
 # temporary server time to migrate a fresh database on a busy machine.
@@ -11,6 +12,69 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+# ---------------------------------------------------------------------------
+# data generators and helpers shared by the engine tests
+
+
+def gaussian_clusters(n, centers, weights, *, seed=0, mixing=0.0):
+    """Rows drawn around ``centers`` (K, D) with probabilities ``weights``.
+
+    The noise is standard normal, or with ``mixing > 0`` correlated per
+    cluster: ``z @ (I + mixing * G_k)`` with ``G_k`` standard normal.
+    """
+    rng = np.random.default_rng(seed)
+    centers = np.asarray(centers, dtype=np.float64)
+    K, D = centers.shape
+    labels = rng.choice(K, size=n, p=list(weights))
+    if not mixing:
+        return centers[labels] + rng.normal(size=(n, D))
+    mix = np.eye(D) + mixing * rng.normal(size=(K, D, D))
+    return centers[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, D)), mix[labels])
+
+
+def three_clusters(n=300, D=3, seed=0):
+    """Three unit-variance clusters at (0, 0, 0), (5, 3, 0), (0, 4, 5) (first D coordinates)."""
+    centers = np.array([[0.0, 0.0, 0.0], [5.0, 3.0, 0.0], [0.0, 4.0, 5.0]])[:, :D]
+    return gaussian_clusters(n, centers, (0.4, 0.35, 0.25), seed=seed)
+
+
+def quiet(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with every warning silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def sklearn_error(kwargs, X, method="fit"):
+    """The exception scikit-learn's GaussianMixture(**kwargs).<method>(X) raises: the oracle."""
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    sk = SkGaussianMixture(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            getattr(sk, method)(X)
+        except Exception as exc:  # noqa: BLE001 - whatever scikit-learn raises is the oracle
+            return exc
+    raise AssertionError(f"scikit-learn accepted {kwargs}; the test case is wrong")
+
+
+def assert_same_params(a, b, rtol=1e-9, atol=None):
+    """The fitted arrays of two mixtures agree (``atol`` defaults to ``rtol``)."""
+    atol = rtol if atol is None else atol
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_allclose(getattr(a, attr), getattr(b, attr), rtol=rtol, atol=atol, err_msg=attr)
+
+
+def zarr_one_chunk(path, arr):
+    """``arr`` (any shape) as a Zarr array of one chunk, without attributes; returns its path."""
+    import zarr
+
+    z = zarr.create_array(str(path), shape=arr.shape, chunks=arr.shape, dtype=arr.dtype)
+    z[...] = arr
+    return str(path)
 
 
 def write_zarr(path, X, names=None, chunk_rows=None):

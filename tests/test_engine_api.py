@@ -17,24 +17,13 @@ import zarr
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_estimator
 
-from gmm_engine import EMState, GaussianMixture, GMMParams, open_zarr_array
+from conftest import assert_same_params, gaussian_clusters, quiet, three_clusters
+from gmm_engine import COVARIANCE_TYPES, DataValidationError, EMState, GaussianMixture, GMMParams, open_zarr_array
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-
-
-def mixture_data(n=300, D=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = np.array([[0.0, 0.0, 0.0], [4.0, 3.0, 0.0], [0.0, 3.0, 4.0]])[:, :D]
-    labels = rng.choice(3, size=n, p=[0.4, 0.35, 0.25])
-    return centers[labels] + rng.normal(size=(n, D))
-
-
-X = mixture_data()
-
-
-def assert_same_params(a, b, rtol=1e-9):
-    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        np.testing.assert_allclose(getattr(a, attr), getattr(b, attr), rtol=rtol, atol=rtol, err_msg=attr)
+CENTERS = np.array([[0.0, 0.0, 0.0], [4.0, 3.0, 0.0], [0.0, 3.0, 4.0]])
+X = gaussian_clusters(300, CENTERS, (0.4, 0.35, 0.25))
+#: three clusters further apart (300 rows, 3-D)
+CLUSTERS = three_clusters()
 
 
 def quiet_fit(est, Xin, **kwargs):
@@ -175,17 +164,45 @@ def test_prediction_graph_does_not_compute_early():
 
 
 def test_large_numpy_input_is_blocked_like_small(monkeypatch):
-    import gmm_engine._data as data_mod
-    import gmm_engine.mixture as mixture_mod
+    import gmm_engine._blocks as blocks_mod
+    import gmm_engine._chunked as chunked_mod
 
     kwargs = dict(n_components=3, random_state=0, max_iter=10, tol=0.0)
     ref = quiet_fit(GaussianMixture(**kwargs), X)
     ref_proba = ref.predict_proba(X)
-    monkeypatch.setattr(data_mod, "NUMPY_BLOCK_ROWS", 16)
-    monkeypatch.setattr(mixture_mod, "NUMPY_BLOCK_ROWS", 16)
+    monkeypatch.setattr(chunked_mod, "NUMPY_BLOCK_ROWS", 16)
+    monkeypatch.setattr(blocks_mod, "NUMPY_BLOCK_ROWS", 16)
     small = quiet_fit(GaussianMixture(**kwargs), X)
     assert_same_params(small, ref)
     np.testing.assert_allclose(small.predict_proba(X), ref_proba, rtol=1e-12, atol=1e-15)
+
+
+def test_dask_dataframe_is_lazy_and_keeps_column_names(monkeypatch):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    import gmm_engine._input as input_mod
+
+    df = pd.DataFrame(CLUSTERS, columns=["a", "b", "c"])
+    ddf = dd.from_pandas(df, npartitions=4)
+    kwargs = dict(n_components=3, random_state=0, max_iter=10, tol=0.0)
+    expected = quiet(GaussianMixture(**kwargs).fit, df)
+    outputs = {m: getattr(expected, m)(df) for m in ("predict", "score_samples", "predict_proba")}
+    bic = expected.bic(df)
+
+    def gathered(*args, **kw):
+        raise AssertionError("a dask DataFrame was gathered into memory")
+
+    monkeypatch.setattr(input_mod, "check_numpy", gathered)
+    gm = quiet(GaussianMixture(**kwargs).fit, ddf)
+    assert list(gm.feature_names_in_) == ["a", "b", "c"]
+    assert_same_params(gm, expected)
+    for method, want in outputs.items():
+        out = getattr(gm, method)(ddf)
+        assert isinstance(out, da.Array), method
+        np.testing.assert_allclose(out.compute(), want, rtol=1e-9, atol=1e-12, err_msg=method)
+    assert gm.bic(ddf) == pytest.approx(bic, rel=1e-9)
+    with pytest.raises(ValueError, match="Feature names unseen at fit time:\n- z"):
+        gm.predict(ddf.rename(columns={"c": "z"}))
 
 
 # ---------------------------------------------------------------------------
@@ -411,6 +428,38 @@ def test_resume_refuses_mismatched_checkpoint():
         GaussianMixture(3).resume(X[:, :2], states[0])
     with pytest.raises(ValueError, match="the estimator n_components=2"):
         GaussianMixture(2).resume(X, states[0])
+
+
+# resume validates the data like fit
+
+
+@pytest.fixture(scope="module")
+def mid_state():
+    states = []
+    quiet(GaussianMixture(3, random_state=0, max_iter=3, tol=0).fit, CLUSTERS, on_iteration=states.append)
+    return states[1]
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_resume_refuses_nan_and_inf(mid_state, kind):
+    Xbad = CLUSTERS.copy()
+    Xbad[7, 1] = np.nan
+    Xbad[100, 0] = np.inf
+    Xin = Xbad if kind == "numpy" else da.from_array(Xbad, chunks=(50, 3))
+    with pytest.raises(DataValidationError, match=re.escape("Input X contains NaN and infinity") + ".*row indices 7, 100"):
+        GaussianMixture(3, random_state=0, max_iter=6).resume(Xin, mid_state)
+
+
+def test_resume_refuses_fewer_rows_than_components(mid_state):
+    with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 3, n_samples = 2"):
+        GaussianMixture(3, max_iter=6).resume(CLUSTERS[:2], mid_state)
+
+
+def test_resume_still_equals_uninterrupted(mid_state):
+    full = quiet(GaussianMixture(3, random_state=0, max_iter=6, tol=0).fit, CLUSTERS)
+    resumed = quiet(GaussianMixture(3, random_state=0, max_iter=6, tol=0).resume, CLUSTERS, mid_state)
+    assert isinstance(mid_state, EMState)
+    assert_same_params(resumed, full, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------

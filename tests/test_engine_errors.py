@@ -17,7 +17,9 @@ import pytest
 import sklearn.exceptions
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
+from conftest import assert_same_params, quiet, sklearn_error, three_clusters
 from gmm_engine import (
+    COVARIANCE_TYPES,
     ComponentCollapseError,
     ConvergenceWarning,
     DataValidationError,
@@ -34,16 +36,8 @@ def _data(n=120, D=4, seed=0):
     return X
 
 
-def _sklearn_error(cls_kwargs, X, method="fit"):
-    """The exception scikit-learn raises for the same call (the oracle)."""
-    sk = SkGaussianMixture(**cls_kwargs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            getattr(sk, method)(X)
-        except Exception as exc:  # noqa: BLE001 - we want whatever it raises
-            return exc
-    raise AssertionError(f"scikit-learn accepted {cls_kwargs}; the test case is wrong")
+#: three separated clusters, 300 rows in 3-D
+CLUSTERS = three_clusters()
 
 
 # ---------------------------------------------------------------------------
@@ -75,7 +69,7 @@ def test_fit_nan_and_inf_message_names_rows(kind):
     assert "impute or remove these rows" in msg
     # a ValueError like scikit-learn's, which says "Input X contains NaN."
     assert isinstance(info.value, ValueError)
-    sk = _sklearn_error({"n_components": 2}, X)
+    sk = sklearn_error({"n_components": 2}, X)
     assert str(sk).startswith("Input X contains NaN")
 
 
@@ -99,7 +93,7 @@ def test_fit_infinity_in_float32_names_float32(kind):
     X = _data().astype(np.float32)
     X[8, 1] = np.inf
     Xin = X if kind == "numpy" else _as_dask(X, chunks=50)
-    sk = _sklearn_error({"n_components": 2}, X)
+    sk = sklearn_error({"n_components": 2}, X)
     assert "dtype('float32')" in str(sk)
     with pytest.raises(
         DataValidationError,
@@ -171,7 +165,7 @@ def _sk_method_error(est, method, X):
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
 def test_n_components_greater_than_n_samples(kind):
     X = _data(n=4)
-    expected = str(_sklearn_error({"n_components": 5}, X))
+    expected = str(sklearn_error({"n_components": 5}, X))
     assert expected.startswith("Expected n_samples >= n_components")
     with pytest.raises(ValueError, match=re.escape(expected)):
         GaussianMixture(5).fit(X if kind == "numpy" else _as_dask(X, chunks=2))
@@ -188,7 +182,7 @@ def test_n_components_greater_than_n_samples(kind):
     ids=["one-sample", "no-features", "1d", "3d"],
 )
 def test_bad_shapes_match_sklearn(X):
-    expected = str(_sklearn_error({"n_components": 1}, X))
+    expected = str(sklearn_error({"n_components": 1}, X))
     with pytest.raises(ValueError) as info:
         GaussianMixture(1).fit(X)
     # scikit-learn prints the array; we print it too but check the sentence
@@ -221,7 +215,7 @@ def test_bad_shapes_match_sklearn(X):
 )
 def test_invalid_parameters_have_sklearn_wording(param, value):
     X = _data()
-    expected = _sklearn_error({param: value}, X)
+    expected = sklearn_error({param: value}, X)
     assert type(expected).__name__ == "InvalidParameterError"
     with pytest.raises(InvalidParameterError) as info:
         GaussianMixture(**{param: value}).fit(X)
@@ -253,6 +247,70 @@ def test_invalid_n_components_exact_text():
 def test_invalid_persist_parameter():
     with pytest.raises(InvalidParameterError, match="The 'persist' parameter of GaussianMixture must be"):
         GaussianMixture(2, persist="yes").fit(_data())
+
+
+# ---------------------------------------------------------------------------
+# parameters and input scikit-learn refuses (or accepts) in its own words:
+# NaN and infinities are not in [0.0, inf); strings, scalars and bools
+
+
+@pytest.mark.parametrize("param", ["tol", "reg_covar"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), np.float32("nan")])
+def test_nan_and_inf_parameters_refused_with_sklearn_text(param, value):
+    expected = sklearn_error({param: value}, CLUSTERS)
+    assert type(expected).__name__ == "InvalidParameterError"
+    with pytest.raises(InvalidParameterError, match=f"^{re.escape(str(expected))}$"):
+        GaussianMixture(**{param: value}).fit(CLUSTERS)
+
+
+@pytest.mark.parametrize(
+    "param, value",
+    [("means_init", "abc"), ("means_init", b"abc"), ("weights_init", "ab"),
+     ("precisions_init", "x"), ("weights_init", 3), ("means_init", np.float64(2.0))],
+)
+def test_strings_and_scalars_are_not_array_like(param, value):
+    expected = sklearn_error({"n_components": 2, param: value}, CLUSTERS)
+    with pytest.raises(InvalidParameterError, match=f"^{re.escape(str(expected))}$"):
+        GaussianMixture(2, **{param: value}).fit(CLUSTERS)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_iter": False}, {"n_init": True}, {"tol": True}, {"verbose_interval": True},
+     {"reg_covar": False, "n_components": 1, "init_params": "kmeans"}, {"random_state": True}],
+)
+def test_bools_accepted_for_numbers_like_sklearn(kwargs):
+    params = {"n_components": 2, "init_params": "random_from_data", "random_state": 0, **kwargs}
+    sk = quiet(SkGaussianMixture(**params).fit, CLUSTERS)
+    ours = quiet(GaussianMixture(**params).fit, CLUSTERS)
+    assert_same_params(ours, sk, rtol=1e-7, atol=1e-9)
+    assert ours.n_iter_ == sk.n_iter_
+
+
+@pytest.mark.parametrize("param", ["max_iter", "n_init"])
+def test_numpy_bool_is_not_an_int_like_sklearn(param):
+    expected = sklearn_error({param: np.True_}, CLUSTERS)
+    with pytest.raises(InvalidParameterError, match=f"^{re.escape(str(expected))}$"):
+        GaussianMixture(**{param: np.True_}).fit(CLUSTERS)
+
+
+def test_bool_n_components_refused_as_type_error():
+    # scikit-learn lets n_components=True through its checks and then fails
+    # with a bare TypeError; ours says which parameter (and is a TypeError too)
+    assert isinstance(sklearn_error({"n_components": True}, CLUSTERS), TypeError)
+    with pytest.raises(TypeError, match="The 'n_components' parameter of GaussianMixture must be an int"):
+        GaussianMixture(n_components=True).fit(CLUSTERS)
+
+
+@pytest.mark.parametrize("scalar", [3.0, np.float64(3.0), np.array(3.0), 7])
+def test_scalar_input_uses_sklearn_scalar_wording(scalar):
+    expected = str(sklearn_error({}, scalar))
+    assert "got scalar array" in expected
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        GaussianMixture().fit(scalar)
+    gm = GaussianMixture(random_state=0).fit(CLUSTERS[:, :1])
+    with pytest.raises(ValueError, match=re.escape("Expected 2D array, got scalar array instead")):
+        gm.predict(scalar)
 
 
 # ---------------------------------------------------------------------------
@@ -293,7 +351,7 @@ def _init_cases():
 @pytest.mark.parametrize("covariance_type, kwargs", _init_cases())
 def test_bad_initial_parameters_have_sklearn_messages(covariance_type, kwargs):
     X = _data()
-    expected = _sklearn_error({"n_components": 2, "covariance_type": covariance_type, **kwargs}, X)
+    expected = sklearn_error({"n_components": 2, "covariance_type": covariance_type, **kwargs}, X)
     with pytest.raises(ValueError, match=f"^{re.escape(str(expected))}$"):
         GaussianMixture(2, covariance_type=covariance_type, **kwargs).fit(X)
 
@@ -341,12 +399,12 @@ def _duplicates():
     return np.repeat(rng.normal(size=(3, 3)) * 5, 20, axis=0)
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("kind", ["numpy", "dask"])
 def test_collapsed_component_names_reg_covar(covariance_type, kind):
     X = _duplicates()
     kwargs = {"n_components": 3, "covariance_type": covariance_type, "reg_covar": 0.0, "random_state": 0}
-    sk = _sklearn_error(kwargs, X)
+    sk = sklearn_error(kwargs, X)
     assert "reg_covar" in str(sk)
     Xin = X if kind == "numpy" else _as_dask(X, chunks=11)
     with pytest.raises(ComponentCollapseError, match=re.escape(str(sk))) as info:

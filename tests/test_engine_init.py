@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import dask.array as da
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
-from gmm_engine import GaussianMixture
+from conftest import assert_same_params, quiet
+from gmm_engine import COVARIANCE_TYPES, GaussianMixture
+from gmm_engine._chunked import NumpyData
+from gmm_engine._dask_data import DaskData
+from gmm_engine._initialization import tied_one_hot_covariance
+from gmm_engine._rng import row_uniforms
+from gmm_engine._stats import summary_chunk
+from gmm_engine.checkpoint import state_from_estimator
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data"]
 
 
@@ -55,7 +64,8 @@ def test_tied_one_hot_start_is_sklearns(kind):
     """From one row per component scikit-learn's tied covariance is
     ``(X^T X - sum_k x_k x_k^T) / K``: raw second moments of all rows, which
     depend on where the origin is.  Ours is the same (computed around the
-    data mean, see test_engine_review for its accuracy far from the origin).
+    data mean, see test_tied_one_hot_start_accurate_far_from_the_origin for its
+    accuracy far from the origin).
     """
     X, _ = blobs()
     Xin = X if kind == "numpy" else da.from_array(X, chunks=(33, 2))
@@ -176,3 +186,130 @@ def test_user_precisions_only():
     np.testing.assert_allclose(gm.means_, plain.means_, rtol=1e-12)
     sk = SkGaussianMixture(5, random_state=0, max_iter=0).fit(X)
     np.testing.assert_allclose(np.sort(gm.weights_), np.sort(sk.weights_), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------
+# initialize(): the start only, the best of n_init
+
+
+def test_initialize_is_the_start_fit_begins_from():
+    X, _ = blobs()
+    kwargs = dict(n_components=5, covariance_type="diag", init_params="k-means++", random_state=3)
+    init = GaussianMixture(**kwargs).initialize(X)
+    ref = start(X, **kwargs)
+    for attr in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+        np.testing.assert_array_equal(getattr(init, attr), getattr(ref, attr), err_msg=attr)
+    assert init.n_iter_ == 0 and init.converged_ is False and init.lower_bounds_ == []
+    assert init.lower_bound_ == -np.inf  # n_init=1: no rating pass
+    # EM from it is the fit
+    state = state_from_estimator(init)
+    resumed = quiet(GaussianMixture(max_iter=20, **kwargs).resume, X, state)
+    fitted = quiet(GaussianMixture(max_iter=20, **kwargs).fit, X)
+    assert_same_params(resumed, fitted, rtol=1e-12)
+    assert resumed.n_iter_ == fitted.n_iter_ and resumed.lower_bounds_ == pytest.approx(fitted.lower_bounds_, rel=1e-12)
+
+
+def test_initialize_keeps_the_best_of_n_init_starts():
+    Xo = np.random.default_rng(1).uniform(size=(200, 2))  # uniform: starts of different quality
+    kwargs = dict(n_components=5, init_params="random")
+    best = GaussianMixture(n_init=4, random_state=42, **kwargs).initialize(Xo)
+    rs = np.random.RandomState(42)  # the stream the four starts share, as in fit
+    singles = [start(Xo, random_state=rs, **kwargs) for _ in range(4)]
+    scores = [m.score(Xo) for m in singles]
+    assert min(scores) < max(scores)
+    np.testing.assert_array_equal(best.means_, singles[int(np.argmax(scores))].means_)
+    assert best.lower_bound_ == pytest.approx(max(scores), rel=1e-12)
+    assert best.n_iter_ == 0 and best.converged_ is False and best.lower_bounds_ == []
+    # EM continues from it as from any start: the first iteration is not taken for convergence
+    assert state_from_estimator(best).lower_bound == -np.inf
+    warm = GaussianMixture(max_iter=30, warm_start=True, n_init=4, random_state=42, **kwargs)
+    continued = quiet(warm.initialize(Xo).fit, Xo)
+    assert continued.n_iter_ > 1
+
+
+# ---------------------------------------------------------------------------
+# tied start from one row per component: scikit-learn's covariance
+
+
+def _blobs(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 2)) * [1.0, 3.0] + rng.choice([0.0, 6.0], size=(n, 1))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tied_random_from_data_start_and_fit_equal_sklearn(kind, seed):
+    Xb = _blobs()
+    Xin = Xb if kind == "numpy" else da.from_array(Xb, chunks=(37, 2))
+    kwargs = dict(n_components=5, covariance_type="tied", init_params="random_from_data", random_state=seed)
+    sk0 = SkGaussianMixture(max_iter=0, **kwargs).fit(Xb)
+    ours0 = quiet(GaussianMixture(max_iter=0, **kwargs).fit, Xin)
+    np.testing.assert_allclose(ours0.covariances_, sk0.covariances_, rtol=1e-12)
+    np.testing.assert_allclose(ours0.precisions_cholesky_, sk0.precisions_cholesky_, rtol=1e-9)
+    sk = quiet(SkGaussianMixture(max_iter=30, tol=1e-8, **kwargs).fit, Xb)
+    ours = quiet(GaussianMixture(max_iter=30, tol=1e-8, **kwargs).fit, Xin)
+    assert_same_params(ours, sk, rtol=1e-7, atol=1e-9)
+    assert ours.n_iter_ == sk.n_iter_
+
+
+def test_tied_k_means_plus_plus_start_is_sklearn_formula_for_its_rows():
+    Xb = _blobs()
+    gm = quiet(GaussianMixture(5, covariance_type="tied", init_params="k-means++", random_state=0, max_iter=0).fit, Xb)
+    # the chosen rows are the initial means; scikit-learn's M-step from them
+    indices = [int(np.flatnonzero((Xb == m).all(axis=1))[0]) for m in gm.means_]
+    resp = np.zeros((len(Xb), 5))
+    resp[indices, np.arange(5)] = 1.0
+    _, _, cov = _estimate_gaussian_parameters(Xb, resp, 1e-6, "tied")
+    np.testing.assert_allclose(gm.covariances_, cov, rtol=1e-12)
+
+
+def _exact_tied(Xf, indices, reg_covar):
+    """scikit-learn's formula in exact rational arithmetic on the float64 values."""
+    K, D = len(indices), Xf.shape[1]
+    eps10 = Fraction(10) * Fraction(np.finfo(np.float64).eps)
+    nk = 1 + eps10
+    x = [[Fraction(float(v)) for v in row] for row in Xf]
+    out = np.empty((D, D))
+    for i in range(D):
+        for j in range(D):
+            total = sum(r[i] * r[j] for r in x) - sum(x[k][i] * x[k][j] for k in indices) / nk
+            out[i, j] = float(total / (K * nk) + (Fraction(reg_covar) if i == j else 0))
+    return out
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4, 1e8])
+def test_tied_one_hot_start_accurate_far_from_the_origin(offset):
+    Xf = _blobs(n=80) + offset
+    kwargs = dict(n_components=3, covariance_type="tied", init_params="random_from_data", random_state=4)
+    indices = np.random.RandomState(4).choice(len(Xf), size=3, replace=False)
+    exact = _exact_tied(Xf, indices, 1e-6)
+    for data in (NumpyData(Xf), DaskData(da.from_array(Xf, chunks=(9, 2)))):
+        summary = data.map_reduce(summary_chunk)
+        cov = tied_one_hot_covariance(data, summary, Xf[indices], 1e-6)
+        np.testing.assert_allclose(cov, exact, rtol=4e-15, atol=0)
+    if offset <= 1e4:  # at 1e8 the start itself is numerically singular
+        ours = quiet(GaussianMixture(max_iter=0, **kwargs).fit, Xf)
+        np.testing.assert_allclose(ours.covariances_, exact, rtol=4e-15)
+
+
+def test_tied_random_start_is_sklearn_formula_for_its_responsibilities():
+    """'random': every row's responsibilities sum to 1, so the shifted statistics are sklearn's."""
+    Xb = _blobs() + 1e3
+    gm = quiet(GaussianMixture(4, covariance_type="tied", init_params="random", random_state=3, max_iter=0).fit, Xb)
+    key = int(np.random.RandomState(3).randint(0, 2**63 - 1, dtype=np.int64))
+    resp = row_uniforms(key, 0, 0, len(Xb), 4)
+    resp /= resp.sum(axis=1, keepdims=True)
+    weights, means, cov = _estimate_gaussian_parameters(Xb, resp, 1e-6, "tied")
+    np.testing.assert_allclose(gm.weights_, weights / len(Xb), rtol=1e-12)
+    np.testing.assert_allclose(gm.means_, means, rtol=1e-12)
+    np.testing.assert_allclose(gm.covariances_, cov, rtol=1e-8)
+
+
+def test_tied_kmeans_start_is_the_pooled_hard_cluster_scatter():
+    """'kmeans': one-hot labels on every row, so scikit-learn's tied is the weighted full ones."""
+    Xb = _blobs()
+    kw = dict(n_components=4, init_params="kmeans", random_state=0, max_iter=0)
+    full = quiet(GaussianMixture(covariance_type="full", **kw).fit, Xb)
+    tied = quiet(GaussianMixture(covariance_type="tied", **kw).fit, Xb)
+    pooled = np.einsum("k,kij->ij", full.weights_, full.covariances_ - 1e-6 * np.eye(2)) + 1e-6 * np.eye(2)
+    np.testing.assert_allclose(tied.covariances_, pooled, rtol=1e-9)

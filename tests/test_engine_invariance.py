@@ -17,21 +17,13 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from gmm_engine import GaussianMixture
+from conftest import gaussian_clusters
+from gmm_engine import COVARIANCE_TYPES, GaussianMixture
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 INIT_PARAMS = ["kmeans", "k-means++", "random", "random_from_data"]
 
-
-def mixture_data(n=210, D=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = np.array([[0.0, 0.0, 0.0], [3.5, 3.0, 0.0], [0.0, 3.0, 3.5]])[:, :D]
-    labels = rng.choice(3, size=n, p=[0.45, 0.35, 0.2])
-    mix = np.eye(D) + 0.3 * rng.normal(size=(3, D, D))
-    return centers[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, D)), mix[labels])
-
-
-X = mixture_data()
+#: three overlapping clusters with correlated noise, 210 rows in 3-D
+X = gaussian_clusters(210, [[0.0, 0.0, 0.0], [3.5, 3.0, 0.0], [0.0, 3.0, 3.5]], (0.45, 0.35, 0.2), mixing=0.3)
 
 
 def assert_close(actual, expected, rtol, what=""):
@@ -160,7 +152,7 @@ def test_offset_1e8_initialisation_is_translation_invariant(covariance_type, ini
 
     Except scikit-learn's tied start from one row per component
     ('random_from_data', 'k-means++'), which uses raw second moments about
-    the origin and so depends on it: see test_engine_review.
+    the origin and so depends on it: see test_engine_init.
     """
     kwargs = dict(n_components=3, covariance_type=covariance_type, init_params=init_params, random_state=3, max_iter=0)
     base = fit(X, **kwargs)
@@ -244,14 +236,3 @@ def test_lower_bound_never_decreases_on_dask_tiny_chunks():
     Xo = _overlapping()
     gm = fit(da.from_array(Xo, chunks=(23, 3)), n_components=3, random_state=1, max_iter=25, tol=0.0)
     assert np.diff(gm.lower_bounds_).min() >= -1e-10
-
-
-def test_pass_parameters_are_inline_when_small_and_shared_when_large(monkeypatch):
-    from gmm_engine import _data
-
-    args = (np.zeros((8, 16, 16)),)
-    dsk = {}
-    assert _data._args_node(dsk, "p", len, args, 4) == (len, args) and dsk == {}
-    monkeypatch.setattr(_data, "INLINE_ARGS_BYTES", 4 * args[0].nbytes - 1)
-    ref = _data._args_node(dsk, "p", len, args, 4)
-    assert ref.key == "p" and dsk["p"].value == (len, args)  # one shared node, fetched by the tasks

@@ -21,21 +21,16 @@ from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
-from gmm_engine import GaussianMixture
+from conftest import gaussian_clusters
+from gmm_engine import COVARIANCE_TYPES, GaussianMixture
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 RTOL = 1e-6
 
 
 def mixture_data(n=3000, D=4, seed=0):
     """Three correlated, overlapping but well separated Gaussian clusters."""
-    rng = np.random.default_rng(seed)
-    K = 3
     centers = np.array([[0.0] * D, [4.0, 4.0] + [0.0] * (D - 2), [0.0, 4.0, 4.0] + [1.0] * (D - 3)])
-    labels = rng.choice(K, size=n, p=[0.5, 0.3, 0.2])
-    mix = np.eye(D) + 0.35 * rng.normal(size=(K, D, D))
-    X = centers[labels] + np.einsum("nd,nde->ne", rng.normal(size=(n, D)), mix[labels])
-    return X
+    return gaussian_clusters(n, centers, (0.5, 0.3, 0.2), seed=seed, mixing=0.35)
 
 
 X_SYN = mixture_data()

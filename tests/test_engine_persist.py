@@ -7,16 +7,19 @@ import io
 import json
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import gmm_engine
-from gmm_engine import GaussianMixture, ModelFormatError, load_model, read_model_document
+from conftest import assert_same_params, quiet, three_clusters
+from gmm_engine import COVARIANCE_TYPES, GaussianMixture, ModelFormatError, load_model, read_model_document
 from gmm_engine._persist import FORMAT, FORMAT_VERSION, _doc_checksum
 
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+#: three separated clusters, 300 rows in 3-D
+CLUSTERS = three_clusters()
 ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
 
 
@@ -39,8 +42,12 @@ def _entries(path):
     return sorted(p.name for p in path.iterdir())
 
 
+def _leftovers(parent):
+    return [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
 def _no_temp_dirs(parent):
-    left = [p.name for p in parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    left = _leftovers(parent)
     assert left == [], f"temporary directories left behind: {left}"
 
 
@@ -132,6 +139,48 @@ def test_save_refuses_bad_metadata_and_leaves_nothing(fitted, tmp_path, bad):
     assert _entries(tmp_path) == []
 
 
+# every parameter is stored, or a warning says why not
+
+
+def test_random_state_instance_warns_and_is_saved_as_none(tmp_path):
+    gm = GaussianMixture(2, random_state=np.random.RandomState(0)).fit(CLUSTERS)
+    with pytest.warns(UserWarning, match=r"The parameter random_state=RandomState\(MT19937\).* cannot be stored"):
+        path = gm.save(tmp_path / "m")
+    assert GaussianMixture.load(path).random_state is None
+
+
+def test_int_random_state_saves_without_warning(tmp_path):
+    gm = GaussianMixture(2, random_state=np.int64(3)).fit(CLUSTERS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = gm.save(tmp_path / "m")
+    assert GaussianMixture.load(path).random_state == 3
+
+
+def test_initial_parameters_round_trip(tmp_path):
+    K, D = 2, 3
+    params = dict(
+        weights_init=[0.4, 0.6],
+        means_init=np.array([[0.0, 0.0, 0.0], [5.0, 3.0, 0.0]], dtype=np.float32),
+        precisions_init=np.stack([np.eye(D)] * K),
+    )
+    gm = GaussianMixture(K, random_state=0, **params).fit(CLUSTERS)
+    path = gm.save(tmp_path / "m")
+    for name in params:
+        assert (path / f"{name}.npy").is_file()
+    back = GaussianMixture.load(path)
+    got, want = back.get_params(), gm.get_params()
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        if name in params:
+            np.testing.assert_array_equal(got[name], np.asarray(value), err_msg=name)
+            assert got[name].dtype == np.asarray(value).dtype, name
+        else:
+            assert got[name] == value, name
+    # refitting the loaded model starts where the original did
+    assert_same_params(GaussianMixture(**got).fit(CLUSTERS), gm, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------
 # overwrite and atomicity
 
@@ -157,15 +206,75 @@ def test_save_creates_parents(fitted, tmp_path):
 
 
 def test_failed_save_leaves_no_temp_dir(fitted, tmp_path, monkeypatch):
-    import gmm_engine._persist as persist
+    import gmm_engine.atomic as atomic
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(persist.os, "fsync", boom)
+    monkeypatch.setattr(atomic.os, "fsync", boom)
     with pytest.raises(OSError, match="disk full"):
         fitted["full"].save(tmp_path / "m")
     assert _entries(tmp_path) == []
+
+
+# save(overwrite=True) replaces only a model directory
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return GaussianMixture(2, random_state=0).fit(CLUSTERS)
+
+
+def test_overwrite_refuses_a_foreign_directory(small_model, tmp_path):
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    (target / "sub").mkdir()
+    with pytest.raises(FileExistsError, match=r"is not a gmm-stream model directory that can be replaced: it has no model\.json") as info:
+        small_model.save(target, overwrite=True)
+    assert "move or delete it yourself, or save to another path" in str(info.value)
+    assert (target / "notes.txt").read_text() == "precious" and (target / "sub").is_dir()
+    assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_refuses_a_regular_file(small_model, tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("data")
+    with pytest.raises(FileExistsError, match="it is a file, not a directory"):
+        small_model.save(target, overwrite=True)
+    assert target.read_text() == "data"
+    assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_refuses_a_model_directory_holding_other_files(small_model, tmp_path):
+    target = small_model.save(tmp_path / "m")
+    (target / "report.html").write_text("<html/>")
+    with pytest.raises(FileExistsError, match=re.escape("it holds files that are not part of the model (report.html)")):
+        small_model.save(target, overwrite=True)
+    assert (target / "report.html").is_file()
+    GaussianMixture.load(target)
+
+
+def test_overwrite_refuses_a_corrupt_model_directory(small_model, tmp_path):
+    target = small_model.save(tmp_path / "m")
+    (target / "model.json").write_text("{")
+    with pytest.raises(FileExistsError, match="model.json is not valid JSON"):
+        small_model.save(target, overwrite=True)
+    assert (target / "model.json").read_text() == "{"
+
+
+def test_overwrite_replaces_an_empty_directory(small_model, tmp_path):
+    (tmp_path / "m").mkdir()
+    small_model.save(tmp_path / "m", overwrite=True)
+    assert GaussianMixture.load(tmp_path / "m").n_components == 2
+    assert _leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces_a_model_directory(small_model, tmp_path):
+    target = GaussianMixture(3, random_state=0).fit(CLUSTERS).save(tmp_path / "m")
+    small_model.save(target, overwrite=True)
+    assert GaussianMixture.load(target).n_components == 2
+    assert _leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------
@@ -338,6 +447,72 @@ def test_inconsistent_document_refused(fitted, tmp_path, edit, pattern):
     path = _save(fitted, tmp_path)
     _edit_doc(path, edit)
     _refuses(path, pattern)
+
+
+def _rewrite(path, fname, data):
+    (path / fname).write_bytes(data)
+
+
+def test_tampered_initial_parameter_refused(tmp_path):
+    gm = GaussianMixture(2, random_state=0, means_init=[[0.0, 0.0, 0.0], [5.0, 3.0, 0.0]]).fit(CLUSTERS)
+    path = gm.save(tmp_path / "m")
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((2, 3)))
+    _rewrite(path, "means_init.npy", buf.getvalue())
+    with pytest.raises(ModelFormatError, match="means_init.npy does not match its sha256"):
+        GaussianMixture.load(path)
+    # with a matching checksum, an object array is still refused
+    buf = io.BytesIO()
+    np.save(buf, np.array(["a", "b"]))
+    data = buf.getvalue()
+    _rewrite(path, "means_init.npy", data)
+    _edit_doc(path, lambda d: d["arrays"]["means_init"].__setitem__("sha256", hashlib.sha256(data).hexdigest()))
+    with pytest.raises(ModelFormatError, match="means_init.npy has dtype <U1, expected a numeric dtype"):
+        GaussianMixture.load(path)
+
+
+@pytest.mark.parametrize(
+    "field, value, pattern",
+    [
+        ("n_iter_", "5", "n_iter_ must be a non-negative integer, got '5'"),
+        ("n_iter_", 2.5, "n_iter_ must be a non-negative integer, got 2.5"),
+        ("n_iter_", True, "n_iter_ must be a non-negative integer, got True"),
+        ("n_iter_", -1, "n_iter_ must be a non-negative integer, got -1"),
+        ("converged_", 1, "converged_ must be true or false, got 1"),
+        ("converged_", "yes", "converged_ must be true or false, got 'yes'"),
+        ("lower_bound_", "abc", "lower_bound_ must be a number, got 'abc'"),
+        ("lower_bound_", None, "lower_bound_ must be a number, got None"),
+        ("lower_bounds_", [1.0, "x"], "lower_bounds_ must be a list of numbers"),
+    ],
+)
+def test_fitted_section_types_checked(small_model, tmp_path, field, value, pattern):
+    path = small_model.save(tmp_path / "m")
+    _edit_doc(path, lambda d: d["fitted"].__setitem__(field, value))
+    with pytest.raises(ModelFormatError, match=re.escape(pattern)) as info:
+        GaussianMixture.load(path)
+    assert "the fitted section of model.json is invalid" in str(info.value)
+
+
+def test_fitted_values_have_their_types_after_load(tmp_path):
+    gm = quiet(GaussianMixture(2, random_state=0, max_iter=0).fit, CLUSTERS)  # lower_bound_ = -inf
+    back = GaussianMixture.load(gm.save(tmp_path / "m"))
+    assert type(back.n_iter_) is int and type(back.converged_) is bool
+    assert type(back.lower_bound_) is float and back.lower_bound_ == -np.inf
+
+
+def test_documents_without_the_new_fields_still_load(small_model, tmp_path):
+    path = small_model.save(tmp_path / "m")
+
+    def strip(d):
+        for key in ("covariance_type", "n_components"):
+            d["fitted"].pop(key)
+        for name in ("weights_init", "means_init", "precisions_init"):
+            d["params"].pop(name)
+
+    _edit_doc(path, strip)
+    back = GaussianMixture.load(path)
+    np.testing.assert_array_equal(back.score_samples(CLUSTERS), small_model.score_samples(CLUSTERS))
+    assert back.means_init is None
 
 
 def test_load_model_refuses_too(tmp_path):

@@ -13,16 +13,16 @@ import sys
 import numpy as np
 import pytest
 
-from gmm_engine import _simd
+from gmm_engine import COVARIANCE_TYPES, _simd
 
 SCRIPT = r"""
 import json, sys
 import numpy as np
-from gmm_engine import GaussianMixture, _simd
+from gmm_engine import COVARIANCE_TYPES, GaussianMixture, _simd
 rng = np.random.default_rng(5)
 X = np.vstack([rng.normal(size=(700, 11)) + 3 * k for k in range(3)])
 out = {"W": _simd.W}
-for ct in ("full", "tied", "diag", "spherical"):
+for ct in COVARIANCE_TYPES:
     gm = GaussianMixture(3, covariance_type=ct, max_iter=15, tol=0, init_params="random_from_data",
                          random_state=0).fit(X)
     out[ct] = {"means": gm.means_.tolist(), "covariances": np.asarray(gm.covariances_).tolist(),
@@ -45,7 +45,7 @@ def test_the_other_vector_width_gives_the_same_fit():
     other = 4 if _simd.W == 8 else 8
     native, forced = _fits(), _fits(other)
     assert (native["W"], forced["W"]) == (_simd.W, other)
-    for ct in ("full", "tied", "diag", "spherical"):
+    for ct in COVARIANCE_TYPES:
         for key in ("means", "covariances", "scores"):
             np.testing.assert_allclose(forced[ct][key], native[ct][key], rtol=1e-11, atol=1e-12, err_msg=f"{ct} {key}")
         assert forced[ct]["lower_bound"] == pytest.approx(native[ct]["lower_bound"], rel=1e-13)

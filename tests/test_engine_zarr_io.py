@@ -1,14 +1,19 @@
-"""Direct reads of local Zarr chunk files equal Zarr's own reads, and damaged chunks are named."""
+"""Zarr input: arrays that are not 2-D and groups are refused in words that say what to pass;
+direct reads of local Zarr chunk files equal Zarr's own reads, and damaged chunks are named."""
 
 import os
+import re
 
 import numpy as np
 import pytest
 import zarr
 
-from gmm_engine import GaussianMixture
+from conftest import sklearn_error, three_clusters, zarr_one_chunk
+from gmm_engine import GaussianMixture, zarr_to_dask
 from gmm_engine._zarr_io import ZarrChunkError, ZarrRows, zstd_content_size
-from gmm_engine.mixture import zarr_to_dask
+
+#: three separated clusters, 300 rows in 3-D
+CLUSTERS = three_clusters()
 
 
 def compressors(codec):
@@ -23,6 +28,50 @@ def _array(tmp_path, codec, n=1003, D=5, rows=128, dtype="f4", fill=0.0, name="a
     X = np.random.default_rng(0).normal(size=(n, D)).astype(dtype)
     z[:] = X
     return z, X
+
+
+# ---------------------------------------------------------------------------
+# Zarr arrays that are not 2-D, and Zarr groups
+
+
+@pytest.mark.parametrize("shape", [(30,), (10, 3, 2)], ids=["1d", "3d"])
+@pytest.mark.parametrize("as_path", [True, False], ids=["path", "array"])
+def test_zarr_not_2d_has_sklearn_message(tmp_path, shape, as_path):
+    arr = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    path = zarr_one_chunk(tmp_path / "a.zarr", arr)
+    Xin = path if as_path else zarr.open_array(path, mode="r")
+    first_line = str(sklearn_error({}, arr)).split("\n")[0]
+    with pytest.raises(ValueError, match=f"^{re.escape(first_line)}"):
+        GaussianMixture().fit(Xin)
+    gm = GaussianMixture(random_state=0).fit(CLUSTERS[:, :2] if len(shape) == 3 else CLUSTERS[:, :1])
+    with pytest.raises(ValueError, match=f"^{re.escape(first_line)}"):
+        gm.predict(Xin)
+
+
+def test_zarr_group_path_names_its_arrays(tmp_path):
+    g = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    g.create_array("X", shape=(10, 2), dtype="f8")
+    g.create_array("labels", shape=(10,), dtype="i8")
+    g.create_group("meta")
+    msg = re.escape(f"{tmp_path / 'g.zarr'} is a Zarr group, not an array (its arrays: 'X', 'labels'; its groups: 'meta')")
+    with pytest.raises(ValueError, match=msg) as info:
+        GaussianMixture().fit(str(tmp_path / "g.zarr"))
+    assert f"for example {tmp_path / 'g.zarr'}/X" in str(info.value)
+    with pytest.raises(ValueError, match="is a Zarr group, not an array"):
+        GaussianMixture().fit(zarr.open_group(str(tmp_path / "g.zarr"), mode="r"))
+    gm = GaussianMixture(random_state=0).fit(CLUSTERS[:, :2])
+    with pytest.raises(ValueError, match="is a Zarr group, not an array"):
+        gm.score_samples(str(tmp_path / "g.zarr"))
+
+
+def test_empty_zarr_group(tmp_path):
+    zarr.open_group(str(tmp_path / "e.zarr"), mode="w")
+    with pytest.raises(ValueError, match=r"is a Zarr group, not an array \(it holds no arrays\)"):
+        GaussianMixture().fit(str(tmp_path / "e.zarr"))
+
+
+# ---------------------------------------------------------------------------
+# direct reads of local chunk files
 
 
 @pytest.mark.parametrize("codec", ["none", "lz4", "zstd"])

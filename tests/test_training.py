@@ -8,10 +8,10 @@ import pytest
 from conftest import write_zarr
 from gmm_engine import GaussianMixture, ModelFormatError, load_model
 from gmm_engine.checkpoint import load_checkpoint
+from pipeline.data import data_fingerprint
 from pipeline.models import ModelRegistry
 from pipeline.training import (
     ResumeMismatchError,
-    data_fingerprint,
     fit_model,
     initialize_model,
     register_model,

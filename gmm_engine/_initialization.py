@@ -6,7 +6,7 @@ which one M-step with weights ``nk / n_samples`` gives the starting
 parameters; user ``weights_init``, ``means_init`` and ``precisions_init``
 replace what they specify.
 
-Randomness that touches rows comes from :func:`_data.row_uniforms`, a
+Randomness that touches rows comes from :func:`_rng.row_uniforms`, a
 function of the global row index, so a given ``random_state`` gives the
 same initialisation whatever the chunking and whatever order the
 scheduler runs chunks in.
@@ -35,9 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _covariance
 from . import _kernels as kern
-from ._data import ChunkedData, row_uniforms
+from ._chunked import ChunkedData
 from ._params import _NK_EPS, GMMParams, m_step
+from ._rng import row_uniforms
 from ._stats import DataSummary, SuffStats
 
 logger = logging.getLogger(__name__)
@@ -179,7 +181,7 @@ def _lloyd_chunk(block, start, centers, covariance_type):
 def _scatter_chunk(block, start, shift):
     """Sum and scatter of all rows around ``shift`` (1, D): one component owning every row."""
     resp = np.ones((block.shape[0], 1))
-    return SuffStats.from_resp(block, resp, shift, "full")
+    return SuffStats.from_resp(block, resp, shift, _covariance.FULL)
 
 
 def _random_resp_chunk(block, start, shift, key, covariance_type):
@@ -372,7 +374,7 @@ def kmeans_stats(data, summary, K, covariance_type, rs):
     return stats
 
 
-def initialize(
+def initial_params(
     data: ChunkedData,
     summary: DataSummary,
     *,
@@ -390,8 +392,6 @@ def initialize(
     ``weights_init``, ``means_init`` and ``precisions_init`` must already be
     validated arrays (or None).
     """
-    from . import _covariance
-
     cov = _covariance.get(covariance_type)
     K, D = n_components, data.n_features
     if weights_init is not None and means_init is not None and precisions_init is not None:
@@ -417,11 +417,12 @@ def initialize(
     else:  # pragma: no cover - validated by the estimator
         raise ValueError(f"unknown init_params {init_params!r}")
     params = m_step(stats, reg_covar, n_samples=data.n_samples)
-    if covariance_type == "tied" and init_params in ("random_from_data", "k-means++") and precisions_init is None:
+    one_hot = init_params in ("random_from_data", "k-means++")
+    if one_hot and cov.one_hot_start_reads_all_rows and precisions_init is None:
         # scikit-learn's tied start from one row per component reads every row
-        # (for full, diag and spherical only the chosen rows count; for
-        # 'kmeans' and 'random' every row has responsibilities summing to 1,
-        # so the statistics above already are scikit-learn's)
+        # (for the other types only the chosen rows count; for 'kmeans' and
+        # 'random' every row has responsibilities summing to 1, so the
+        # statistics above already are scikit-learn's)
         covariances = tied_one_hot_covariance(data, summary, chosen, reg_covar)
         params = GMMParams(
             covariance_type, params.weights, params.means, covariances, cov.precision_cholesky(covariances)

@@ -1,0 +1,149 @@
+"""The fitted state of an estimator: written in one place, read back checked.
+
+The fitted attributes are scikit-learn's: ``weights_``, ``means_``,
+``covariances_``, ``precisions_cholesky_``, ``precisions_``,
+``n_features_in_``, ``feature_names_in_`` (only for named input),
+``converged_``, ``n_iter_``, ``lower_bound_`` and ``lower_bounds_``, plus
+``_fitted_covariance_type``, the type the arrays have (``set_params``
+after a fit changes what the next fit does, not what the arrays are).
+
+* :func:`set_fitted` is the only writer.  ``fit``, ``resume`` and
+  ``initialize``, a checkpoint (``checkpoint.estimator_from_state``) and a
+  loaded model (``_persist.load_model``) all set the attributes from an
+  :class:`~gmm_engine.EMState`, so the parameters, the feature count and
+  names and the history always describe one model, and a failed fit
+  leaves the previous one whole.
+* :func:`fitted_params` reads the arrays back as :class:`GMMParams`,
+  checked against each other: the kernels do no bounds checks, so an
+  attribute replaced after the fit must fail here, not read past an array.
+* :func:`em_state` reads the whole state back as an ``EMState``: what a
+  checkpoint holds and where EM continues from.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _covariance
+from ._em import EMState
+from ._params import GMMParams
+
+
+def set_fitted(est, state: EMState, names=None):
+    """Set every fitted attribute of ``est`` from ``state``; returns ``est``.
+
+    Parameters
+    ----------
+    est : estimator
+    state : EMState
+        Its parameters, iteration count, lower bound(s) and convergence.
+    names : sequence of str, optional
+        The input's feature names; None removes ``feature_names_in_``.
+    """
+    params = state.params
+    est._fitted_covariance_type = params.covariance_type
+    est.weights_ = params.weights
+    est.means_ = params.means
+    est.covariances_ = params.covariances
+    est.precisions_cholesky_ = params.precisions_cholesky
+    est.precisions_ = params.precisions
+    est.n_features_in_ = int(params.n_features)
+    if names is not None:
+        est.feature_names_in_ = np.asarray(list(names), dtype=object)
+    elif hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+    est.converged_ = bool(state.converged)
+    est.n_iter_ = int(state.n_iter)
+    est.lower_bound_ = float(state.lower_bound)
+    est.lower_bounds_ = [float(v) for v in state.lower_bounds]
+    return est
+
+
+def fitted_covariance_type(est) -> str:
+    """The covariance type the fitted parameters have.
+
+    ``set_params(covariance_type=...)`` after a fit changes what the next
+    fit does, not what ``covariances_`` and ``precisions_cholesky_`` are:
+    scoring, sampling and parameter counts use the type they were fitted
+    with (scikit-learn reads them with the new type and fails or returns
+    NaN).
+    """
+    return getattr(est, "_fitted_covariance_type", est.covariance_type)
+
+
+def _numeric_arrays(est, attrs) -> dict:
+    arrays = {"covariances_": np.empty(0)}  # not read by the kernels
+    for attr in attrs:
+        value = getattr(est, attr)
+        try:
+            arrays[attr] = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"The fitted attribute {attr} of this {type(est).__name__} is not a "
+                f"numeric array ({exc}). Refit the model, or restore the attribute."
+            ) from None
+    return arrays
+
+
+def fitted_params(est, *, covariances=True) -> GMMParams:
+    """The fitted parameters of ``est``, checked against each other before any kernel reads them.
+
+    ``covariances=False`` skips ``covariances_``, which scoring does not
+    use (the returned ``covariances`` is then empty).
+
+    Raises
+    ------
+    ValueError
+        An attribute is not numeric, or the shapes disagree (with each
+        other, ``n_features_in_`` or the fitted covariance type); the
+        message says which and how to fix it.
+    """
+    ctype = fitted_covariance_type(est)
+    cov = _covariance.get(ctype)
+    names = ("weights_", "means_", "precisions_cholesky_") + (("covariances_",) if covariances else ())
+    arrays = _numeric_arrays(est, names)
+    weights, means = arrays["weights_"], arrays["means_"]
+    K = weights.shape[0] if weights.ndim == 1 else None
+    D = getattr(est, "n_features_in_", means.shape[1] if means.ndim == 2 else None)
+    checks = [("weights_", (K,)), ("means_", (K, D)), ("precisions_cholesky_", None)]
+    if covariances:
+        checks.append(("covariances_", None))
+    problems = []
+    if K is None:
+        problems.append(f"weights_ has shape {weights.shape}, expected (n_components,)")
+    else:
+        for attr, shape in checks:
+            shape = shape or cov.param_shape(K, D)
+            if arrays[attr].shape != shape:
+                problems.append(f"{attr} has shape {arrays[attr].shape}, expected {shape}")
+    if problems:
+        raise ValueError(
+            f"The fitted parameters of this {type(est).__name__} do not agree with each "
+            f"other: {'; '.join(problems)} (for {K or 'n_components'} components, {D} "
+            f"features and covariance_type={ctype!r}, the type they were fitted with). An attribute "
+            "was changed after fitting: refit the model, or set all of weights_, "
+            "means_, covariances_ and precisions_cholesky_ consistently."
+        )
+    return GMMParams(ctype, weights, means, arrays["covariances_"], arrays["precisions_cholesky_"])
+
+
+def em_state(est) -> EMState:
+    """The :class:`EMState` of a fitted estimator, its parameters checked.
+
+    An estimator with ``n_iter_ == 0`` holds a start (``initialize``, or a
+    fit with ``max_iter=0``): its state has ``lower_bound=-inf``, as every
+    start of EM has, whatever ``lower_bound_`` says (``initialize`` records
+    the initial mean log-likelihood there), so that the first iteration
+    from it is never taken for convergence.
+    """
+    lbs = tuple(float(v) for v in est.lower_bounds_)
+    return EMState(
+        params=fitted_params(est),
+        n_iter=int(est.n_iter_),
+        lower_bound=float(est.lower_bound_) if est.n_iter_ else -math.inf,
+        lower_bounds=lbs,
+        change=(lbs[-1] - lbs[-2]) if len(lbs) > 1 else float("nan"),
+        converged=bool(est.converged_),
+    )
