@@ -1,4 +1,8 @@
-"""Tests for pipeline.plots: valid, non-blank PNGs, geometry, validation, atomic writes, threads."""
+"""Tests for pipeline.plots: valid, non-blank PNGs, geometry, validation, atomic writes, threads.
+
+The covariance expansion the projection relies on (gmm_engine.full_covariances)
+is tested in test_covariance_registry.py.
+"""
 
 import math
 import os
@@ -9,15 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 from matplotlib.patches import Ellipse
 
+from gmm_engine import COVARIANCE_TYPES, _covariance, atomic
 from pipeline import plots
+from pipeline.plots import style
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ONE_PANEL = (550, 880)  # rows, columns: 8 x 5 in at 110 dpi
 TWO_PANELS = (770, 880)  # 8 x 7 in at 110 dpi
-COV_TYPES = ("full", "tied", "diag", "spherical")
+COV_TYPES = COVARIANCE_TYPES
 
 
 def assert_png(path, shape):
@@ -55,18 +62,11 @@ def selection_table(heldout=True):
 
 
 def random_params(covariance_type, K, D, rng):
+    """Means and ``covariances_`` of the type: random SPD matrices reduced by the registry."""
     means = rng.normal(scale=4.0, size=(K, D))
-    if covariance_type == "full":
-        A = rng.normal(size=(K, D, D))
-        cov = A @ np.swapaxes(A, 1, 2) + 0.5 * np.eye(D)
-    elif covariance_type == "tied":
-        A = rng.normal(size=(D, D))
-        cov = A @ A.T + 0.5 * np.eye(D)
-    elif covariance_type == "diag":
-        cov = rng.uniform(0.3, 2.0, size=(K, D))
-    else:
-        cov = rng.uniform(0.3, 2.0, size=K)
-    return means, cov
+    A = rng.normal(size=(K, D, D))
+    full = A @ np.swapaxes(A, 1, 2) + 0.5 * np.eye(D)
+    return means, _covariance.get(covariance_type).from_full(full)
 
 
 def mixture_sample(means, rng, n_per=300):
@@ -82,54 +82,7 @@ def rng():
 
 
 # ---------------------------------------------------------------------------
-# expand_covariances and geometry
-
-
-def test_expand_covariances_matches_hand_built():
-    K, D = 2, 3
-    full = np.array(
-        [
-            [[2.0, 0.3, 0.1], [0.3, 1.0, 0.2], [0.1, 0.2, 0.5]],
-            [[1.0, -0.4, 0.0], [-0.4, 3.0, 0.7], [0.0, 0.7, 2.0]],
-        ]
-    )
-    np.testing.assert_array_equal(plots.expand_covariances(full, "full", K, D), full)
-
-    tied = full[0]
-    np.testing.assert_array_equal(plots.expand_covariances(tied, "tied", K, D), np.stack([tied, tied]))
-
-    diag = np.array([[1.0, 2.0, 3.0], [0.5, 0.25, 4.0]])
-    expected = np.array([np.diag([1.0, 2.0, 3.0]), np.diag([0.5, 0.25, 4.0])])
-    np.testing.assert_array_equal(plots.expand_covariances(diag, "diag", K, D), expected)
-
-    sph = np.array([0.7, 2.5])
-    expected = np.array([0.7 * np.eye(3), 2.5 * np.eye(3)])
-    np.testing.assert_array_equal(plots.expand_covariances(sph, "spherical", K, D), expected)
-
-
-def test_expand_covariances_returns_independent_copy():
-    tied = np.eye(2)
-    out = plots.expand_covariances(tied, "tied", 3, 2)
-    out[0, 0, 0] = 99.0
-    assert tied[0, 0] == 1.0 and out[1, 0, 0] == 1.0
-
-
-@pytest.mark.parametrize(
-    "cov, ctype, K, D, match",
-    [
-        (np.ones((2, 3)), "fancy", 2, 3, "Unknown covariance_type 'fancy'"),
-        (np.ones((2, 3)), "full", 2, 3, r"needs \(2, 3, 3\)"),
-        (np.eye(3), "tied", 2, 2, r"needs \(2, 2\)"),
-        (np.ones(3), "spherical", 2, 3, r"needs \(2,\)"),
-        (np.array([[1.0, np.nan], [1.0, 1.0]]), "diag", 2, 2, "non-finite"),
-        (np.array([[1.0, 0.5], [0.0, 1.0]]), "tied", 1, 2, "not symmetric"),
-        (np.array([[1.0, -1.0]]), "diag", 1, 2, "variances >= 0"),
-        (np.ones(2), "spherical", 0, 2, "n_components must be a positive integer"),
-    ],
-)
-def test_expand_covariances_rejects_bad_input(cov, ctype, K, D, match):
-    with pytest.raises(ValueError, match=match):
-        plots.expand_covariances(cov, ctype, K, D)
+# geometry
 
 
 def rotated(theta_deg, major_var, minor_var):
@@ -224,13 +177,13 @@ def test_projection_ellipses_match_eigendecomposition(tmp_path, monkeypatch):
     X = np.concatenate([rng.multivariate_normal(m, c, 200) for m, c in zip(means, covs)])
 
     drawn = []
-    real_save = plots._save_atomic
+    real_save = style.save_png
 
     def capture(fig, path):
         drawn.extend(p for ax in fig.axes for p in ax.patches if isinstance(p, Ellipse))
         return real_save(fig, path)
 
-    monkeypatch.setattr(plots, "_save_atomic", capture)
+    monkeypatch.setattr(style, "save_png", capture)
     plots.plot_projection(X, means, covs, "full", tmp_path / "p.png")
     assert len(drawn) == 4  # 1- and 2-sigma per component
     for k in range(2):
@@ -343,13 +296,13 @@ def test_plot_score_histogram(tmp_path, rng):
 def test_score_histogram_legend_counts_rows_at_or_below_threshold(tmp_path, monkeypatch):
     """Same convention as pipeline.threshold: score <= threshold is an anomaly."""
     texts = []
-    real_save = plots._save_atomic
+    real_save = style.save_png
 
     def capture(fig, path):
         texts.extend(t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts())
         return real_save(fig, path)
 
-    monkeypatch.setattr(plots, "_save_atomic", capture)
+    monkeypatch.setattr(style, "save_png", capture)
     truth = np.array([True, False, False, False])
     plots.plot_score_histogram([1.0, 2.0, 3.0, 4.0], 2.0, tmp_path / "h.png", is_anomaly_truth=truth)
     assert any("flagged 50.00% (2 of 4 rows)" in t for t in texts), texts
@@ -465,7 +418,7 @@ def test_failed_render_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
     def boom(self, *args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(plots.Figure, "savefig", boom)
+    monkeypatch.setattr(Figure, "savefig", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         plots.plot_loglik_trace([-3.0, -2.0, -1.0], target)
     assert target.read_bytes() == before
@@ -482,6 +435,32 @@ def test_overwrite_creates_parents_and_respects_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_write_goes_through_the_atomic_convention(tmp_path, monkeypatch):
+    """The PNG is published by gmm_engine.atomic: its temporary name, cleaned up on failure."""
+    target = tmp_path / "trace.png"
+    renamed = []
+
+    def failing_replace(src, dst):
+        renamed.append((Path(src), Path(dst)))
+        raise OSError("rename refused")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename refused"):
+        plots.plot_loglik_trace([-2.0, -1.0], target)
+    [(src, dst)] = renamed
+    assert dst == target and src.parent == tmp_path
+    assert atomic.parse_temp_name(src.name) == atomic.TempName("trace.png", "tmp")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_covariance_styles_follow_the_registry():
+    assert tuple(style.TYPE_STYLE) == COVARIANCE_TYPES
+    assert plots.COVARIANCE_TYPES == COVARIANCE_TYPES
+    colours = [c for c, _ in style.TYPE_STYLE.values()]
+    markers = [m for _, m in style.TYPE_STYLE.values()]
+    assert len(set(colours)) == len(colours) and len(set(markers)) == len(markers)
 
 
 def _render_all(directory, tag):
