@@ -580,6 +580,12 @@ def check_name(covariance_type) -> str:
     return covariance_type
 
 
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}: pass an int >= 1.")
+    return int(value)
+
+
 def full_covariances(covariances, covariance_type, n_components, n_features) -> np.ndarray:
     """(K, D, D) covariance matrices from any type's ``covariances_``.
 
@@ -604,7 +610,7 @@ def full_covariances(covariances, covariance_type, n_components, n_features) -> 
         or negative variances; the message says what to pass instead.
     """
     cov_type = get(check_name(covariance_type))
-    K, D = int(n_components), int(n_features)
+    K, D = _positive_int(n_components, "n_components"), _positive_int(n_features, "n_features")
     try:
         cov = np.asarray(covariances, dtype=np.float64)
     except (TypeError, ValueError):

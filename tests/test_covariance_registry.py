@@ -54,8 +54,7 @@ def test_full_covariances_returns_independent_copy():
 
 # Matches moved from test_plots' expand_covariances, adjusted where the engine
 # words the error differently: the unknown type (scikit-learn's "must be one
-# of"), non-finite values ("NaN or infinity"), and n_components=0, which the
-# engine reports as a shape mismatch rather than as a non-positive integer.
+# of") and non-finite values ("NaN or infinity").
 @pytest.mark.parametrize(
     "cov, ctype, K, D, match",
     [
@@ -66,7 +65,9 @@ def test_full_covariances_returns_independent_copy():
         (np.array([[1.0, np.nan], [1.0, 1.0]]), "diag", 2, 2, "NaN or infinity"),
         (np.array([[1.0, 0.5], [0.0, 1.0]]), "tied", 1, 2, "not symmetric"),
         (np.array([[1.0, -1.0]]), "diag", 1, 2, "variances >= 0"),
-        (np.ones(2), "spherical", 0, 2, r"n_components=0 and n_features=2 needs \(0,\)"),
+        (np.ones(2), "spherical", 0, 2, "n_components must be a positive integer"),
+        (np.ones(2), "spherical", True, 2, "n_components must be a positive integer"),
+        (np.ones((2, 2)), "diag", 2, 2.0, "n_features must be a positive integer"),
     ],
 )
 def test_full_covariances_rejects_bad_input(cov, ctype, K, D, match):
