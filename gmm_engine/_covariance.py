@@ -117,6 +117,20 @@ def _rows(X):
     return X if X.flags.c_contiguous else np.ascontiguousarray(X)
 
 
+_NO_WEIGHTS = np.empty(0)
+_NO_ROWS = np.empty((0, 3))
+
+
+def _kernel_weights(weights):
+    """Row weights as the E-step kernels take them: float64 (n,), or empty for unit weights."""
+    return _NO_WEIGHTS if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+
+
+def _kernel_rows(rows):
+    """Where an E-step kernel writes per-row scores: (n, 3) float64, or empty for none."""
+    return _NO_ROWS if rows is None else rows
+
+
 def _skip_threshold(weights):
     with np.errstate(under="ignore"):
         return np.maximum(kern.SKIP_REL * np.asarray(weights, dtype=np.float64), kern.TINY)
@@ -319,8 +333,9 @@ class _Full(CovarianceType):
             rmin=_skip_threshold(weights),
         )
 
-    def estep(self, X, kp, nk, sums, scatter):
-        return kern.estep_full(_rows(X), kp.means_p, kp.prec_p, kp.logc, kp.rmin, nk, sums, scatter)
+    def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
+        return kern.estep_full(_rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc,
+                               kp.rmin, nk, sums, scatter, _kernel_rows(rows))
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_full(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
@@ -404,9 +419,10 @@ class _Tied(CovarianceType):
             rmin=_skip_threshold(weights),
         )
 
-    def estep(self, X, kp, nk, sums, scatter):
+    def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
         return kern.estep_tied(
-            _rows(X), kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p, kp.rmin, nk, sums, scatter
+            _rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p,
+            kp.rmin, nk, sums, scatter, _kernel_rows(rows),
         )
 
     def _logprob(self, X, kp, mode, out):
@@ -494,8 +510,9 @@ class _Diag(CovarianceType):
             self.name, means, prec, logc, means_p=_pad_last(means, Dp), prec_p=_pad_last(prec, Dp)
         )
 
-    def estep(self, X, kp, nk, sums, scatter):
-        return kern.estep_diag(_rows(X), kp.means_p, kp.prec_p, kp.logc, nk, sums, scatter)
+    def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
+        return kern.estep_diag(_rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc,
+                               nk, sums, scatter, _kernel_rows(rows))
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_diag(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
@@ -542,8 +559,9 @@ class _Spherical(_Diag):
             self.name, means, prec, logc, means_p=_pad_last(means, Dp), prec_p=prec_p
         )
 
-    def estep(self, X, kp, nk, sums, scatter):
-        return kern.estep_spherical(_rows(X), kp.means_p, kp.prec_p, kp.logc, nk, sums, scatter)
+    def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
+        return kern.estep_spherical(_rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p,
+                                    kp.logc, nk, sums, scatter, _kernel_rows(rows))
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_spherical(X, kp.means_p, kp.prec_p, kp.logc, mode, out)

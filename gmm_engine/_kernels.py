@@ -49,6 +49,12 @@ Conventions shared by every kernel:
   zeroed: ``nk`` (K,), ``sums`` (K, D) and a type-specific ``scatter``.
   Only the upper triangle of a full scatter is written; the caller
   mirrors it.
+* E-step kernels take row weights ``wt`` (n,) float64, or an empty array
+  for unit weights, and multiply every row's responsibilities and
+  log-likelihood by its weight (``sample_weight``).  They can also write
+  what scoring needs of every row into ``rows`` (n, 3): ``log p(x)``, the
+  most likely component and its responsibility, from the same pass (an
+  empty (0, 3) array asks for nothing).
 """
 
 from __future__ import annotations
@@ -129,6 +135,23 @@ def _load_cols(X, i0, m, D, xT):
     for a in range(D):
         for i in range(m, BR):
             xT[a, i] = 0.0
+
+
+@njit(**_OPTS)
+def _load_weights(wt, i0, m, WB):
+    """Row weights of a block into ``WB`` (BR,): ``wt[i0 : i0 + m]``, or ones when ``wt`` is empty.
+
+    Padding rows ``>= m`` get weight 0, which is what marks them invalid
+    in :func:`_responsibilities`.
+    """
+    if wt.shape[0] == 0:
+        for i in range(m):
+            WB[i] = 1.0
+    else:
+        for i in range(m):
+            WB[i] = wt[i0 + i]
+    for i in range(m, WB.shape[0]):
+        WB[i] = 0.0
 
 
 @njit(**_OPTS)
@@ -241,22 +264,26 @@ def _whiten_cols(dT, U, D, Dp, yT):
 
 
 @njit(**_OPTS)
-def _responsibilities(LPT, K, m, RT, NKv):
-    """Log-sum-exp over components and normalised responsibilities for a block.
+def _responsibilities(LPT, K, RT, NKv, WB, LLB):
+    """Log-sum-exp over components and weighted responsibilities for a block.
 
-    ``LPT`` (K, BR) holds weighted log-probabilities; ``RT`` (K, BR)
-    receives the responsibilities (zero for padding rows ``>= m`` and
-    below ``TINY``) and ``NKv`` (K, W) their per-lane sums.  Returns the
-    per-lane sums of ``log p(x)`` over the valid rows (``-inf`` for a row
-    whose every log-probability is ``-inf``).
+    ``LPT`` (K, BR) holds weighted log-probabilities and ``WB`` (BR,) the
+    row weights (0 for padding rows).  ``RT`` (K, BR) receives ``w_i r_ik``
+    (zero where ``r_ik`` is below ``TINY`` or ``w_i`` is 0), ``NKv`` (K, W)
+    their per-lane sums and ``LLB`` (BR,) every row's ``log p(x_i)``
+    (``-inf`` for a row whose every log-probability is ``-inf``).  Returns
+    the per-lane sums of ``w_i log p(x_i)`` over rows of positive weight.
+    With unit weights every product with ``w_i`` is exact, so unweighted
+    statistics are those of the plain E-step bit for bit.
     """
     BR = LPT.shape[1]
     llv = vzero()
     one = vsplat(1.0)
     zero = vzero()
     tiny = vsplat(TINY)
+    minpos = vsplat(5e-324)
     for o in range(0, BR, W):
-        valid = vselect_ge(vsplat(float(m - 1 - o)), viota(0.0), one, zero)
+        wv = vload(WB, o)
         mx = vload(LPT, o)
         for k in range(1, K):
             mx = vmax(mx, vload(LPT, k * BR + o))
@@ -269,14 +296,37 @@ def _responsibilities(LPT, K, m, RT, NKv):
         # s >= 1 wherever the maximum is finite (its own term is exp(0))
         lls = vadd(mx, vlog_ge1(vselect_ge(s, one, s, one)))
         lls = vselect_ge(s, one, lls, vsplat(-np.inf))
-        llv = vadd(llv, vselect_ge(valid, one, lls, zero))
-        inv = vselect_ge(s, one, vselect_ge(valid, one, vdiv(one, s), zero), zero)
+        vstore(LLB, o, lls)
+        # a row of weight 0 adds nothing, even when its log-likelihood is -inf
+        llv = vadd(llv, vselect_ge(wv, minpos, vmul(lls, wv), zero))
+        inv = vselect_ge(s, one, vselect_ge(wv, minpos, vdiv(one, s), zero), zero)
         for k in range(K):
             r = vmul(vload(RT, k * BR + o), inv)
-            r = vselect_ge(r, tiny, r, zero)
+            r = vmul(vselect_ge(r, tiny, r, zero), wv)
             vstore(RT, k * BR + o, r)
             vstore(NKv, k * W, vadd(vload(NKv, k * W), r))
     return llv
+
+
+@njit(**_OPTS)
+def _emit_scores(LPT, LLB, i0, m, rows):
+    """Per row: ``log p(x)``, the most likely component (lowest on ties) and its responsibility.
+
+    ``rows`` (n, 3); an empty ``rows`` (0, 3) asks for nothing.
+    """
+    if rows.shape[0] == 0:
+        return
+    K = LPT.shape[0]
+    for i in range(m):
+        best = LPT[0, i]
+        arg = 0
+        for k in range(1, K):
+            if LPT[k, i] > best:
+                best = LPT[k, i]
+                arg = k
+        rows[i0 + i, 0] = LLB[i]
+        rows[i0 + i, 1] = arg
+        rows[i0 + i, 2] = np.exp(best - LLB[i])
 
 
 # ---------------------------------------------------------------------------
@@ -284,11 +334,13 @@ def _responsibilities(LPT, K, m, RT, NKv):
 
 
 @njit(**_OPTS)
-def _scatter_rows(xb, m, means_p, k, resp, rmin, D, dc, rdc, Q, qoff, S, soff):
+def _scatter_rows(xb, m, means_p, k, resp, WB, rmin, D, dc, rdc, Q, qoff, S, soff):
     """Add ``sum_i r_i (x_i - mu_k)`` and its upper-triangular scatter for one component.
 
-    ``resp`` (BR,) holds the block's responsibilities for component k.
-    Rows with ``resp[i] < rmin`` are left out; the others are packed
+    ``resp`` (BR,) holds the block's weighted responsibilities for
+    component k and ``WB`` (BR,) the row weights.  Rows with
+    ``resp[i] < rmin * WB[i]`` (an unweighted responsibility below
+    ``rmin``) or ``resp[i] == 0`` are left out; the others are packed
     into ``dc`` (differences) and ``rdc`` (responsibility times
     differences), both (BR, Dp) row-major.  ``Q`` receives the scatter at
     flat offset ``qoff`` with row stride Dp, ``S`` the sums at ``soff``.
@@ -298,7 +350,7 @@ def _scatter_rows(xb, m, means_p, k, resp, rmin, D, dc, rdc, Q, qoff, S, soff):
     c = 0
     for i in range(m):
         r = resp[i]
-        if r >= rmin:
+        if r > 0.0 and r >= rmin * WB[i]:
             vr = vsplat(r)
             for v in range(nv):
                 t = vsub(vload(xb, i * Dp + W * v), vload(means_p, k * Dp + W * v))
@@ -456,7 +508,7 @@ def _finish_full(D, NKv, S, Q, nk, sums, scatter):
 
 
 @njit(**_OPTS)
-def estep_full(X, means_p, U_p, logc, rmin, nk, sums, scatter):
+def estep_full(X, wt, means_p, U_p, logc, rmin, nk, sums, scatter, rows):
     """Full covariances; ``U_p`` (K, Dp, Dp) padded upper precision factors."""
     n, D = X.shape
     K, Dp = means_p.shape
@@ -471,17 +523,21 @@ def estep_full(X, means_p, U_p, logc, rmin, nk, sums, scatter):
     Q = np.zeros((K, Dp, Dp))
     S = np.zeros((K, Dp))
     NKv = np.zeros((K, W))
+    WB = np.empty(BR)
+    LLB = np.empty(BR)
     llv = vzero()
     for i0 in range(0, n, BR):
         m = min(BR, n - i0)
         _load_rows(X, i0, m, D, xb)
         _load_cols(X, i0, m, D, xT)
+        _load_weights(wt, i0, m, WB)
         for k in range(K):
             _center_cols(xT, means_p, k * Dp, D, dT)
             _maha_cols(dT, U_p, k * Dp * Dp, D, Dp, LPT, k * BR, logc[k])
-        llv = vadd(llv, _responsibilities(LPT, K, m, RT, NKv))
+        llv = vadd(llv, _responsibilities(LPT, K, RT, NKv, WB, LLB))
+        _emit_scores(LPT, LLB, i0, m, rows)
         for k in range(K):
-            _scatter_rows(xb, m, means_p, k, RT[k], rmin[k], D, dc, rdc, Q, k * Dp * Dp, S, k * Dp)
+            _scatter_rows(xb, m, means_p, k, RT[k], WB, rmin[k], D, dc, rdc, Q, k * Dp * Dp, S, k * Dp)
     _finish_full(D, NKv, S, Q, nk, sums, scatter)
     return vhsum(llv)
 
@@ -509,7 +565,7 @@ def _tied_logprob(xT, D, Dp, center_p, U_p, muw_p, logc, dT, yT, LPT):
 
 
 @njit(**_OPTS)
-def estep_tied(X, means_p, U_p, logc, center_p, muw_p, rmin, nk, sums, scatter):
+def estep_tied(X, wt, means_p, U_p, logc, center_p, muw_p, rmin, nk, sums, scatter, rows):
     """Tied covariance; ``U_p`` (Dp, Dp), ``center_p`` (Dp,), ``muw_p`` (K, Dp)."""
     n, D = X.shape
     K, Dp = means_p.shape
@@ -525,15 +581,19 @@ def estep_tied(X, means_p, U_p, logc, center_p, muw_p, rmin, nk, sums, scatter):
     Q = np.zeros((1, Dp, Dp))
     S = np.zeros((K, Dp))
     NKv = np.zeros((K, W))
+    WB = np.empty(BR)
+    LLB = np.empty(BR)
     llv = vzero()
     for i0 in range(0, n, BR):
         m = min(BR, n - i0)
         _load_rows(X, i0, m, D, xb)
         _load_cols(X, i0, m, D, xT)
+        _load_weights(wt, i0, m, WB)
         _tied_logprob(xT, D, Dp, center_p, U_p, muw_p, logc, dT, yT, LPT)
-        llv = vadd(llv, _responsibilities(LPT, K, m, RT, NKv))
+        llv = vadd(llv, _responsibilities(LPT, K, RT, NKv, WB, LLB))
+        _emit_scores(LPT, LLB, i0, m, rows)
         for k in range(K):
-            _scatter_rows(xb, m, means_p, k, RT[k], rmin[k], D, dc, rdc, Q, 0, S, k * Dp)
+            _scatter_rows(xb, m, means_p, k, RT[k], WB, rmin[k], D, dc, rdc, Q, 0, S, k * Dp)
     _finish_full(D, NKv, S, Q, nk, sums, scatter.reshape((1, D, D)))
     return vhsum(llv)
 
@@ -607,7 +667,7 @@ def _diag_stats(xT, D, Dp, means_p, RT, spherical, SQT, Sv, Qv):
 
 
 @njit(**_OPTS)
-def _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter, spherical):
+def _estep_diag_impl(X, wt, means_p, P_p, logc, nk, sums, scatter, rows, spherical):
     n, D = X.shape
     K, Dp = means_p.shape
     BR = block_rows(Dp)
@@ -618,12 +678,16 @@ def _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter, spherical):
     Sv = np.zeros((K, Dp, W))
     Qv = np.zeros((K, Dp, W))
     NKv = np.zeros((K, W))
+    WB = np.empty(BR)
+    LLB = np.empty(BR)
     llv = vzero()
     for i0 in range(0, n, BR):
         m = min(BR, n - i0)
         _load_cols(X, i0, m, D, xT)
+        _load_weights(wt, i0, m, WB)
         _diag_logprob(xT, D, Dp, means_p, P_p, logc, spherical, SQT, LPT)
-        llv = vadd(llv, _responsibilities(LPT, K, m, RT, NKv))
+        llv = vadd(llv, _responsibilities(LPT, K, RT, NKv, WB, LLB))
+        _emit_scores(LPT, LLB, i0, m, rows)
         _diag_stats(xT, D, Dp, means_p, RT, spherical, SQT, Sv, Qv)
     for k in range(K):
         nk[k] += vhsum(vload(NKv, k * W))
@@ -637,15 +701,15 @@ def _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter, spherical):
 
 
 @njit(**_OPTS)
-def estep_diag(X, means_p, P_p, logc, nk, sums, scatter):
+def estep_diag(X, wt, means_p, P_p, logc, nk, sums, scatter, rows):
     """Diagonal covariances; ``P_p`` (K, Dp) precisions, ``scatter`` (K, D)."""
-    return _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter, False)
+    return _estep_diag_impl(X, wt, means_p, P_p, logc, nk, sums, scatter, rows, False)
 
 
 @njit(**_OPTS)
-def estep_spherical(X, means_p, P_p, logc, nk, sums, scatter):
+def estep_spherical(X, wt, means_p, P_p, logc, nk, sums, scatter, rows):
     """Spherical covariances; ``P_p[k, 0]`` the precision, ``scatter`` (K,)."""
-    return _estep_diag_impl(X, means_p, P_p, logc, nk, sums, scatter.reshape((-1, 1)), True)
+    return _estep_diag_impl(X, wt, means_p, P_p, logc, nk, sums, scatter.reshape((-1, 1)), rows, True)
 
 
 # ---------------------------------------------------------------------------
@@ -780,13 +844,14 @@ def accumulate_full(X, resp, shift_p, nk, sums, scatter):
     Q = np.zeros((K, Dp, Dp))
     S = np.zeros((K, Dp))
     NKv = np.zeros((K, W))
+    ones = np.ones(BR)  # row weights, if any, are already in resp
     for i0 in range(0, n, BR):
         m = min(BR, n - i0)
         _load_rows(X, i0, m, D, xb)
         _resp_block(resp, i0, m, RT, NKv)
         for k in range(K):
             # every positive responsibility counts, as in scikit-learn's initialisation
-            _scatter_rows(xb, m, shift_p, k, RT[k], 5e-324, D, dc, rdc, Q, k * Dp * Dp, S, k * Dp)
+            _scatter_rows(xb, m, shift_p, k, RT[k], ones, 5e-324, D, dc, rdc, Q, k * Dp * Dp, S, k * Dp)
     _finish_full(D, NKv, S, Q, nk, sums, scatter)
 
 

@@ -1,0 +1,375 @@
+"""Drift of a scored partition against the model's training data, from the scoring pass.
+
+Scoring a partition already yields, per row, the log-likelihood, the most
+likely component and the anomaly flag.  Three tests compare a partition
+with the training data the model was calibrated on, each from counts that
+are accumulated chunk by chunk in the same pass (:class:`PartitionCounts`,
+a value with an associative ``merge``) and never need the rows again:
+
+* **anomaly rate**: with the threshold at the ``q``-quantile of training
+  scores, the number flagged is ``Binomial(n, q)`` without drift (two-sided
+  binomial test; effect: the ratio of the rates);
+* **log-likelihood distribution**: two-sample Kolmogorov-Smirnov against a
+  sorted sample of training scores saved with the model.  The statistic is
+  exact (the same value as ``scipy.stats.ks_2samp``) from two histograms
+  of the partition's scores over the sample's values; p-value from
+  Smirnov's asymptotic distribution, as ``ks_2samp(method='asymp')``;
+  effect: the KS distance itself;
+* **component occupancy**: G-test of hard-assignment counts against the
+  training's hard-assignment proportions (not the weights: soft and hard
+  occupancy differ); effect: total variation distance.
+
+On a large partition a negligible shift is "significant", so a test only
+counts when its Holm-adjusted p-value is below ``alpha`` *and* its effect
+reaches the configured size; ``drifted`` is true when any test counts.
+Holm's step-down correction keeps the chance of any false alarm per
+partition at most ``alpha`` whatever the dependence between the tests.
+
+A slow drift that no single partition shows is caught by a one-sided
+CUSUM (Page's test) over partitions in arrival order on the standardised
+partition mean log-likelihood ``z = (mean - mu_ref) / (sd_ref / sqrt(n))``:
+``S_t = max(0, S_{t-1} - z_t - k)``, alarm when ``S_t > h``.  With the
+defaults ``k = 0.5, h = 5`` its in-control average run length is about 930
+partitions.  Its p-value is the chance that a no-drift excursion of the
+statistic reaches the observed value, ``exp(-2 k S)`` (Brownian
+approximation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "DriftPolicy",
+    "DriftReference",
+    "PartitionCounts",
+    "TestResult",
+    "PartitionDrift",
+    "Cusum",
+    "assess",
+]
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """When a partition counts as drifted.
+
+    Attributes
+    ----------
+    alpha : float
+        False-alarm rate per partition (family-wise, Holm over the tests).
+    min_rate_ratio : float
+        Anomaly-rate effect: observed rate / expected rate (or its inverse) at least this.
+    min_ks : float
+        Log-likelihood effect: KS distance at least this.
+    min_tv : float
+        Occupancy effect: total variation distance at least this.
+    cusum_k, cusum_h : float
+        Allowance and decision interval of the sequential detector, in
+        standard errors of the partition mean log-likelihood.
+    """
+
+    alpha: float = 0.01
+    min_rate_ratio: float = 1.5
+    min_ks: float = 0.02
+    min_tv: float = 0.02
+    cusum_k: float = 0.5
+    cusum_h: float = 5.0
+
+
+@dataclass(frozen=True, eq=False)
+class DriftReference:
+    """What a partition is compared with: the training data under the model.
+
+    Attributes
+    ----------
+    expected_rate : float
+        Fraction of training rows at or below the threshold (the calibrated
+        contamination).
+    loglik_mean, loglik_std : float
+        Of the training log-likelihood over all training rows.
+    occupancy : ndarray of shape (K,)
+        Fraction of training rows whose most likely component is k.
+    score_sample : ndarray of shape (m,)
+        A uniform sample of training log-likelihoods, sorted.
+    """
+
+    expected_rate: float
+    loglik_mean: float
+    loglik_std: float
+    occupancy: np.ndarray
+    score_sample: np.ndarray
+
+    def __post_init__(self):
+        sample = np.sort(np.asarray(self.score_sample, dtype=np.float64))
+        if sample.ndim != 1 or sample.size == 0 or not np.all(np.isfinite(sample)):
+            raise ValueError(
+                "the drift reference needs a non-empty 1-D sample of finite training scores; "
+                "re-register the model with `gmm fit` to recompute it"
+            )
+        occ = np.asarray(self.occupancy, dtype=np.float64)
+        if occ.ndim != 1 or np.any(occ < 0) or not math.isclose(occ.sum(), 1.0, rel_tol=1e-9):
+            raise ValueError(f"occupancy must be proportions summing to 1, got {occ.tolist()}")
+        object.__setattr__(self, "score_sample", sample)
+        object.__setattr__(self, "occupancy", occ)
+
+    @classmethod
+    def from_training(cls, *, n_rows: int, n_flagged: int, loglik_sum: float, loglik_sumsq: float,
+                      component_counts, score_sample) -> "DriftReference":
+        """The reference from one scoring pass over the training data.
+
+        Parameters
+        ----------
+        n_rows, n_flagged : int
+            Training rows, and those at or below the threshold.
+        loglik_sum, loglik_sumsq : float
+            Sums of the training log-likelihood and of its square (float64).
+        component_counts : array-like of shape (K,)
+            Training rows per most likely component.
+        score_sample : array-like of shape (m,)
+            A uniform sample of the training log-likelihood.
+        """
+        mean = loglik_sum / n_rows
+        var = max(loglik_sumsq / n_rows - mean * mean, 0.0) * n_rows / max(n_rows - 1, 1)
+        counts = np.asarray(component_counts, dtype=np.float64)
+        return cls(n_flagged / n_rows, float(mean), math.sqrt(var), counts / counts.sum(), score_sample)
+
+    @property
+    def n_components(self) -> int:
+        return self.occupancy.shape[0]
+
+    def to_dict(self) -> dict:
+        """JSON-safe metadata (the sample travels as an array beside it)."""
+        return {"expected_rate": self.expected_rate, "loglik_mean": self.loglik_mean,
+                "loglik_std": self.loglik_std, "occupancy": self.occupancy.tolist(),
+                "sample_size": int(self.score_sample.size)}
+
+    @classmethod
+    def from_dict(cls, d: dict, score_sample) -> "DriftReference":
+        return cls(float(d["expected_rate"]), float(d["loglik_mean"]), float(d["loglik_std"]),
+                   np.asarray(d["occupancy"], dtype=np.float64), score_sample)
+
+
+@dataclass(frozen=True, eq=False)
+class PartitionCounts:
+    """Counts of one partition's scores that the drift tests need; merge is addition.
+
+    The scores' positions among the reference sample are kept as two
+    histograms of length m + 1: ``hist_right[i]`` counts rows with
+    ``#(sample <= score) == i`` and ``hist_left[i]`` rows with
+    ``#(sample < score) == i``; their cumulative sums are the partition's
+    empirical CDF just below and at every sample value.
+    """
+
+    n_rows: int
+    n_flagged: int
+    loglik_sum: float
+    occupancy: np.ndarray
+    hist_right: np.ndarray
+    hist_left: np.ndarray
+
+    @classmethod
+    def zeros(cls, reference: DriftReference) -> "PartitionCounts":
+        m = reference.score_sample.size
+        return cls(0, 0, 0.0, np.zeros(reference.n_components, dtype=np.int64),
+                   np.zeros(m + 1, dtype=np.int64), np.zeros(m + 1, dtype=np.int64))
+
+    @classmethod
+    def from_chunk(cls, log_likelihood, component, is_anomaly, reference: DriftReference) -> "PartitionCounts":
+        """Counts of one chunk of scored rows.
+
+        Parameters
+        ----------
+        log_likelihood : ndarray of shape (n,)
+        component : ndarray of shape (n,), int
+        is_anomaly : ndarray of shape (n,), bool
+        reference : DriftReference
+        """
+        ll = np.asarray(log_likelihood, dtype=np.float64)
+        sample = reference.score_sample
+        m, K = sample.size, reference.n_components
+        return cls(
+            int(ll.shape[0]),
+            int(np.count_nonzero(is_anomaly)),
+            float(ll.sum()),
+            np.bincount(np.asarray(component, dtype=np.int64), minlength=K)[:K],
+            np.bincount(np.searchsorted(sample, ll, side="right"), minlength=m + 1),
+            np.bincount(np.searchsorted(sample, ll, side="left"), minlength=m + 1),
+        )
+
+    def merge(self, other: "PartitionCounts") -> "PartitionCounts":
+        return PartitionCounts(
+            self.n_rows + other.n_rows, self.n_flagged + other.n_flagged,
+            self.loglik_sum + other.loglik_sum, self.occupancy + other.occupancy,
+            self.hist_right + other.hist_right, self.hist_left + other.hist_left,
+        )
+
+    @property
+    def mean_loglik(self) -> float:
+        return self.loglik_sum / self.n_rows if self.n_rows else math.nan
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test on one partition: statistic, p-value (raw and Holm-adjusted), effect size."""
+
+    name: str
+    statistic: float
+    p_value: float
+    p_adjusted: float
+    effect: float
+    min_effect: float
+    significant: bool
+
+    def to_dict(self) -> dict:
+        return {k: _json_float(v) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class PartitionDrift:
+    """The drift verdict of one partition, as recorded in the manifest."""
+
+    n_rows: int
+    tests: tuple
+    sequential: dict
+    drifted: bool
+    sequential_alarm: bool
+    reasons: tuple = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {
+            "n_rows": self.n_rows,
+            "drifted": self.drifted,
+            "sequential_alarm": self.sequential_alarm,
+            "reasons": list(self.reasons),
+            **{t.name: t.to_dict() for t in self.tests},
+            "sequential": {k: _json_float(v) if isinstance(v, float) else v for k, v in self.sequential.items()},
+        }
+
+
+def _json_float(x: float):
+    return x if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------
+# the three tests
+
+
+def _rate_test(c: PartitionCounts, ref: DriftReference, policy: DriftPolicy):
+    q = min(max(ref.expected_rate, 1e-12), 1 - 1e-12)
+    p = stats.binomtest(c.n_flagged, c.n_rows, q).pvalue
+    rate = c.n_flagged / c.n_rows
+    # a ratio in either direction: a stale model flags too much, or too little
+    ratio = max(rate / q, q / rate) if rate > 0 else math.inf
+    return "anomaly_rate", rate, float(p), ratio, policy.min_rate_ratio
+
+
+def ks_statistic(c: PartitionCounts, ref: DriftReference) -> float:
+    """Two-sample KS distance between the partition's scores and the reference sample.
+
+    Both empirical CDFs are right-continuous, as in ``scipy.stats.ks_2samp``;
+    the supremum over all scores is reached at a sample value or just below one.
+    """
+    sample = ref.score_sample
+    m, n = sample.size, c.n_rows
+    # partition CDF at each sample value, and just below it
+    at = np.cumsum(c.hist_left)[:m] / n       # #(score <= s_j) / n
+    below = np.cumsum(c.hist_right)[:m] / n   # #(score < s_j) / n
+    ref_at = np.searchsorted(sample, sample, side="right") / m
+    ref_below = np.searchsorted(sample, sample, side="left") / m
+    return float(max(np.max(np.abs(at - ref_at)), np.max(np.abs(below - ref_below))))
+
+
+def _ks_test(c: PartitionCounts, ref: DriftReference, policy: DriftPolicy):
+    d = ks_statistic(c, ref)
+    big, small = sorted([float(c.n_rows), float(ref.score_sample.size)], reverse=True)
+    en = big * small / (big + small)
+    p = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
+    return "loglik_ks", d, p, d, policy.min_ks
+
+
+def _occupancy_test(c: PartitionCounts, ref: DriftReference, policy: DriftPolicy):
+    expected = ref.occupancy * c.n_rows
+    live = expected > 0
+    observed = c.occupancy.astype(np.float64)
+    if np.any(observed[~live] > 0):
+        # rows in a component the training data never chose: drift beyond any test statistic
+        return "occupancy_g", math.inf, 0.0, 1.0, policy.min_tv
+    g, p = stats.power_divergence(observed[live], expected[live], lambda_="log-likelihood")
+    tv = 0.5 * float(np.abs(observed / c.n_rows - ref.occupancy).sum())
+    return "occupancy_g", float(g), float(p), tv, policy.min_tv
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+# ---------------------------------------------------------------------------
+# sequential detection over partitions
+
+
+@dataclass(frozen=True)
+class Cusum:
+    """State of the one-sided CUSUM on standardised partition mean log-likelihoods.
+
+    Attributes
+    ----------
+    statistic : float
+        ``S_t`` after the last partition (0 at the start, and after an alarm is acknowledged).
+    n_partitions : int
+        Partitions seen since the start.
+    """
+
+    statistic: float = 0.0
+    n_partitions: int = 0
+
+    def step(self, counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy) -> tuple["Cusum", dict]:
+        """The state after one more partition, and what it records for that partition."""
+        se = ref.loglik_std / math.sqrt(counts.n_rows) if ref.loglik_std > 0 else math.inf
+        z = (counts.mean_loglik - ref.loglik_mean) / se if math.isfinite(se) else 0.0
+        s = max(0.0, self.statistic - z - policy.cusum_k)
+        alarm = s > policy.cusum_h
+        record = {"z": z, "statistic": s, "threshold": policy.cusum_h,
+                  "p_value": math.exp(-2.0 * policy.cusum_k * s), "alarm": alarm}
+        return Cusum(s, self.n_partitions + 1), record
+
+
+def assess(counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy,
+           cusum: Cusum = Cusum()) -> tuple[PartitionDrift, Cusum]:
+    """Every test on one scored partition, the sequential step, and the verdict.
+
+    Returns
+    -------
+    PartitionDrift
+    Cusum
+        The sequential state to carry to the next partition.
+    """
+    if counts.n_rows == 0:
+        raise ValueError("a partition with no rows has no distribution to test for drift")
+    raw = [t(counts, ref, policy) for t in (_rate_test, _ks_test, _occupancy_test)]
+    adjusted = holm([r[2] for r in raw])
+    tests, reasons = [], []
+    for (name, statistic, p, effect, min_effect), p_adj in zip(raw, adjusted):
+        significant = bool(p_adj < policy.alpha and effect >= min_effect)
+        tests.append(TestResult(name, statistic, p, p_adj, effect, min_effect, significant))
+        if significant:
+            reasons.append(name)
+    new_cusum, seq = cusum.step(counts, ref, policy)
+    if seq["alarm"]:
+        reasons.append("sequential")
+    drifted = any(t.significant for t in tests)
+    drift = PartitionDrift(counts.n_rows, tuple(tests), seq, drifted, bool(seq["alarm"]), tuple(reasons))
+    return drift, new_cusum
