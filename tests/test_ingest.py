@@ -557,6 +557,58 @@ def test_bad_row_in_last_batch_leaves_nothing_behind(tmp_path):
     assert _leftovers(tmp_path, ["d.csv"]) == []  # no temp dir, no created parents
 
 
+def _arrive_while_streaming(monkeypatch, arrive):
+    """Run ``arrive()`` after the rows are written, before publication; return the dirs written to."""
+    import importlib
+
+    package = importlib.import_module("pipeline.ingest")
+    real, seen = package.stream_rows, []
+
+    def stream_then_arrive(reader, plan, path, **kw):
+        out = real(reader, plan, path, **kw)
+        seen.append(path)
+        arrive()
+        return out
+
+    monkeypatch.setattr(package, "stream_rows", stream_then_arrive)
+    return seen
+
+
+def test_dest_that_appears_while_ingesting_is_kept(tmp_path, monkeypatch):
+    from gmm_engine.atomic import TempName, parse_temp_name
+
+    np.save(tmp_path / "d.npy", np.ones((5, 2)))
+    dest = tmp_path / "out.zarr"
+    seen = _arrive_while_streaming(monkeypatch, lambda: dest.mkdir())
+    with pytest.raises(IngestError, match=r"out.zarr appeared while ingesting; pass overwrite=True "
+                                          r"\(`gmm ingest --overwrite`\)"):
+        ingest(tmp_path / "d.npy", dest)
+    # built under the one temporary-name convention, next to dest, and removed
+    (tmp,) = seen
+    assert tmp.parent == tmp_path and parse_temp_name(tmp.name) == TempName("out.zarr", "tmp")
+    assert dest.is_dir() and os.listdir(dest) == []
+    assert _leftovers(tmp_path, ["d.npy", "out.zarr"]) == []
+
+
+def test_overwrite_rechecks_the_dest_at_the_swap(tmp_path, monkeypatch):
+    import shutil
+
+    np.save(tmp_path / "d.npy", np.ones((5, 2)))
+    dest = tmp_path / "out.zarr"
+    ingest(tmp_path / "d.npy", dest)
+
+    def replaced_by_something_else():
+        shutil.rmtree(dest)
+        dest.mkdir()
+        (dest / "notes.txt").write_text("keep me")
+
+    _arrive_while_streaming(monkeypatch, replaced_by_something_else)
+    with pytest.raises(IngestError, match=r"is not a Zarr store, so overwrite=True will not replace it"):
+        ingest(tmp_path / "d.npy", dest, overwrite=True)
+    assert (dest / "notes.txt").read_text() == "keep me"
+    assert _leftovers(tmp_path, ["d.npy", "out.zarr"]) == []
+
+
 # ---------------------------------------------------------------------------
 # streaming: batch boundaries change nothing
 

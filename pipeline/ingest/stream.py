@@ -1,0 +1,127 @@
+"""Streaming a source into the writer, counting bad rows under the policy.
+
+A row is *bad* when any of its values is NaN (a missing, empty or
+unparseable cell) or +/-inf.  :class:`RowCounts` counts bad rows by kind
+and keeps the first :data:`MAX_EXAMPLES` indices; the policy decides what
+happens to them:
+
+* ``'drop'``: good rows are written, bad rows counted and left out;
+* ``'error'``: writing stops at the first bad row but reading goes on, so
+  the refusal can give the full count; nothing is returned to publish.
+
+Memory stays bounded by the reader's batch plus the writer's two chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .readers import NeedTolerantParse
+from .writer import ZarrWriter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BAD_ROWS_POLICIES", "MAX_EXAMPLES", "RowCounts", "stream_rows"]
+
+BAD_ROWS_POLICIES = ("error", "drop")
+#: row indices kept in the report and shown in messages
+MAX_EXAMPLES = 10
+
+
+@dataclass
+class RowCounts:
+    """Rows read and written so far, and the bad ones by kind."""
+
+    n_read: int = 0
+    n_written: int = 0
+    n_nan: int = 0
+    n_inf: int = 0
+    n_unparseable: int = 0
+    examples: list = field(default_factory=list)
+
+    @property
+    def n_bad(self) -> int:
+        return self.n_nan + self.n_inf
+
+    def add(self, block: np.ndarray, unparseable) -> np.ndarray:
+        """Count the next ``block`` of rows (and its unparseable-row mask); return its good rows."""
+        finite = np.isfinite(block).all(axis=1)
+        good = block
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            nan_rows = np.isnan(block[bad]).any(axis=1)
+            self.n_nan += int(nan_rows.sum())
+            self.n_inf += int((~nan_rows).sum())
+            if unparseable is not None:
+                self.n_unparseable += int(unparseable.sum())
+            room = MAX_EXAMPLES - len(self.examples)
+            self.examples.extend(int(self.n_read + r) for r in bad[:room])
+            good = block[finite]
+        self.n_read += len(block)
+        return good
+
+
+def stream_rows(reader, plan, path, *, bad_rows, chunk_rows, progress, codecs):
+    """Read the planned columns of ``reader`` and write the good rows to a Zarr array at ``path``.
+
+    A typed CSV read that meets a cell its inferred type cannot hold starts
+    over, once, with text parsing (which flags such cells instead of failing).
+
+    Returns
+    -------
+    array : zarr.Array or None
+        None when nothing was written (no rows, or bad rows under ``'error'``).
+    counts : RowCounts
+    """
+    tolerant = reader.needs_tolerant(plan.sel)
+    while True:
+        try:
+            return _stream(reader, plan, path, tolerant=tolerant, bad_rows=bad_rows,
+                           chunk_rows=chunk_rows, progress=progress, codecs=codecs)
+        except NeedTolerantParse as e:
+            logger.info("Re-reading %s with text parsing: %s", reader.loc.text, e)
+            shutil.rmtree(path)  # the empty directory, as it was given, for the second read
+            path.mkdir()
+            tolerant = True
+
+
+def _progress_bar(reader, progress):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    total, unit = reader.progress_total()
+    return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc="ingest")
+
+
+def _stream(reader, plan, path, *, tolerant, bad_rows, chunk_rows, progress, codecs):
+    writer = ZarrWriter(path, len(plan.sel), plan.out_dtype, chunk_rows, codecs)
+    counts = RowCounts()
+    bar = _progress_bar(reader, progress)
+    try:
+        with contextlib.closing(reader.blocks(plan.sel, plan.out_dtype, tolerant)) as blocks:
+            for block, unparseable, step in blocks:
+                good = counts.add(block, unparseable)
+                # With bad_rows="error" keep scanning (to report the full count)
+                # but stop writing: the ingest will be refused.
+                if bad_rows == "drop" or counts.n_bad == 0:
+                    writer.append(good)
+                    counts.n_written += len(good)
+                if bar is not None:
+                    bar.update(step)
+        if bad_rows == "error" and counts.n_bad:
+            writer.abort()
+            return None, counts
+        array = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return array, counts
