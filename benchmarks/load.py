@@ -107,7 +107,7 @@ def prepare(root, spec: LoadSpec, seed: int = 0) -> Path:
     from benchmarks.common import mixture_spec, sample_rows
     from gmm_engine import GaussianMixture
     from pipeline.demo_data import write_partition
-    from pipeline.models import ModelRegistry
+    from pipeline.registry import ModelRegistry
     from pipeline.training import register_model
 
     work = Path(root) / "work"
@@ -342,7 +342,7 @@ def run_scheduled(root, spec: LoadSpec) -> ScheduledRun:
 
     try:
         with TreeRSS(proc.pid, spec.sample_seconds) as rss:
-            from flows.serve import healthy
+            from flows.prefect_server import healthy
 
             while not healthy(api):
                 alive()
@@ -524,25 +524,26 @@ def check_outputs(work, expected: dict) -> list[str]:
 
 def _score_directly(work: Path, incoming: Path, dest: Path, spec: LoadSpec, limit: int | None = None) -> dict:
     """The score-partition task body over ``incoming``, without Prefect; outputs under ``dest``."""
-    from flows.tasks import score_partition_task
+    from flows.config import ScoreConfig
+    from flows.score_flow import ScoringPaths, score_partition_task
     from pipeline.cluster import cluster, connect
-    from pipeline.models import ModelRegistry
     from pipeline.partitions import discover_partitions
+    from pipeline.registry import ModelRegistry
 
     models = str(work / "models")
     version = ModelRegistry(models).load("current").version
-    parts = [asdict(p) for p in discover_partitions(str(incoming)).partitions][:limit]
-    paths = {"outputs": str(dest / "scores"), "staging": str(dest / "staging"),
-             "manifest": str(dest / "manifest.sqlite")}
+    parts = discover_partitions(str(incoming)).partitions[:limit]
+    paths = ScoringPaths(incoming=str(incoming), outputs=str(dest / "scores"), staging=str(dest / "staging"),
+                         manifest=str(dest / "manifest.sqlite"), manifest_export=str(dest / "manifest.json"),
+                         models=models)
     for d in ("scores", "staging"):
         (dest / d).mkdir(parents=True, exist_ok=True)
     body = score_partition_task.fn
+    config = ScoreConfig(workdir=work)
     with cluster(n_workers=spec.n_workers) as handle:
-        cl = {"address": handle.address, "tls": None, "timeout": 10.0}
         t = time.perf_counter()
         with ThreadPoolExecutor(spec.max_parallel) as pool:
-            results = list(pool.map(
-                lambda p: body(p, version, models, paths, "reference", "error", {}, cl), parts))
+            results = list(pool.map(lambda p: body(p, version, paths, "reference", config, handle), parts))
         seconds = time.perf_counter() - t
         # fixed costs the task body pays per partition, measured on the same cluster
         load = _median_time(lambda: ModelRegistry(models).load(version), 20)

@@ -115,7 +115,7 @@ DISCUSSION = """\
 * **M-step**: `scipy.linalg.solve_triangular` woke OpenBLAS's threads, which then spun for ~0.1 s on the
   cores the next E-step needed (the next pass was 30% slower); the triangular inverse is now a small numba
   loop.
-* **Chunks** (`gmm_engine/_data.py`).  In-memory arrays run in blocks of at most 65,536 rows, at least 8 per
+* **Chunks** (`gmm_engine/_chunked.py`, `_dask_plan.py`, `_dask_data.py`).  In-memory arrays run in blocks of at most 65,536 rows, at least 8 per
   thread, on a thread pool.  Dask input: each chunk's loading task is taken once from the optimised graph and
   run inside the task that uses the chunk; with the threaded scheduler those run on a plain thread pool
   (no per-task scheduler bookkeeping); with a distributed client chunks that load from a store are grouped into about two tasks per

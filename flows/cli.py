@@ -88,7 +88,7 @@ def ingest(
     cfg = _load(IngestConfig, config, {"source": _cli_path(source), "dest": _cli_path(dest), "bad_rows": bad_rows,
                                         "overwrite": overwrite, "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
-    from .ingesting import ingest_flow
+    from .ingest_flow import ingest_flow
 
     try:
         out = ingest_flow(cfg, progress=progress)
@@ -113,7 +113,7 @@ def fit(
     """Fit a mixture with checkpointed EM, calibrate the anomaly threshold, register it."""
     cfg = _load(FitConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
-    from .fitting import fit_flow
+    from .fit_flow import fit_flow
 
     try:
         out = fit_flow(cfg, resume=resume, progress=progress)
@@ -138,7 +138,7 @@ def select(
     """Choose K and the covariance type over a grid by BIC, AIC or held-out log-likelihood."""
     cfg = _load(SelectConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
-    from .fitting import select_model_flow
+    from .select_flow import select_model_flow
 
     try:
         out = select_model_flow(cfg, progress=progress)
@@ -161,7 +161,7 @@ def score(
     cfg = _load(ScoreConfig, config, {"model": _cli_path(model, only_if_exists=True),
                                        "workdir": workdir and str(workdir)})
     configure(cfg.workdir, verbose=verbose)
-    from .scoring import score_partitions_flow
+    from .score_flow import score_partitions_flow
 
     try:
         out = score_partitions_flow(cfg, progress=progress)
@@ -213,7 +213,7 @@ def demo(
     cfg = _load(DemoConfig, config, {"workdir": workdir and str(workdir), "n_rows": rows,
                                       "n_partitions": partitions})
     configure(cfg.workdir, verbose=verbose)
-    from .demo import demo_flow
+    from .demo_flow import demo_flow
 
     try:
         s = demo_flow(cfg, progress=progress)

@@ -11,7 +11,6 @@ Relative paths in a config are resolved against its ``workdir``.
 from __future__ import annotations
 
 import difflib
-import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,10 +18,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-#: the name of a registered model version (see pipeline.models)
-_VERSION_NAME = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{8}$")
+from gmm_engine import COVARIANCE_TYPES
+from pipeline.versions import is_version_name
+from pipeline.workspace import Workspace
 
-CovarianceType = Literal["full", "tied", "diag", "spherical"]
+#: the covariance registry's names, in its order
+CovarianceType = Literal[COVARIANCE_TYPES]
 InitParams = Literal["kmeans", "k-means++", "random", "random_from_data"]
 
 
@@ -77,6 +78,16 @@ class ClusterConfig(_Strict):
                  if (v := getattr(self.tls, k)) is not None and not Path(v).is_absolute()}
         return self.model_copy(update={"tls": self.tls.model_copy(update=files)}) if files else self
 
+    def tls_settings(self, workdir: Path):
+        """The TLS files as :class:`pipeline.cluster.TLS` (relative paths inside ``workdir``), or None."""
+        from pipeline.cluster import TLS
+
+        tls = self.with_tls_in(workdir).tls
+        if tls is None:
+            return None
+        return TLS(*(None if (v := getattr(tls, k)) is None else str(v)
+                     for k in ("ca_file", "cert_file", "key_file")), tls.require_encryption)
+
 
 class ModelConfig(_Strict):
     """``gmm_engine.GaussianMixture`` parameters (scikit-learn's names and defaults)."""
@@ -103,12 +114,10 @@ class AnomalyConfig(_Strict):
 class _WithWorkdir(_Strict):
     workdir: Path = Path("gmm-work")
 
-    def resolve(self, value: str | Path | None, default: str) -> str:
-        """A path or URL from the config, relative paths taken inside ``workdir``."""
-        value = default if value in (None, "") else str(value)
-        if "://" in value or Path(value).is_absolute():
-            return value
-        return str(Path(self.workdir) / value)
+    @property
+    def workspace(self) -> Workspace:
+        """The work directory's layout: every default location comes from it."""
+        return Workspace(self.workdir)
 
 
 class IngestConfig(_WithWorkdir):
@@ -127,7 +136,7 @@ class IngestConfig(_WithWorkdir):
 
 
 class FitConfig(_WithWorkdir):
-    data: str = Field("data/train.zarr", description="Training Zarr array (path or URL).")
+    data: str | None = Field(None, description="Training Zarr array (path or URL); default <workdir>/data/train.zarr.")
     cluster: ClusterConfig = ClusterConfig()
     model: ModelConfig = ModelConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
@@ -137,9 +146,7 @@ class FitConfig(_WithWorkdir):
 
 class GridConfig(_Strict):
     n_components: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
-    covariance_types: list[CovarianceType] = Field(
-        default_factory=lambda: ["full", "tied", "diag", "spherical"]
-    )
+    covariance_types: list[CovarianceType] = Field(default_factory=lambda: list(typing.get_args(CovarianceType)))
 
     @model_validator(mode="after")
     def _non_empty(self):
@@ -149,7 +156,7 @@ class GridConfig(_Strict):
 
 
 class SelectConfig(_WithWorkdir):
-    data: str = "data/train.zarr"
+    data: str | None = Field(None, description="Training Zarr array (path or URL); default <workdir>/data/train.zarr.")
     cluster: ClusterConfig = ClusterConfig()
     grid: GridConfig = GridConfig()
     criterion: Literal["bic", "aic", "heldout"] = "bic"
@@ -169,9 +176,9 @@ class SelectConfig(_WithWorkdir):
 
 
 class ScoreConfig(_WithWorkdir):
-    incoming: str = Field("incoming", description="Directory or fsspec URL where partitions arrive.")
-    outputs: str = Field("scores", description="Directory of per-partition score stores.")
-    manifest: str = Field("manifest.sqlite", description="SQLite manifest of scored partitions.")
+    incoming: str | None = Field(None, description="Directory or fsspec URL where partitions arrive; default <workdir>/incoming.")
+    outputs: str | None = Field(None, description="Directory of per-partition score stores; default <workdir>/scores.")
+    manifest: str | None = Field(None, description="SQLite manifest of scored partitions; default <workdir>/manifest.sqlite.")
     model: str = Field("current", description="'current', a registered version, or a model directory.")
     cluster: ClusterConfig = ClusterConfig()
     bad_rows: Literal["error", "drop"] = "error"
@@ -182,10 +189,10 @@ class ScoreConfig(_WithWorkdir):
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
     def model_spec(self) -> str:
-        """``model`` for :meth:`pipeline.models.ModelRegistry.load`: a relative directory is taken in ``workdir``."""
-        if self.model == "current" or _VERSION_NAME.match(self.model):
+        """``model`` as the registry takes it: 'current', a version, or a directory (relative: in ``workdir``)."""
+        if self.model == "current" or is_version_name(self.model):
             return self.model
-        return self.resolve(self.model, "current")
+        return self.workspace.resolve(self.model, Path("current"))
 
 
 class ServeConfig(_Strict):
@@ -203,7 +210,7 @@ class ServeConfig(_Strict):
         if v is None:
             return v
         # Prefect's own check (its vendored croniter), here rather than minutes later when the server has started
-        from prefect._internal.schemas.validators import validate_cron_string
+        from .prefect_compat import validate_cron_string
 
         try:
             return validate_cron_string(v)

@@ -13,39 +13,44 @@ internal.
 >>> start = GaussianMixture(3, n_init=4).initialize(X)       # best of 4 starts  # doctest: +SKIP
 """
 
-from ._covariance import NAMES as COVARIANCE_TYPES
-from ._covariance import full_covariances
-from ._em import EMState
-from ._input import open_zarr_array, zarr_to_dask
-from ._params import GMMParams
-from ._persist import read_model_document
 from ._version import __version__
-from .exceptions import (
-    ComponentCollapseError,
-    ConvergenceWarning,
-    DataValidationError,
-    InvalidParameterError,
-    ModelFormatError,
-    NotFittedError,
-)
-from .mixture import GaussianMixture, InformationCriteria, load_model
 
-__all__ = [
-    "COVARIANCE_TYPES",
-    "ComponentCollapseError",
-    "ConvergenceWarning",
-    "DataValidationError",
-    "EMState",
-    "GMMParams",
-    "GaussianMixture",
-    "InformationCriteria",
-    "InvalidParameterError",
-    "ModelFormatError",
-    "NotFittedError",
-    "__version__",
-    "full_covariances",
-    "load_model",
-    "open_zarr_array",
-    "read_model_document",
-    "zarr_to_dask",
-]
+# Names are imported on first use (PEP 562): the public modules (gmm_engine.atomic,
+# gmm_engine.npy, ...) and the command line's config need none of the numerical
+# stack, and `import gmm_engine.atomic` runs this file first.
+_PUBLIC = {
+    "COVARIANCE_TYPES": ("._covariance", "NAMES"),
+    "full_covariances": ("._covariance", "full_covariances"),
+    "EMState": ("._em", "EMState"),
+    "open_zarr_array": ("._input", "open_zarr_array"),
+    "zarr_to_dask": ("._input", "zarr_to_dask"),
+    "GMMParams": ("._params", "GMMParams"),
+    "read_model_document": ("._persist", "read_model_document"),
+    "ComponentCollapseError": (".exceptions", "ComponentCollapseError"),
+    "ConvergenceWarning": (".exceptions", "ConvergenceWarning"),
+    "DataValidationError": (".exceptions", "DataValidationError"),
+    "InvalidParameterError": (".exceptions", "InvalidParameterError"),
+    "ModelFormatError": (".exceptions", "ModelFormatError"),
+    "NotFittedError": (".exceptions", "NotFittedError"),
+    "GaussianMixture": (".mixture", "GaussianMixture"),
+    "InformationCriteria": (".mixture", "InformationCriteria"),
+    "load_model": (".mixture", "load_model"),
+}
+
+__all__ = sorted([*_PUBLIC, "__version__"])
+
+
+def __getattr__(name):
+    try:
+        module, attr = _PUBLIC[name]
+    except KeyError:
+        raise AttributeError(f"module 'gmm_engine' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -47,12 +47,29 @@ class TLS:
 
 @dataclass(frozen=True)
 class ClusterHandle:
-    """What tasks need to reach the cluster."""
+    """What tasks need to reach the cluster: a small value that travels to every task.
+
+    Attributes
+    ----------
+    address : str
+        Scheduler address.
+    dashboard_link : str or None
+    tls : TLS or None
+    embedded : bool
+        A LocalCluster started by this process (closed when the flow ends).
+    timeout : float
+        Seconds a task waits for the scheduler to answer.
+    """
 
     address: str
     dashboard_link: str | None
     tls: TLS | None = None
     embedded: bool = False
+    timeout: float = 10.0
+
+    def client(self):
+        """:func:`connect` to this cluster (a context manager)."""
+        return connect(self.address, tls=self.tls, timeout=self.timeout)
 
 
 def _security(tls: TLS | None):
@@ -69,7 +86,8 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
         When the scheduler does not answer within ``timeout`` seconds.
     """
     from distributed import Client
-    from distributed.client import _current_client
+
+    from .distributed_compat import current_client
 
     try:
         client = Client(address, security=_security(tls), timeout=f"{timeout}s", set_as_default=False)
@@ -85,7 +103,7 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
     # in concurrent task threads then restore out of order, leaving the process
     # pointed at a closed client.  `get_client()` consults this context variable
     # first, so dask.compute finds the client without any global state.
-    token = _current_client.set(client)
+    token = current_client.set(client)
     try:
         yield client
     except BaseException as exc:
@@ -98,7 +116,7 @@ def connect(address: str, *, tls: TLS | None = None, timeout: float = 10.0):
             ) from exc
         raise
     finally:
-        _current_client.reset(token)
+        current_client.reset(token)
         client.close()
 
 
@@ -109,9 +127,9 @@ def scheduler_lost(exc: BaseException) -> bool:
     failed partition and goes on) re-raises these, so that ``connect`` turns
     them into :class:`ClusterUnavailableError` instead of blaming the data.
     """
-    from distributed.client import _current_client
+    from .distributed_compat import current_client
 
-    client = _current_client.get()
+    client = current_client.get()
     return client is not None and _scheduler_lost(client, exc)
 
 
@@ -155,7 +173,7 @@ def cluster(address: str | None = None, *, tls: TLS | None = None, timeout: floa
         with connect(address, tls=tls, timeout=timeout) as client:
             link = client.dashboard_link
         logger.info("Using the Dask scheduler at %s (dashboard: %s)", address, link)
-        yield ClusterHandle(address, link, tls, embedded=False)
+        yield ClusterHandle(address, link, tls, embedded=False, timeout=timeout)
         return
     from distributed import LocalCluster
 
@@ -165,4 +183,4 @@ def cluster(address: str | None = None, *, tls: TLS | None = None, timeout: floa
             "Started a LocalCluster: %d workers x %d thread(s), scheduler %s, dashboard %s",
             kwargs["n_workers"], threads_per_worker, lc.scheduler_address, lc.dashboard_link,
         )
-        yield ClusterHandle(lc.scheduler_address, lc.dashboard_link, None, embedded=True)
+        yield ClusterHandle(lc.scheduler_address, lc.dashboard_link, None, embedded=True, timeout=timeout)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .workspace import Workspace
+
 logger = logging.getLogger(__name__)
 
 PARTITION_FORMATS = ("parquet", "csv", "zarr", "npy")
@@ -213,10 +215,11 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     probe, _, _ = sample_rows(truth, 200_000, 0.0, 0.0, rng)
     cutoff = float(np.quantile(truth.log_density(probe), anomaly_quantile))
 
-    for d in ("raw", "data"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    train = root / "raw" / "train.parquet"
-    truth_path = root / "data" / "train_truth.zarr"
+    ws = Workspace(root)
+    for d in (ws.raw, ws.data):
+        d.mkdir(parents=True, exist_ok=True)
+    train = ws.raw / "train.parquet"
+    truth_path = ws.data / "train_truth.zarr"
     zt = zarr.create_array(truth_path, shape=(n_rows,), chunks=(chunk_rows,), dtype="int16",
                            overwrite=True)
     schema = pa.schema([(n, pa.float32()) for n in names])
@@ -239,29 +242,34 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     if bar is not None:
         bar.close()
 
-    incoming = root / "incoming"
+    incoming = ws.incoming
     incoming.mkdir(parents=True, exist_ok=True)
-    (root / "data" / "partition_truth").mkdir(parents=True, exist_ok=True)
+    (ws.data / "partition_truth").mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(n_partitions):
         fmt = PARTITION_FORMATS[i % len(PARTITION_FORMATS)]
         pid = f"part-{i + 1:04d}"
         X, comp, anom = sample_rows(truth, partition_rows, anomaly_fraction, cutoff, rng)
         path = write_partition(incoming, pid, X.astype(np.float32), names, fmt)
-        np.save(root / "data" / "partition_truth" / f"{pid}.npy", anom)
+        np.save(ws.data / "partition_truth" / f"{pid}.npy", anom)
         parts.append((pid, str(path), partition_rows, int(anom.sum())))
     logger.info("demo data: %d training rows (%d anomalies), %d partitions", n_rows, n_anom, n_partitions)
     return DemoData(str(train), str(truth_path), parts, truth, names, n_rows, n_anom, cutoff)
 
 
 def write_partition(directory, pid: str, X: np.ndarray, names: list, fmt: str) -> Path:
-    """Write one incoming partition, atomically (temp name, then rename)."""
+    """Write one incoming partition as a producer should: under a hidden temporary name, then renamed.
+
+    Discovery skips hidden entries, so a half-written partition is never scored.
+    """
     import os
+
+    from gmm_engine.atomic import temp_name
 
     directory = Path(directory)
     suffix = {"parquet": ".parquet", "csv": ".csv", "zarr": ".zarr", "npy": ".npy"}[fmt]
     final = directory / f"{pid}{suffix}"
-    tmp = directory / f".{pid}{suffix}.tmp"
+    tmp = directory / temp_name(final.name)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -305,11 +313,11 @@ def anomaly_metrics(root, partition_ids) -> dict:
 
     from .scores_store import read_scores
 
-    root = Path(root)
+    ws = Workspace(root)
     tp = fp = fn = n = 0
     for pid in partition_ids:
-        flags = np.asarray(read_scores(root / "scores" / f"{pid}.zarr")["is_anomaly"], dtype=bool)
-        truth = load_npy_bytes((root / "data" / "partition_truth" / f"{pid}.npy").read_bytes())
+        flags = np.asarray(read_scores(ws.scores / f"{pid}.zarr")["is_anomaly"], dtype=bool)
+        truth = load_npy_bytes((ws.data / "partition_truth" / f"{pid}.npy").read_bytes())
         if flags.shape != truth.shape:
             raise ValueError(f"scores of {pid} have {flags.shape[0]} rows, truth has {truth.shape[0]}")
         tp += int((flags & truth).sum())

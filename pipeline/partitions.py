@@ -45,6 +45,7 @@ __all__ = [
     "FORMAT_SUFFIXES",
     "UnsafePartitionName",
     "validate_partition_id",
+    "PartitionId",
     "Partition",
     "Discovery",
     "discover_partitions",
@@ -108,8 +109,21 @@ def _why_unsafe(name) -> str | None:
     return None
 
 
-def validate_partition_id(name: str) -> str:
-    """Return ``name`` unchanged if it is a safe partition id, else raise.
+class PartitionId(str):
+    """A partition id that passed :func:`validate_partition_id`.
+
+    Ids are validated once, where they enter (discovery, or a name found on
+    disk); everything downstream takes a ``PartitionId`` and trusts it.  Only
+    :func:`validate_partition_id` makes one.
+    """
+
+    __slots__ = ()
+
+
+def validate_partition_id(name: str) -> PartitionId:
+    """``name`` as a :class:`PartitionId` if it is a safe partition id, else raise.
+
+    A ``PartitionId`` is returned as it is: it was checked when it was made.
 
     Parameters
     ----------
@@ -118,21 +132,23 @@ def validate_partition_id(name: str) -> str:
 
     Returns
     -------
-    str
-        ``name``.
+    PartitionId
+        Equal to ``name``.
 
     Raises
     ------
     UnsafePartitionName
         Naming the bad name, why it is refused and the allowed pattern.
     """
+    if type(name) is PartitionId:
+        return name
     why = _why_unsafe(name)
     if why is not None:
         raise UnsafePartitionName(
             f"Unsafe partition name {name!r}: {why}. {_PATTERN_HELP[0].upper()}{_PATTERN_HELP[1:]}; "
             "rename the partition (or the file that holds it) to such a name."
         )
-    return name
+    return PartitionId(name)
 
 
 @dataclass(frozen=True)
@@ -141,8 +157,8 @@ class Partition:
 
     Attributes
     ----------
-    id : str
-        Validated partition id.
+    id : PartitionId
+        Validated once, by discovery.
     url : str
         Local absolute path, or a full fsspec URL (``memory://...``, ``s3://...``).
     format : str
@@ -153,7 +169,7 @@ class Partition:
         Modification (or creation) time as POSIX seconds, when known.
     """
 
-    id: str
+    id: PartitionId
     url: str
     format: str
     size_bytes: int | None
@@ -268,6 +284,50 @@ def _list_fsspec(incoming: str, storage_options: dict | None):
         yield name, fs.unstrip_protocol(full), is_dir, size, mtime, None
 
 
+def _partition(name, url, is_dir, size, mtime, problem) -> Partition | str:
+    """The partition an entry holds, or why it cannot be one."""
+    if problem is not None:
+        return problem
+    split = _split_suffix(name)
+    if split is None:
+        what = "directory" if is_dir else "file"
+        return f"unknown suffix for a {what}: partitions must end in one of {', '.join(FORMAT_SUFFIXES)}"
+    pid, fmt = split
+    if fmt == "zarr" and not is_dir:
+        return "a .zarr partition must be a directory (a Zarr store), not a file"
+    if fmt != "zarr" and is_dir:
+        return f"a .{fmt} partition must be a file, but this is a directory"
+    try:
+        pid = validate_partition_id(pid)
+    except UnsafePartitionName as exc:
+        return str(exc)
+    return Partition(id=pid, url=url, format=fmt, size_bytes=None if size is None else int(size),
+                     modified=mtime)
+
+
+def _unambiguous(candidates: list[Partition], rejected: list) -> list[Partition]:
+    """The candidates whose id no other entry gives; the others go to ``rejected``.
+
+    Output stores are named after ids, so ids that differ only in case
+    would collide on case-insensitive filesystems: they are ambiguous too.
+    """
+    groups: dict[str, list[Partition]] = defaultdict(list)
+    for p in candidates:
+        groups[p.id.lower()].append(p)
+    partitions: list[Partition] = []
+    for group in groups.values():
+        if len(group) == 1:
+            partitions.append(group[0])
+            continue
+        names = sorted(p.url.rstrip("/").rsplit("/", 1)[-1] for p in group)
+        reason = (
+            f"ambiguous: partition id {group[0].id!r} is given by {len(group)} entries "
+            f"({', '.join(names)}); keep exactly one of them"
+        )
+        rejected.extend((name, reason) for name in names)
+    return partitions
+
+
 def discover_partitions(incoming: str, storage_options: dict | None = None) -> Discovery:
     """List the partitions under ``incoming``; see the module docs for the rules.
 
@@ -301,54 +361,12 @@ def discover_partitions(incoming: str, storage_options: dict | None = None) -> D
         if _is_ignored(name):
             logger.debug("ignoring hidden or in-progress entry %r", name)
             continue
-        if problem is not None:
-            rejected.append((name, problem))
-            continue
-        split = _split_suffix(name)
-        if split is None:
-            known = ", ".join(FORMAT_SUFFIXES)
-            what = "directory" if is_dir else "file"
-            rejected.append((name, f"unknown suffix for a {what}: partitions must end in one of {known}"))
-            continue
-        pid, fmt = split
-        if fmt == "zarr" and not is_dir:
-            rejected.append((name, "a .zarr partition must be a directory (a Zarr store), not a file"))
-            continue
-        if fmt != "zarr" and is_dir:
-            rejected.append((name, f"a .{fmt} partition must be a file, but this is a directory"))
-            continue
-        try:
-            validate_partition_id(pid)
-        except UnsafePartitionName as exc:
-            rejected.append((name, str(exc)))
-            continue
-        candidates.append(
-            Partition(
-                id=pid,
-                url=url,
-                format=fmt,
-                size_bytes=None if size is None else int(size),
-                modified=mtime,
-            )
-        )
-
-    # Output stores are named after ids, so ids that differ only in case
-    # would collide on case-insensitive filesystems: treat them as ambiguous too.
-    groups: dict[str, list[Partition]] = defaultdict(list)
-    for p in candidates:
-        groups[p.id.lower()].append(p)
-    partitions: list[Partition] = []
-    for group in groups.values():
-        if len(group) == 1:
-            partitions.append(group[0])
-            continue
-        names = sorted(p.url.rstrip("/").rsplit("/", 1)[-1] for p in group)
-        reason = (
-            f"ambiguous: partition id {group[0].id!r} is given by {len(group)} entries "
-            f"({', '.join(names)}); keep exactly one of them"
-        )
-        for name in names:
-            rejected.append((name, reason))
+        made = _partition(name, url, is_dir, size, mtime, problem)
+        if isinstance(made, str):
+            rejected.append((name, made))
+        else:
+            candidates.append(made)
+    partitions = _unambiguous(candidates, rejected)
     partitions.sort(key=lambda p: p.id)
     rejected.sort()
     for name, reason in rejected:
@@ -356,30 +374,30 @@ def discover_partitions(incoming: str, storage_options: dict | None = None) -> D
     return Discovery(partitions=partitions, rejected=rejected)
 
 
-def safe_child(base, name: str) -> Path:
-    """Return ``base / name`` after checking that it cannot escape ``base``.
+def safe_child(base, name: str, suffix: str = "") -> Path:
+    """Return ``base / (name + suffix)`` after checking that it cannot escape ``base``.
 
     Parameters
     ----------
     base : str or PathLike
         Local directory (need not exist yet).
     name : str
-        A partition id, or an id with a suffix such as ``"<id>.zarr"``;
-        validated with :func:`validate_partition_id`.
+        A partition id (a :class:`PartitionId` is not checked again).
+    suffix : str
+        Appended to the id, e.g. ``".zarr"``.
 
     Returns
     -------
     Path
-        ``Path(base) / name`` (not resolved).
+        ``Path(base) / (name + suffix)`` (not resolved).
 
     Raises
     ------
     UnsafePartitionName
-        ``name`` is not a safe id, or ``base / name`` resolves outside ``base``
-        (for example because an existing ``base / name`` is a symbolic link
-        to somewhere else).
+        ``name`` is not a safe id, or the child resolves outside ``base``
+        (for example because it exists as a symbolic link to somewhere else).
     """
-    validate_partition_id(name)
+    name = validate_partition_id(name) + suffix
     base = Path(base)
     child = base / name
     base_real = Path(os.path.realpath(base))

@@ -34,7 +34,7 @@ from gmm_engine.scoring import score_rows
 from .cluster import scheduler_lost
 from .ingest import ingest
 from .manifest import AlreadyScored, ClaimConflict, ClaimLost, Manifest, ManifestEntry, utc_now_iso
-from .models import LoadedModel
+from .registry import LoadedModel
 from .partitions import Partition, safe_child
 from .scores_store import write_scores
 
@@ -100,6 +100,99 @@ def _keep_lease(manifest: Manifest, partition_id: str, run_id: str, lease_second
         t.join()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What the steps of one partition's scoring share."""
+
+    partition: Partition
+    model: LoadedModel
+    manifest: Manifest
+    run_id: str
+    bad_rows: str
+    storage_options: dict | None
+    local_max_rows: int
+
+
+def _stage(run: _Run, staged: Path):
+    """Validate the partition against the model's features into ``staged``; (array, report)."""
+    names = getattr(run.model.model, "feature_names_in_", None)
+    names = list(names) if names is not None else None
+    ingested = ingest(
+        run.partition.url, staged, format=run.partition.format,
+        feature_names=_positional_names(run.partition, names, run.storage_options),
+        expected_features=names, bad_rows=run.bad_rows, overwrite=True,
+        storage_options=run.storage_options,
+        compression="none",  # staged once, read once, then deleted
+    )
+    staged_array = open_zarr_array(ingested.path)
+    if staged_array.shape[1] != run.model.model.n_features_in_:
+        raise ValueError(
+            f"Partition {run.partition.id} has {staged_array.shape[1]} features but the model "
+            f"expects {run.model.model.n_features_in_}: send partitions with the training features."
+        )
+    return staged_array, ingested.report
+
+
+def _score_and_write(run: _Run, staged_array, report, out: Path):
+    """Score the staged rows and publish the scores store; what the store holds."""
+    # the Zarr array (not a bare array) carries the feature names to check
+    local = staged_array.shape[0] <= run.local_max_rows
+    ll, comp, resp = score_rows(run.model.model, staged_array, in_memory=local)
+    threshold = run.model.threshold
+    return write_scores(
+        out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=ll <= threshold,
+        attrs={
+            "partition_id": run.partition.id,
+            "model_version": run.model.version,
+            "threshold": threshold,
+            "source_url": run.partition.url,
+            "run_id": run.run_id,
+            "rows_dropped": report.n_bad_rows if run.bad_rows == "drop" else 0,
+        },
+    )
+
+
+def _record(run: _Run, summary, out: Path, t0: float) -> PartitionResult:
+    """Record the published store in the manifest; withdraw it if another run took the partition over."""
+    pid = run.partition.id
+    entry = ManifestEntry(
+        partition_id=pid, model_version=run.model.version, output_path=str(out),
+        n_rows=summary.n_rows, n_anomalies=summary.n_anomalies, mean_loglik=summary.mean_loglik,
+        threshold=float(run.model.threshold), source_url=run.partition.url,
+        scored_at=utc_now_iso(), run_id=run.run_id,
+    )
+    try:
+        run.manifest.record_success(entry)
+    except (ClaimLost, ClaimConflict, AlreadyScored) as exc:
+        # another run took the partition over while we worked (our lease
+        # lapsed): withdraw our store so that run's result stands
+        shutil.rmtree(out, ignore_errors=True)
+        logger.warning("partition %s: %s; discarded this run's scores", pid, exc)
+        return PartitionResult(pid, "skipped", error=str(exc), seconds=time.perf_counter() - t0)
+    logger.info("scored %s: %d rows, %d anomalies, mean log-likelihood %.4f",
+                pid, entry.n_rows, entry.n_anomalies, entry.mean_loglik)
+    return PartitionResult(pid, "scored", entry.n_rows, entry.n_anomalies, entry.mean_loglik,
+                           str(out), None, time.perf_counter() - t0)
+
+
+def _fail(run: _Run, exc: Exception, t0: float) -> PartitionResult:
+    """Record a failed partition (it stays unscored); a lost scheduler is not the partition's fault."""
+    pid = run.partition.id
+    if scheduler_lost(exc):
+        # leave it unrecorded for the next run, and let connect() say that the cluster went away
+        with contextlib.suppress(Exception):
+            run.manifest.release(pid, run.run_id)
+        raise exc
+    message = f"{type(exc).__name__}: {exc}"
+    logger.error("partition %s failed: %s", pid, message)
+    logger.debug("%s", traceback.format_exc())
+    try:
+        run.manifest.record_failure(pid, run.run_id, message)
+    except Exception:
+        logger.exception("could not record the failure of %s", pid)
+    return PartitionResult(pid, "failed", error=message, seconds=time.perf_counter() - t0)
+
+
 def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, staging_dir,
                     manifest_path, run_id: str, bad_rows: str = "error",
                     storage_options: dict | None = None,
@@ -127,81 +220,18 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
     PartitionResult
     """
     t0 = time.perf_counter()
-    pid = partition.id
-    manifest = Manifest(manifest_path)
-    if not manifest.claim(pid, run_id, lease_seconds=lease_seconds):
-        logger.info("partition %s is scored or being scored by another run; skipping", pid)
-        return PartitionResult(pid, "skipped")
-    staged = safe_child(Path(staging_dir), f"{pid}.zarr")
+    run = _Run(partition, model, Manifest(manifest_path), run_id, bad_rows, storage_options, local_max_rows)
+    if not run.manifest.claim(partition.id, run_id, lease_seconds=lease_seconds):
+        logger.info("partition %s is scored or being scored by another run; skipping", partition.id)
+        return PartitionResult(partition.id, "skipped")
+    staged = safe_child(Path(staging_dir), partition.id, ".zarr")
     try:
-        with _keep_lease(manifest, pid, run_id, lease_seconds):
-            names = getattr(model.model, "feature_names_in_", None)
-            names = list(names) if names is not None else None
-            ingested = ingest(
-                partition.url, staged, format=partition.format,
-                feature_names=_positional_names(partition, names, storage_options),
-                expected_features=names, bad_rows=bad_rows, overwrite=True,
-                storage_options=storage_options,
-                compression="none",  # staged once, read once, then deleted
-            )
-            report = ingested.report
-            staged_array = open_zarr_array(ingested.path)
-            if staged_array.shape[1] != model.model.n_features_in_:
-                raise ValueError(
-                    f"Partition {pid} has {staged_array.shape[1]} features but the model "
-                    f"expects {model.model.n_features_in_}: send partitions with the training features."
-                )
-            # the Zarr array (not a bare array) carries the feature names to check
-            local = staged_array.shape[0] <= local_max_rows
-            ll, comp, resp = score_rows(model.model, staged_array, in_memory=local)
-            threshold = model.threshold
-            flag = ll <= threshold
-            out = safe_child(Path(outputs_dir), f"{pid}.zarr")
-            # the manifest records what the store holds, counted while writing it
-            summary = write_scores(
-                out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flag,
-                attrs={
-                    "partition_id": pid,
-                    "model_version": model.version,
-                    "threshold": threshold,
-                    "source_url": partition.url,
-                    "run_id": run_id,
-                    "rows_dropped": report.n_bad_rows if bad_rows == "drop" else 0,
-                },
-            )
-            n_rows = summary.n_rows
-            entry = ManifestEntry(
-                partition_id=pid, model_version=model.version, output_path=str(out),
-                n_rows=n_rows, n_anomalies=summary.n_anomalies, mean_loglik=summary.mean_loglik,
-                threshold=float(threshold), source_url=partition.url,
-                scored_at=utc_now_iso(), run_id=run_id,
-            )
-            try:
-                manifest.record_success(entry)
-            except (ClaimLost, ClaimConflict, AlreadyScored) as exc:
-                # another run took the partition over while we worked (our lease
-                # lapsed): withdraw our store so that run's result stands
-                shutil.rmtree(out, ignore_errors=True)
-                logger.warning("partition %s: %s; discarded this run's scores", pid, exc)
-                return PartitionResult(pid, "skipped", error=str(exc), seconds=time.perf_counter() - t0)
-        logger.info("scored %s: %d rows, %d anomalies, mean log-likelihood %.4f",
-                    pid, n_rows, entry.n_anomalies, entry.mean_loglik)
-        return PartitionResult(pid, "scored", n_rows, entry.n_anomalies, entry.mean_loglik,
-                               str(out), None, time.perf_counter() - t0)
+        with _keep_lease(run.manifest, partition.id, run_id, lease_seconds):
+            staged_array, report = _stage(run, staged)
+            out = safe_child(Path(outputs_dir), partition.id, ".zarr")
+            summary = _score_and_write(run, staged_array, report, out)
+            return _record(run, summary, out, t0)
     except Exception as exc:
-        if scheduler_lost(exc):
-            # not the partition's fault: leave it unrecorded for the next run, and let
-            # connect() say that the cluster went away
-            with contextlib.suppress(Exception):
-                manifest.release(pid, run_id)
-            raise
-        message = f"{type(exc).__name__}: {exc}"
-        logger.error("partition %s failed: %s", pid, message)
-        logger.debug("%s", traceback.format_exc())
-        try:
-            manifest.record_failure(pid, run_id, message)
-        except Exception:
-            logger.exception("could not record the failure of %s", pid)
-        return PartitionResult(pid, "failed", error=message, seconds=time.perf_counter() - t0)
+        return _fail(run, exc, t0)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -17,7 +17,7 @@ from gmm_engine import GaussianMixture, load_model
 from gmm_engine.checkpoint import Checkpointer, load_checkpoint, state_from_estimator
 
 from .data import data_fingerprint
-from .models import ModelRegistry
+from .registry import ModelRegistry
 from .threshold import Threshold, calibrate_threshold
 
 logger = logging.getLogger(__name__)
@@ -151,8 +151,10 @@ def fit_model(data: str, params: dict, *, checkpoint_dir, init_dir=None, resume:
 
 def register_model(model: GaussianMixture, data: str, registry: ModelRegistry, *,
                    contamination: float, make_current: bool = True, extra: dict | None = None,
-                   random_state: int = 0) -> tuple[str, Threshold]:
+                   random_state: int = 0, reason: str = "registered") -> tuple[str, Threshold]:
     """Calibrate the anomaly threshold on the training data and register the model.
+
+    ``reason`` is recorded in the registry's history when the model becomes current.
 
     Returns
     -------
@@ -167,5 +169,5 @@ def register_model(model: GaussianMixture, data: str, registry: ModelRegistry, *
         "lower_bounds": list(model.lower_bounds_),
         **(extra or {}),
     }
-    version = registry.register(model, metadata, make_current=make_current)
+    version = registry.register(model, metadata, make_current=make_current, reason=reason)
     return version, thr

@@ -11,7 +11,7 @@ from conftest import write_zarr
 from gmm_engine import GaussianMixture
 from pipeline.demo_data import write_partition
 from pipeline.manifest import Manifest
-from pipeline.models import ModelRegistry
+from pipeline.registry import ModelRegistry
 from pipeline.partitions import discover_partitions
 from pipeline.scoring import score_partition
 from pipeline.training import register_model

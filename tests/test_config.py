@@ -87,6 +87,8 @@ def test_missing_file(tmp_path):
 def test_overrides_and_relative_paths(tmp_path):
     cfg = load_config(FitConfig, None, {"workdir": str(tmp_path), "model.n_components": 5, "data": None})
     assert cfg.model.n_components == 5
-    assert cfg.resolve(cfg.data, "x") == str(tmp_path / "data/train.zarr")
-    assert cfg.resolve("s3://bucket/x.zarr", "x") == "s3://bucket/x.zarr"
-    assert cfg.resolve("/abs/x.zarr", "x") == "/abs/x.zarr"
+    ws = cfg.workspace
+    assert ws.resolve(cfg.data, ws.train) == str(tmp_path / "data/train.zarr")
+    assert ws.resolve("s3://bucket/x.zarr", ws.train) == "s3://bucket/x.zarr"
+    assert ws.resolve("/abs/x.zarr", ws.train) == "/abs/x.zarr"
+    assert ws.resolve("raw/x.zarr", ws.train) == str(tmp_path / "raw/x.zarr")

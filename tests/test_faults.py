@@ -25,7 +25,7 @@ from gmm_engine import GaussianMixture
 from pipeline.cluster import ClusterUnavailableError, connect
 from pipeline.demo_data import make_true_mixture, sample_rows, write_partition
 from pipeline.manifest import Manifest
-from pipeline.models import ModelRegistry
+from pipeline.registry import ModelRegistry
 from pipeline.scores_store import read_scores
 from pipeline.training import register_model
 

@@ -19,7 +19,7 @@ from flows.config import (
 )
 from pipeline.demo_data import write_partition
 from pipeline.manifest import Manifest
-from pipeline.models import ModelRegistry
+from pipeline.registry import ModelRegistry
 from pipeline.scores_store import read_scores
 
 NAMES = ["a", "b", "c"]
@@ -49,7 +49,7 @@ def _artifacts(key):
 
 
 def test_select_model_flow(workdir, cluster_cfg):
-    from flows.fitting import select_model_flow
+    from flows.select_flow import select_model_flow
 
     cfg = SelectConfig(workdir=workdir, cluster=cluster_cfg, grid=GridConfig(n_components=[2, 3, 4],
                        covariance_types=["full", "diag"]), anomaly=AnomalyConfig(contamination=0.01),
@@ -67,7 +67,7 @@ def test_select_model_flow(workdir, cluster_cfg):
 
 
 def test_fit_flow_registers_and_reports(workdir, cluster_cfg):
-    from flows.fitting import fit_flow
+    from flows.fit_flow import fit_flow
 
     cfg = FitConfig(workdir=workdir, cluster=cluster_cfg,
                     model=ModelConfig(n_components=3, covariance_type="full", tol=1e-4))
@@ -84,7 +84,7 @@ def test_fit_flow_registers_and_reports(workdir, cluster_cfg):
 
 
 def test_score_flow_is_idempotent_and_isolates_failures(workdir, cluster_cfg, blobs):
-    from flows.scoring import PartitionScoringError, score_partitions_flow
+    from flows.score_flow import PartitionScoringError, score_partitions_flow
 
     X, _ = blobs
     incoming = workdir / "incoming"
@@ -96,8 +96,10 @@ def test_score_flow_is_idempotent_and_isolates_failures(workdir, cluster_cfg, bl
     assert [r["status"] for r in first["results"]] == ["scored"] * 3
     manifest = Manifest(workdir / "manifest.sqlite")
     assert manifest.scored_ids() == {"day-0", "day-1", "day-2"}
+    versions = ModelRegistry(workdir / "models").versions()
     for e in manifest.entries():
         assert read_scores(e.output_path)["n_rows"] == e.n_rows == 500
+        assert e.model_version in versions  # a version models/ holds, named once
     assert json.loads((workdir / "manifest.json").read_text())
     assert _artifacts("partition-anomalies")
 
@@ -217,7 +219,8 @@ def test_cli_ingest_takes_config_paths_in_the_workdir_and_publishes_the_report(t
 
 
 def test_ingest_retries_io_errors_but_not_refused_data(tmp_path, monkeypatch):
-    from flows import tasks
+    from flows.config import IngestConfig
+    from flows.ingest_flow import ingest_task
     from pipeline import ingest as ingest_mod
 
     calls = []
@@ -233,7 +236,8 @@ def test_ingest_retries_io_errors_but_not_refused_data(tmp_path, monkeypatch):
 
     @flow
     def one_ingest():
-        return tasks.ingest_task.with_options(retry_delay_seconds=0)("s.csv", str(tmp_path / "d.zarr"), {})
+        return ingest_task.with_options(retry_delay_seconds=0)(IngestConfig(source="s.csv"), "s.csv",
+                                                               str(tmp_path / "d.zarr"))
 
     with pytest.raises(ingest_mod.IngestError, match="No rows"):
         one_ingest()
@@ -247,7 +251,7 @@ def test_run_bounded_keeps_at_most_max_parallel_running_and_the_order():
 
     from prefect import flow, task
 
-    from flows.tasks import run_bounded
+    from flows.concurrency import run_bounded
 
     lock, now, peak = threading.Lock(), [0], [0]
 
@@ -288,7 +292,10 @@ def test_cli_score_with_a_model_directory(dask_cluster, tmp_path, blobs):
     assert res.exit_code == 0, res.output
     (entry,) = Manifest(work / "manifest.sqlite").entries()
     assert entry.partition_id == "day-0" and entry.n_rows == 400
-    assert entry.model_version.startswith(version)  # <directory name>-<checksum>
+    assert entry.model_version.startswith(version)
+    # the outside version was imported under its own name: the entry names a version models/ holds
+    assert entry.model_version == version and (work / "models" / version / "model.json").is_file()
+    assert ModelRegistry(work / "models").current_version() is None
 
 
 def test_cli_score_refuses_a_tampered_model(dask_cluster, tmp_path, blobs):

@@ -7,7 +7,7 @@ from conftest import write_zarr
 from gmm_engine import GaussianMixture
 from pipeline.demo_data import write_partition
 from pipeline.manifest import Manifest
-from pipeline.models import ModelRegistry
+from pipeline.registry import ModelRegistry
 from pipeline.partitions import discover_partitions
 from pipeline.scores_store import read_scores
 from pipeline.scoring import LOCAL_MAX_ROWS, score_partition

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import write_zarr
-from flows.serve import LocalPrefectServer, ServerStartError, healthy, port_free
+from flows.prefect_server import LocalPrefectServer, ServerStartError, healthy, port_free
 from gmm_engine import GaussianMixture
 from pipeline.demo_data import write_partition
 from pipeline.manifest import Manifest
-from pipeline.models import ModelRegistry
+from pipeline.registry import ModelRegistry
 from pipeline.training import register_model
 
 NAMES = ["a", "b", "c"]

@@ -9,7 +9,7 @@ from conftest import write_zarr
 from gmm_engine import GaussianMixture, ModelFormatError, load_model
 from gmm_engine.checkpoint import load_checkpoint
 from pipeline.data import data_fingerprint
-from pipeline.models import ModelRegistry
+from pipeline.registry import ModelRegistry
 from pipeline.training import (
     ResumeMismatchError,
     fit_model,

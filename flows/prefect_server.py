@@ -1,0 +1,161 @@
+"""A supervised local Prefect server on loopback.
+
+Prefect's temporary (ephemeral) server runs flows but never schedules
+them, so a served deployment needs a real server.  :class:`LocalPrefectServer`
+starts ``prefect server start`` bound to 127.0.0.1 with its SQLite
+database under a work directory's ``prefect/``, waits until it is healthy,
+restarts it if it dies, and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ServerStartError(RuntimeError):
+    """The local Prefect server did not become healthy."""
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class LocalPrefectServer:
+    """A supervised ``prefect server start`` on loopback.
+
+    Parameters
+    ----------
+    home : path
+        PREFECT_HOME of the server (its SQLite database and logs).
+    host : str
+        Bind address; loopback by default so nothing outside this machine
+        reaches the API.
+    port : int
+    startup_timeout : float
+        Seconds to wait for ``/api/health``.
+    """
+
+    def __init__(self, home, host: str = "127.0.0.1", port: int = 4200, startup_timeout: float = 180.0):
+        self.home = Path(home)
+        self.host, self.port = host, port
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.restarts = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env.pop("PREFECT_API_URL", None)
+        env.update({
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_ENABLED": "false",
+        })
+        return env
+
+    def _launch(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.home / "server.log", "ab")
+        prefect = Path(sys.executable).with_name("prefect")
+        cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
+               "--host", self.host, "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerStartError(
+                    f"prefect server exited with code {self.proc.returncode}; see "
+                    f"{self.home / 'server.log'}"
+                )
+            if healthy(self.api_url):
+                logger.info("Prefect server healthy at %s (database under %s)", self.api_url, self.home)
+                return
+            time.sleep(0.5)
+        self._terminate()
+        raise ServerStartError(
+            f"prefect server did not answer {self.api_url}/health within {self.startup_timeout:g} s; "
+            f"see {self.home / 'server.log'}"
+        )
+
+    def start(self) -> "LocalPrefectServer":
+        if healthy(self.api_url):
+            raise ServerStartError(
+                f"Something already answers at {self.api_url}: set PREFECT_API_URL={self.api_url} "
+                "to use it, or choose another server_port."
+            )
+        if not port_free(self.host, self.port):
+            raise ServerStartError(
+                f"Port {self.port} on {self.host} is in use: choose another server_port in the serve config."
+            )
+        self._launch()
+        self._watcher = threading.Thread(target=self._watch, name="prefect-server-watch", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(2.0):
+            if self.proc is not None and self.proc.poll() is not None:
+                self.restarts += 1
+                logger.warning("Prefect server exited (code %s); restarting (restart %d)",
+                               self.proc.returncode, self.restarts)
+                try:
+                    self._launch()
+                except ServerStartError:
+                    logger.exception("could not restart the Prefect server")
+                    time.sleep(min(30, 2 ** self.restarts))
+
+    def _terminate(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        self._terminate()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,158 @@
+"""The ``score-partitions`` flow: score every unscored incoming partition, exactly once."""
+
+import uuid
+from dataclasses import dataclass
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from pipeline.cluster import ClusterHandle
+from pipeline.partitions import Discovery, Partition
+
+from .artifacts import publish_markdown, publish_table
+from .cluster import flow_cluster, task_client
+from .concurrency import run_bounded
+from .config import ScoreConfig
+
+IO_RETRIES = dict(retries=2, retry_delay_seconds=2)
+
+
+class PartitionScoringError(RuntimeError):
+    """Some partitions failed; the others were scored and recorded."""
+
+
+@dataclass(frozen=True)
+class ScoringPaths:
+    """Where a scoring run reads and writes (resolved from its config and work directory)."""
+
+    incoming: str
+    outputs: str
+    staging: str
+    manifest: str
+    manifest_export: str
+    models: str
+
+
+def _run_id() -> str:
+    try:
+        from prefect.runtime import flow_run
+
+        if flow_run.id:
+            return f"flow-run-{flow_run.id}"
+    except Exception:  # pragma: no cover - outside a flow run
+        pass
+    return f"run-{uuid.uuid4().hex}"
+
+
+@task(name="reconcile-manifest", cache_policy=NO_CACHE, **IO_RETRIES)
+def reconcile_task(paths: ScoringPaths, other_dirs: list[str]) -> dict:
+    """Make the manifest and the outputs agree after a crash; sweep leftovers of crashed writers."""
+    from pathlib import Path
+
+    from pipeline.manifest import Manifest
+
+    Path(paths.outputs).mkdir(parents=True, exist_ok=True)
+    return Manifest(paths.manifest).reconcile(paths.outputs, other_dirs=other_dirs)
+
+
+@task(name="discover-partitions", cache_policy=NO_CACHE, **IO_RETRIES)
+def discover_task(incoming: str, storage_options: dict) -> Discovery:
+    from pipeline.partitions import discover_partitions
+
+    found = discover_partitions(incoming, storage_options or None)
+    for name, reason in found.rejected:
+        get_run_logger().warning("incoming entry %r rejected: %s", name, reason)
+    return found
+
+
+@task(name="score-partition", cache_policy=NO_CACHE)
+def score_partition_task(partition: Partition, model_version: str, paths: ScoringPaths, run_id: str,
+                         config: ScoreConfig, cluster: ClusterHandle | None) -> dict:
+    """Claim, stage, score, publish and record one partition (see ``pipeline.scoring``)."""
+    from pipeline.registry import ModelRegistry
+    from pipeline.scoring import score_partition
+
+    model = ModelRegistry(paths.models).load_cached(model_version)
+    with task_client(cluster):
+        result = score_partition(
+            partition, model, outputs_dir=paths.outputs, staging_dir=paths.staging,
+            manifest_path=paths.manifest, run_id=run_id, bad_rows=config.bad_rows,
+            storage_options=config.storage_options or None, local_max_rows=config.local_max_rows,
+        )
+    return result.to_dict()
+
+
+@task(name="export-manifest", cache_policy=NO_CACHE, **IO_RETRIES)
+def export_manifest_task(paths: ScoringPaths) -> str:
+    from pipeline.manifest import Manifest
+
+    Manifest(paths.manifest).export_json(paths.manifest_export)
+    return paths.manifest_export
+
+
+@flow(name="score-partitions")
+def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, progress: bool = False) -> dict:
+    """Find unscored partitions, score them in parallel on Dask, record them.
+
+    Idempotent: partitions already in the manifest are skipped, a partition
+    claimed by another live run is left to it, and a run killed midway is
+    reconciled by the next one (outputs without a manifest entry and
+    leftover temporary stores are removed; entries whose output is gone
+    are forgotten and rescored).  Every entry names a version the registry
+    holds: a model given by directory is imported into it first.
+    """
+    from pipeline.manifest import Manifest
+    from pipeline.registry import ModelRegistry
+    from pipeline.reports import anomaly_rows, scoring_report
+
+    logger = get_run_logger()
+    ws = config.workspace.ensure()
+    paths = ScoringPaths(
+        incoming=ws.resolve(config.incoming, ws.incoming), outputs=ws.resolve(config.outputs, ws.scores),
+        staging=str(ws.staging), manifest=ws.resolve(config.manifest, ws.manifest),
+        manifest_export=str(ws.manifest_export), models=str(ws.models),
+    )
+    # fails fast (no model, a damaged one, no threshold); an outside directory becomes a version
+    loaded = ModelRegistry(ws.models).load_or_import(config.model_spec())
+    threshold = loaded.threshold
+    logger.info("scoring with model %s (threshold %.6g)", loaded.version, threshold)
+
+    reconciled = reconcile_task(paths, [str(d) for d in ws.publishing_dirs()])
+    found = discover_task(paths.incoming, config.storage_options)
+    done = Manifest(paths.manifest).scored_ids()
+    todo = [p for p in found.partitions if p.id not in done]
+    logger.info("%d partitions found, %d already scored, %d to score",
+                len(found.partitions), len(found.partitions) - len(todo), len(todo))
+    run_id = _run_id()
+    results: list[dict] = []
+    if todo:
+        with flow_cluster(config.cluster, config.workdir) as cluster:
+            results = run_bounded(
+                lambda p: score_partition_task.submit(p, loaded.version, paths, run_id, config, cluster),
+                todo, config.max_parallel, desc="partitions" if progress else None, unit="partition",
+                describe=lambda r: {"last": r["partition_id"], "status": r["status"]},
+            )
+    results.sort(key=lambda r: r["partition_id"])
+    export_manifest_task(paths)
+    out = ws.run_report("score", report_to)
+    report = scoring_report(results, out, model_version=loaded.version, threshold=threshold)
+    publish_table("partition-anomalies", anomaly_rows(results), f"Anomalies per partition, model {loaded.version}")
+    publish_markdown("scoring-summary", report.markdown, "Scoring run summary")
+    summary = {
+        "model_version": loaded.version,
+        "threshold": threshold,
+        "results": results,
+        "rejected": found.rejected,
+        "reconciled": reconciled,
+        "already_scored": sorted(done),
+        "report": report.files,
+    }
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        raise PartitionScoringError(
+            f"{len(failed)} of {len(results)} partitions failed (the others were scored): "
+            + "; ".join(f"{r['partition_id']}: {r['error']}" for r in failed)
+        )
+    return summary
+
