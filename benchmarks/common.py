@@ -71,16 +71,11 @@ def shared_init(X, K: int, covariance_type: str, seed: int):
     means = np.asarray(X[idx], dtype=np.float64)
     sub = np.asarray(X[: min(N, 200_000)], dtype=np.float64)
     cov = np.cov(sub, rowvar=False) + 1e-6 * np.eye(D)
-    prec = np.linalg.inv(cov)
-    prec = 0.5 * (prec + prec.T)
-    if covariance_type == "full":
-        precisions = np.stack([prec] * K)
-    elif covariance_type == "tied":
-        precisions = prec
-    elif covariance_type == "diag":
-        precisions = np.tile(1.0 / np.diag(cov), (K, 1))
-    else:
-        precisions = np.full(K, 1.0 / np.mean(np.diag(cov)))
+    from gmm_engine import _covariance
+
+    registry = _covariance.get(covariance_type)
+    covariances = registry.from_full(np.stack([cov] * K))
+    precisions = registry.precisions(registry.precision_cholesky(covariances))
     return np.full(K, 1.0 / K), means, precisions
 
 

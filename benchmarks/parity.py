@@ -53,7 +53,7 @@ def main():
     import dask.array as da
     from sklearn.mixture import GaussianMixture as Sk
 
-    from gmm_engine import GaussianMixture
+    from gmm_engine import COVARIANCE_TYPES, GaussianMixture
 
     X = data()
     failures = 0
@@ -66,7 +66,7 @@ def main():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for ct in ("full", "tied", "diag", "spherical"):
+        for ct in COVARIANCE_TYPES:
             init = Sk(3, covariance_type=ct, max_iter=0, random_state=0).fit(X)
             kw = dict(
                 n_components=3, covariance_type=ct, tol=0.0, max_iter=30,

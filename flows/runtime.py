@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from pipeline.workspace import Workspace
+
 #: Prefect settings applied unless the user set them: offline, quiet, patient.
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -30,7 +32,7 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False) -> No
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     if workdir is not None and "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
-        home = Path(workdir).absolute() / "prefect"
+        home = Workspace(workdir).prefect_home
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
     level = logging.DEBUG if verbose else logging.INFO

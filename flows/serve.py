@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+
+from pipeline.workspace import Workspace
 
 from .prefect_server import LocalPrefectServer, ServerStartError, healthy
 
@@ -26,7 +27,7 @@ def serve(config, workdir) -> None:
     api_url = config.api_url or os.environ.get("PREFECT_API_URL")
     server = None
     if not api_url:
-        server = LocalPrefectServer(Path(workdir) / "prefect", config.server_host, config.server_port).start()
+        server = LocalPrefectServer(Workspace(workdir).prefect_home, config.server_host, config.server_port).start()
         api_url = server.api_url
     elif not healthy(api_url):
         raise ServerStartError(f"The Prefect API at {api_url} does not answer /health: start it or fix PREFECT_API_URL.")

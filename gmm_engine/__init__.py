@@ -21,6 +21,7 @@ from ._version import __version__
 _PUBLIC = {
     "COVARIANCE_TYPES": ("._covariance", "NAMES"),
     "full_covariances": ("._covariance", "full_covariances"),
+    "covariances_from_full": ("._covariance", "covariances_from_full"),
     "EMState": ("._em", "EMState"),
     "open_zarr_array": ("._input", "open_zarr_array"),
     "zarr_to_dask": ("._input", "zarr_to_dask"),

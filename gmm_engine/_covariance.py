@@ -604,6 +604,19 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def covariances_from_full(full, covariance_type) -> np.ndarray:
+    """``covariances_`` of ``covariance_type`` closest to the (K, D, D) matrices ``full``.
+
+    full: a copy; tied: their mean; diag: their diagonals; spherical: the
+    mean of each diagonal.  ``full_covariances`` of the result gives back
+    matrices of that type.
+    """
+    full = np.asarray(full, dtype=np.float64)
+    if full.ndim != 3 or full.shape[1] != full.shape[2]:
+        raise ValueError(f"full must have shape (n_components, n_features, n_features), got {full.shape}")
+    return get(check_name(covariance_type)).from_full(full)
+
+
 def full_covariances(covariances, covariance_type, n_components, n_features) -> np.ndarray:
     """(K, D, D) covariance matrices from any type's ``covariances_``.
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gmm_engine import covariances_from_full, full_covariances
+
 from .workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -68,25 +70,12 @@ def make_true_mixture(n_components: int, n_features: int, covariance_type: str,
         means[k] = cand
     weights = rng.uniform(0.6, 1.4, size=K)
     weights /= weights.sum()
-    if covariance_type == "full":
-        covs = []
-        for _ in range(K):
-            A = rng.normal(size=(D, D))
-            Q, _ = np.linalg.qr(A)
-            s = rng.uniform(0.4, 1.6, size=D) ** 2
-            covs.append(Q @ np.diag(s) @ Q.T)
-        covs = np.array(covs)
-    elif covariance_type == "tied":
-        A = rng.normal(size=(D, D))
-        Q, _ = np.linalg.qr(A)
-        cov = Q @ np.diag(rng.uniform(0.4, 1.6, size=D) ** 2) @ Q.T
-        covs = np.broadcast_to(cov, (K, D, D)).copy()
-    elif covariance_type == "diag":
-        covs = np.array([np.diag(rng.uniform(0.4, 1.6, size=D) ** 2) for _ in range(K)])
-    elif covariance_type == "spherical":
-        covs = np.array([np.eye(D) * rng.uniform(0.4, 1.6) ** 2 for _ in range(K)])
-    else:
-        raise ValueError(f"unknown covariance_type {covariance_type!r}; use full, tied, diag or spherical")
+    # a random orientation and scale per component, reduced to the type's form by the registry
+    full = []
+    for _ in range(K):
+        Q, _ = np.linalg.qr(rng.normal(size=(D, D)))
+        full.append(Q @ np.diag(rng.uniform(0.4, 1.6, size=D) ** 2) @ Q.T)
+    covs = full_covariances(covariances_from_full(np.array(full), covariance_type), covariance_type, K, D)
     return TrueMixture(covariance_type, weights, means, covs)
 
 
@@ -161,14 +150,15 @@ def reset_demo_workdir(root) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     present = {p.name for p in root.iterdir()}
     # the empty folders of a fresh workspace, and the Prefect home, hold nothing to lose
-    held = sorted(name for name in present - {"prefect"}
+    keep = {Workspace(root).prefect_home.name}
+    held = sorted(name for name in present - keep
                   if not ((root / name).is_dir() and not (root / name).is_symlink() and not any((root / name).iterdir())))
     if held and DEMO_MARKER not in present:
         raise FileExistsError(
             f"{root} is not empty and was not made by `gmm demo` (it holds {', '.join(held[:5])}): "
             "the demo replaces its work directory's contents, so choose a new or empty --workdir."
         )
-    for name in sorted(present - {"prefect"}):
+    for name in sorted(present - keep):
         path = root / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
