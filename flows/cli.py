@@ -26,6 +26,7 @@ from .config import (
     ServeConfig,
     load_config,
 )
+from . import preflight
 from .runtime import configure
 
 app = typer.Typer(
@@ -53,6 +54,36 @@ def _load(model, config: Optional[Path], overrides: dict):
 def _fail(exc: BaseException) -> None:
     typer.echo(f"Error: {exc}", err=True)
     raise typer.Exit(1) from None
+
+
+def _start(cfg, check, verbose: bool, *, keep_server: bool = True) -> None:
+    """Preflight checks (no Prefect, no Dask), then the Prefect set-up of the work directory."""
+    try:
+        check(cfg)
+    except Exception as exc:  # an expected error: one line, before anything starts
+        _fail(exc)
+    try:
+        started = configure(cfg.workdir, verbose=verbose, keep_server=keep_server)
+    except Exception as exc:  # the kept Prefect server did not start: its log is named
+        _fail(exc)
+    if started:
+        typer.echo(started, err=True)
+
+
+def _run(flow, *args, **kwargs):
+    """Run a flow from the command line; an exception becomes one line and exit code 1.
+
+    A command waits for its flow, so the flow-run heartbeat (which lets a
+    server mark runs of dead processes as crashed, and costs a second at the
+    end of every run) is off here; served runs keep it.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    try:
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            return flow(*args, **kwargs)
+    except Exception as exc:  # the flow run already logged the traceback
+        _fail(exc)
 
 
 def _cli_path(value: Optional[str], *, only_if_exists: bool = False) -> Optional[str]:
@@ -87,13 +118,10 @@ def ingest(
     """Validate a table or array and write it as a chunked, compressed Zarr array."""
     cfg = _load(IngestConfig, config, {"source": _cli_path(source), "dest": _cli_path(dest), "bad_rows": bad_rows,
                                         "overwrite": overwrite, "workdir": workdir and str(workdir)})
-    configure(cfg.workdir, verbose=verbose)
+    _start(cfg, preflight.ingest, verbose)
     from .ingest_flow import ingest_flow
 
-    try:
-        out = ingest_flow(cfg, progress=progress)
-    except Exception as exc:  # refused data or I/O: the message says what and how to fix it
-        _fail(exc)
+    out = _run(ingest_flow, cfg, progress=progress)
     r = out["report"]
     typer.echo(f"Wrote {out['path']}: {r['n_rows_written']:,} rows x {len(r['feature_names'])} features "
                f"({r['dtype']}); {r['n_bad_rows']:,} bad rows ({r['bad_rows_policy']}).")
@@ -112,13 +140,10 @@ def fit(
 ):
     """Fit a mixture with checkpointed EM, calibrate the anomaly threshold, register it."""
     cfg = _load(FitConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
-    configure(cfg.workdir, verbose=verbose)
+    _start(cfg, preflight.fit, verbose)
     from .fit_flow import fit_flow
 
-    try:
-        out = fit_flow(cfg, resume=resume, progress=progress)
-    except Exception as exc:  # the flow run already logged the traceback
-        _fail(exc)
+    out = _run(fit_flow, cfg, resume=resume, progress=progress)
     typer.echo(
         f"Model {out['version']}: {out['n_iter']} iterations, converged={out['converged']}, "
         f"mean log-likelihood {_fmt(out['lower_bound'])}, threshold {_fmt(out['threshold']['threshold'])}"
@@ -137,13 +162,10 @@ def select(
 ):
     """Choose K and the covariance type over a grid by BIC, AIC or held-out log-likelihood."""
     cfg = _load(SelectConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
-    configure(cfg.workdir, verbose=verbose)
+    _start(cfg, preflight.select, verbose)
     from .select_flow import select_model_flow
 
-    try:
-        out = select_model_flow(cfg, progress=progress)
-    except Exception as exc:
-        _fail(exc)
+    out = _run(select_model_flow, cfg, progress=progress)
     typer.echo(Path(out["report"]["markdown"]).read_text())
     if out["registered"]:
         typer.echo(f"Registered model {out['registered']['version']} as current.")
@@ -160,13 +182,10 @@ def score(
     """Score every unscored partition under incoming/ and record it in the manifest."""
     cfg = _load(ScoreConfig, config, {"model": _cli_path(model, only_if_exists=True),
                                        "workdir": workdir and str(workdir)})
-    configure(cfg.workdir, verbose=verbose)
+    _start(cfg, preflight.score, verbose)
     from .score_flow import score_partitions_flow
 
-    try:
-        out = score_partitions_flow(cfg, progress=progress)
-    except Exception as exc:
-        _fail(exc)
+    out = _run(score_partitions_flow, cfg, progress=progress)
     scored = [r for r in out["results"] if r["status"] == "scored"]
     typer.echo(f"Model {out['model_version']}: scored {len(scored)} partitions "
                f"({len(out['already_scored'])} were already scored).")
@@ -189,7 +208,7 @@ def serve(
     """Run score-partitions on a schedule (starts a local Prefect server unless PREFECT_API_URL is set)."""
     cfg = _load(ServeConfig, config, {"interval_seconds": interval, "cron": cron, "server_port": port,
                                        "score.workdir": workdir and str(workdir)})
-    configure(cfg.score.workdir, verbose=verbose)
+    _start(cfg.score, preflight.score, verbose, keep_server=cfg.api_url is None)
     from .serve import serve as do_serve
 
     try:
@@ -212,13 +231,10 @@ def demo(
     """Generate data with known components and anomalies; select, fit and score it through the flows."""
     cfg = _load(DemoConfig, config, {"workdir": workdir and str(workdir), "n_rows": rows,
                                       "n_partitions": partitions})
-    configure(cfg.workdir, verbose=verbose)
+    _start(cfg, preflight.demo, verbose)
     from .demo_flow import demo_flow
 
-    try:
-        s = demo_flow(cfg, progress=progress)
-    except Exception as exc:
-        _fail(exc)
+    s = _run(demo_flow, cfg, progress=progress)
     sel, truth, a = s["selected"], s["truth"], s["anomaly"]
     typer.echo("")
     typer.echo("gmm-stream demo")
@@ -237,6 +253,50 @@ def demo(
                f"precision {_fmt(a['precision'])}, recall {_fmt(a['recall'])}")
     typer.echo(f"  timings (s): {json.dumps(s['timings_seconds'])}")
     typer.echo(f"  summary: {Path(cfg.workdir) / 'report' / 'summary.json'}")
+
+
+server_app = typer.Typer(name="server", help="The Prefect server kept for a work directory.",
+                         no_args_is_help=True)
+app.add_typer(server_app)
+
+
+def _home(workdir: Optional[Path]) -> Path:
+    from pipeline.workspace import Workspace
+
+    return Workspace(workdir or Path("gmm-work")).prefect_home
+
+
+@server_app.command("start")
+def server_start(workdir: Optional[Path] = WorkdirOpt):
+    """Start the work directory's Prefect server (every gmm command there then reuses it)."""
+    from . import kept_server
+
+    try:
+        server, started = kept_server.ensure(_home(workdir))
+    except Exception as exc:
+        _fail(exc)
+    typer.echo(f"{'Started' if started else 'Already running'}: {server.api_url} (pid {server.pid}).")
+
+
+@server_app.command("stop")
+def server_stop(workdir: Optional[Path] = WorkdirOpt):
+    """Stop the work directory's Prefect server (its database stays; the next command starts it again)."""
+    from . import kept_server
+
+    server = kept_server.stop(_home(workdir))
+    typer.echo(f"Stopped {server.api_url} (pid {server.pid})." if server else "No server was running.")
+
+
+@server_app.command("status")
+def server_status(workdir: Optional[Path] = WorkdirOpt):
+    """Whether the work directory's Prefect server runs, and where; exit code 1 if not."""
+    from . import kept_server
+
+    server = kept_server.find(_home(workdir))
+    if server is None:
+        typer.echo(f"No Prefect server runs for {_home(workdir).parent}.")
+        raise typer.Exit(1)
+    typer.echo(f"Running: {server.api_url} (pid {server.pid}, since {server.started_at}).")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -45,6 +45,53 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def server_env(home: Path) -> dict:
+    """The environment of a local server: its home, offline, no UI, no outside API URL."""
+    env = dict(os.environ)
+    env.pop("PREFECT_API_URL", None)
+    env.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+    })
+    return env
+
+
+def launch(home: Path, host: str, port: int) -> subprocess.Popen:
+    """Start ``prefect server start`` on ``host:port`` in its own session, logging to ``home/server.log``."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / "server.log", "ab")
+    prefect = Path(sys.executable).with_name("prefect")
+    cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", host, "--port", str(port)]
+    return subprocess.Popen(cmd, env=server_env(home), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_healthy(proc: subprocess.Popen, api_url: str, home: Path, timeout: float) -> None:
+    """Return once ``api_url`` answers /health; ServerStartError if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerStartError(f"prefect server exited with code {proc.returncode}; see {Path(home) / 'server.log'}")
+        if healthy(api_url):
+            logger.info("Prefect server healthy at %s (database under %s)", api_url, home)
+            return
+        time.sleep(0.25)
+    raise ServerStartError(
+        f"prefect server did not answer {api_url}/health within {timeout:g} s; see {Path(home) / 'server.log'}"
+    )
+
+
+def free_port(host: str = "127.0.0.1", start: int = 4200, tries: int = 200) -> int:
+    """The first free port from ``start`` on ``host``."""
+    for port in range(start, start + tries):
+        if port_free(host, port):
+            return port
+    raise ServerStartError(f"no free port on {host} in {start}..{start + tries - 1} for a Prefect server")
+
+
 class LocalPrefectServer:
     """A supervised ``prefect server start`` on loopback.
 
@@ -73,41 +120,13 @@ class LocalPrefectServer:
     def api_url(self) -> str:
         return f"http://{self.host}:{self.port}/api"
 
-    def _env(self) -> dict:
-        env = dict(os.environ)
-        env.pop("PREFECT_API_URL", None)
-        env.update({
-            "PREFECT_HOME": str(self.home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_UI_ENABLED": "false",
-        })
-        return env
-
     def _launch(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.home / "server.log", "ab")
-        prefect = Path(sys.executable).with_name("prefect")
-        cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start",
-               "--host", self.host, "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerStartError(
-                    f"prefect server exited with code {self.proc.returncode}; see "
-                    f"{self.home / 'server.log'}"
-                )
-            if healthy(self.api_url):
-                logger.info("Prefect server healthy at %s (database under %s)", self.api_url, self.home)
-                return
-            time.sleep(0.5)
-        self._terminate()
-        raise ServerStartError(
-            f"prefect server did not answer {self.api_url}/health within {self.startup_timeout:g} s; "
-            f"see {self.home / 'server.log'}"
-        )
+        self.proc = launch(self.home, self.host, self.port)
+        try:
+            wait_healthy(self.proc, self.api_url, self.home, self.startup_timeout)
+        except ServerStartError:
+            self._terminate()
+            raise
 
     def start(self) -> "LocalPrefectServer":
         if healthy(self.api_url):

@@ -27,15 +27,42 @@ PREFECT_DEFAULTS = {
 }
 
 
-def configure(workdir: str | Path | None = None, *, verbose: bool = False) -> None:
-    """Point Prefect at ``<workdir>/prefect`` (SQLite) unless PREFECT_HOME is set, and set up logging."""
+#: ``GMM_STREAM_PREFECT=ephemeral``: Prefect's temporary server per command instead of the kept one
+PREFECT_MODE_VARIABLE = "GMM_STREAM_PREFECT"
+
+
+def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_server: bool = True) -> str | None:
+    """Point Prefect at the work directory's server (or its home), and set up logging.
+
+    With ``PREFECT_API_URL`` set, that server is used.  Otherwise, with
+    ``keep_server`` (the CLI's default), the work directory's kept server
+    (:mod:`flows.kept_server`) is found or started and used; with
+    ``GMM_STREAM_PREFECT=ephemeral`` or without ``keep_server``, Prefect's
+    temporary server runs on ``<workdir>/prefect`` for this process.
+
+    Returns
+    -------
+    str or None
+        A line for the person at the terminal when a server was started now.
+    """
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    if workdir is not None and "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
-        home = Workspace(workdir).prefect_home
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["PREFECT_HOME"] = str(home)
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("gmm_engine", "pipeline", "flows"):
         logging.getLogger(name).setLevel(level)
+    if workdir is None or "PREFECT_HOME" in os.environ or "PREFECT_API_URL" in os.environ:
+        return None
+    home = Workspace(workdir).prefect_home
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(home)
+    if not keep_server or os.environ.get(PREFECT_MODE_VARIABLE, "").lower() == "ephemeral":
+        return None
+    from . import kept_server
+
+    server, started = kept_server.ensure(home)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    if started:
+        return (f"Started a Prefect server for {Path(workdir).absolute()} at {server.api_url} (kept for the next "
+                "commands; `gmm server stop` stops it).")
+    return None

@@ -20,14 +20,33 @@ spherical  (K,)            (K,)           (K,)
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
-from . import _kernels as kern
 from .exceptions import ComponentCollapseError
+
+
+class _OnFirstUse:
+    """A module imported when one of its names is first used.
+
+    The registry's names (``NAMES``, ``check_name``) are read by the command
+    line, which must answer in a fraction of a second; the compiled kernels
+    (numba) and scipy's linear algebra are needed only once there is
+    arithmetic to do.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+kern = _OnFirstUse("gmm_engine._kernels")
+linalg = _OnFirstUse("scipy.linalg")
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -28,15 +28,19 @@ class TLS:
     key_file: str | None = None
     require_encryption: bool = True
 
-    def security(self):
-        from distributed.security import Security
-
+    def check_files(self) -> None:
+        """FileNotFoundError naming the first TLS file that does not exist."""
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not os.path.isfile(path):
                 raise FileNotFoundError(
                     f"TLS {name} {path!r} does not exist: fix cluster.tls.{name} in the config."
                 )
+
+    def security(self):
+        from distributed.security import Security
+
+        self.check_files()
         return Security(
             tls_ca_file=self.ca_file,
             tls_client_cert=self.cert_file,

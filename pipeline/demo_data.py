@@ -129,6 +129,29 @@ class DemoData:
 DEMO_MARKER = ".gmm-demo"
 
 
+def check_demo_workdir(root) -> set:
+    """The names in ``root`` if a demo may replace them; FileExistsError if it holds someone else's files.
+
+    A missing directory, an empty one, one holding only empty folders or a
+    Prefect home, or one an earlier demo made (it holds :data:`DEMO_MARKER`)
+    may be replaced.
+    """
+    root = Path(root)
+    if not root.exists():
+        return set()
+    present = {p.name for p in root.iterdir()}
+    keep = {Workspace(root).prefect_home.name}
+    # the empty folders of a fresh workspace, and the Prefect home, hold nothing to lose
+    held = sorted(name for name in present - keep
+                  if not ((root / name).is_dir() and not (root / name).is_symlink() and not any((root / name).iterdir())))
+    if held and DEMO_MARKER not in present:
+        raise FileExistsError(
+            f"{root} is not empty and was not made by `gmm demo` (it holds {', '.join(held[:5])}): "
+            "the demo replaces its work directory's contents, so choose a new or empty --workdir."
+        )
+    return present
+
+
 def reset_demo_workdir(root) -> Path:
     """Empty a demo work directory for a fresh run; create it if missing.
 
@@ -148,16 +171,8 @@ def reset_demo_workdir(root) -> Path:
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    present = {p.name for p in root.iterdir()}
-    # the empty folders of a fresh workspace, and the Prefect home, hold nothing to lose
+    present = check_demo_workdir(root)
     keep = {Workspace(root).prefect_home.name}
-    held = sorted(name for name in present - keep
-                  if not ((root / name).is_dir() and not (root / name).is_symlink() and not any((root / name).iterdir())))
-    if held and DEMO_MARKER not in present:
-        raise FileExistsError(
-            f"{root} is not empty and was not made by `gmm demo` (it holds {', '.join(held[:5])}): "
-            "the demo replaces its work directory's contents, so choose a new or empty --workdir."
-        )
     for name in sorted(present - keep):
         path = root / name
         if path.is_dir() and not path.is_symlink():

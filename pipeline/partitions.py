@@ -223,12 +223,12 @@ def _to_epoch(value) -> float | None:
         return None
 
 
-def _is_local(incoming: str) -> bool:
+def is_local(incoming: str) -> bool:
     return "://" not in incoming or incoming.startswith("file://")
 
 
-def _list_local(incoming: str):
-    """Yield ``(name, url, is_dir, size, mtime, problem)`` for a local directory."""
+def check_local_incoming(incoming: str) -> Path:
+    """The local incoming directory as an absolute path; FileNotFoundError/NotADirectoryError naming the fix."""
     root = Path(incoming[len("file://"):] if incoming.startswith("file://") else incoming)
     root = root.expanduser().absolute()
     if not root.exists():
@@ -241,6 +241,12 @@ def _list_local(incoming: str):
             f"Incoming location {str(root)!r} is a file, not a directory: point the "
             "configuration at the directory that holds the partitions."
         )
+    return root
+
+
+def _list_local(incoming: str):
+    """Yield ``(name, url, is_dir, size, mtime, problem)`` for a local directory."""
+    root = check_local_incoming(incoming)
     with os.scandir(root) as it:
         for entry in it:
             url = str(root / entry.name)
@@ -353,7 +359,7 @@ def discover_partitions(incoming: str, storage_options: dict | None = None) -> D
     """
     incoming = os.fspath(incoming)
     listing = (
-        _list_local(incoming) if _is_local(incoming) else _list_fsspec(incoming, storage_options)
+        _list_local(incoming) if is_local(incoming) else _list_fsspec(incoming, storage_options)
     )
     candidates: list[Partition] = []
     rejected: list[tuple[str, str]] = []

@@ -30,7 +30,7 @@ class ResumeMismatchError(ValueError):
     """A checkpoint belongs to other data or other model parameters."""
 
 
-def _check_enough_rows(fingerprint: dict, params: dict) -> None:
+def check_enough_rows(fingerprint: dict, params: dict) -> None:
     """Refuse before any pass: scikit-learn's own message does not say which setting to change."""
     k, n = int(params.get("n_components", 1)), int(fingerprint["shape"][0])
     if k > n:
@@ -68,7 +68,7 @@ def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = N
     Path
     """
     fingerprint = data_fingerprint(data)
-    _check_enough_rows(fingerprint, params)
+    check_enough_rows(fingerprint, params)
     n_init = int(n_init or params.get("n_init", 1))
     gm = GaussianMixture(**{**params, "max_iter": 0, "n_init": n_init}).initialize(data)
     # saved as the one initialisation kept: its parameters say n_init=1, the metadata how many were tried
@@ -114,7 +114,7 @@ def fit_model(data: str, params: dict, *, checkpoint_dir, init_dir=None, resume:
     FitResult
     """
     fingerprint = data_fingerprint(data)
-    _check_enough_rows(fingerprint, params)
+    check_enough_rows(fingerprint, params)
     model_params = _model_params(params)
     ckpt = Checkpointer(checkpoint_dir, params, metadata={"data": fingerprint, "params": model_params})
 

@@ -9,6 +9,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+# Commands run by the tests use Prefect's temporary server (or the session's test harness),
+# not a server kept for their work directory; tests of the kept server set it up themselves.
+os.environ.setdefault("GMM_STREAM_PREFECT", "ephemeral")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

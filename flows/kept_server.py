@@ -1,0 +1,130 @@
+"""The Prefect server kept for a work directory, so that commands after the first answer in seconds.
+
+Prefect's temporary server costs every command ~11 s to start (its
+database migrations and API come up in each process).  Instead, the first
+``gmm`` command in a work directory starts ``prefect server start`` on a
+free loopback port with its SQLite database in ``<workdir>/prefect``
+(the same database the temporary server used, so the run history is kept),
+detached from the command, and records it in ``<workdir>/prefect/server.json``.
+Later commands find it there, check that it answers, and point
+``PREFECT_API_URL`` at it.  ``gmm server stop`` stops it; ``gmm server
+status`` says whether it runs.
+
+A server that died, or a state file whose process is gone, is replaced by
+a new one on the next command.  With ``PREFECT_API_URL`` set (a team's
+server) nothing is started; ``GMM_STREAM_PREFECT=ephemeral`` keeps
+Prefect's temporary server per command, as the test suite does.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .prefect_server import ServerStartError, free_port, healthy, launch, wait_healthy
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "server.json"
+HOST = "127.0.0.1"
+#: a fresh SQLite database takes ~11 s to migrate here; a busy machine needs more
+STARTUP_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class KeptServer:
+    """A running server of a work directory, as recorded in its state file."""
+
+    pid: int
+    host: str
+    port: int
+    started_at: str
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+
+def _state_path(home: Path) -> Path:
+    return Path(home) / STATE_FILE
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours
+        return False
+    return True
+
+
+def find(home: Path) -> KeptServer | None:
+    """The work directory's server if it runs and answers; None otherwise (a stale record is removed)."""
+    path = _state_path(home)
+    if not path.is_file():
+        return None
+    try:
+        server = KeptServer(**json.loads(path.read_text()))
+    except (ValueError, TypeError):
+        server = None
+    if server is not None and _alive(server.pid) and healthy(server.api_url, timeout=1.0):
+        return server
+    path.unlink(missing_ok=True)
+    return None
+
+
+def start(home: Path) -> KeptServer:
+    """Start a server for the work directory whose Prefect home is ``home``, detached; record it."""
+    from gmm_engine.atomic import write_json
+
+    home = Path(home)
+    port = free_port(HOST)
+    proc = launch(home, HOST, port)
+    try:
+        wait_healthy(proc, f"http://{HOST}:{port}/api", home, STARTUP_TIMEOUT)
+    except ServerStartError:
+        _terminate(proc.pid)
+        raise
+    server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
+    write_json(_state_path(home), asdict(server))
+    return server
+
+
+def ensure(home: Path) -> tuple[KeptServer, bool]:
+    """The running server of the work directory, started if needed; (server, started now)."""
+    server = find(home)
+    if server is not None:
+        return server, False
+    return start(home), True
+
+
+def _terminate(pid: int, timeout: float = 20.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(home: Path) -> KeptServer | None:
+    """Stop the work directory's server; the one stopped, or None if none ran."""
+    server = find(home)
+    if server is not None:
+        _terminate(server.pid)
+    _state_path(home).unlink(missing_ok=True)
+    return server

@@ -1,0 +1,93 @@
+"""The command line: expected errors before anything starts, and the Prefect server kept for a work directory."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import write_zarr
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+GMM = [sys.executable, "-m", "flows.cli"]
+
+
+def _gmm(args, env=None, timeout=240):
+    return subprocess.run([*GMM, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("fit", [], r"No training data at .*data/train.zarr: ingest it first: `gmm ingest --source FILE --workdir"),
+    ("select", [], r"No training data at .*data/train.zarr: ingest it first"),
+    ("score", [], r"No current model under .*models: run `gmm fit` or `gmm select` first"),
+    ("ingest", ["--source", "no-such.csv"], r"The source .*no-such.csv does not exist: check the path"),
+])
+def test_expected_errors_are_one_line_before_prefect_or_dask_start(tmp_path, command, extra, message):
+    res = _gmm([command, "--workdir", str(tmp_path / "w"), *extra], timeout=60)
+    assert res.returncode == 1, res.stderr
+    lines = [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), lines
+    import re
+
+    assert re.search(message, lines[0]), lines[0]
+    # nothing started: no Prefect home or database, no server record
+    assert not (tmp_path / "w" / "prefect").exists()
+
+
+def test_too_many_components_and_a_missing_tls_file_are_found_early(tmp_path):
+    work = tmp_path / "w"
+    write_zarr(work / "data" / "train.zarr", np.arange(12.0).reshape(4, 3))
+    runner = CliRunner()
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(f"workdir: {work}\nmodel:\n  n_components: 5\n")
+    res = runner.invoke(app, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 1 and "n_components=5 but the training data" in res.output
+    cfg.write_text(f"workdir: {work}\ncluster:\n  address: tls://127.0.0.1:1\n  tls:\n    ca_file: ca.pem\n"
+                   "    cert_file: c.pem\n    key_file: k.pem\n")
+    res = runner.invoke(app, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 1 and "TLS ca_file" in res.output and "does not exist" in res.output
+    assert not (work / "prefect").exists()
+
+
+def test_a_demo_directory_holding_other_files_is_refused_early(tmp_path):
+    (tmp_path / "thesis.tex").write_text("keep me")
+    res = CliRunner().invoke(app, ["demo", "--workdir", str(tmp_path)])
+    assert res.exit_code == 1 and "was not made by `gmm demo`" in res.output
+    assert (tmp_path / "thesis.tex").read_text() == "keep me" and not (tmp_path / "prefect").exists()
+
+
+def test_the_server_kept_for_a_work_directory_is_started_once_reused_and_stopped(tmp_path):
+    """The first command starts the server, the second reuses it; status and stop say so."""
+    work = tmp_path / "w"
+    src = tmp_path / "tiny.csv"
+    src.write_text("a,b,c\n1,2,3\n4,5,6\n")
+    env = {"GMM_STREAM_PREFECT": "", "PREFECT_HOME": "", "PREFECT_API_URL": ""}
+    env = {k: v for k, v in {**os.environ}.items() if k not in env}
+    try:
+        first = subprocess.run([*GMM, "ingest", "--source", str(src), "--workdir", str(work), "--no-progress"],
+                               capture_output=True, text=True, timeout=300, env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "Started a Prefect server for" in first.stderr and "gmm server stop" in first.stderr
+        state = (work / "prefect" / "server.json").read_text()
+        second = subprocess.run([*GMM, "ingest", "--source", str(src), "--workdir", str(work), "--overwrite",
+                                 "--no-progress"], capture_output=True, text=True, timeout=300, env=env)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "Started a Prefect server" not in second.stderr
+        assert (work / "prefect" / "server.json").read_text() == state  # the same server
+        status = subprocess.run([*GMM, "server", "status", "--workdir", str(work)], capture_output=True,
+                                text=True, timeout=60, env=env)
+        assert status.returncode == 0 and "Running: http://127.0.0.1:" in status.stdout
+    finally:
+        stopped = subprocess.run([*GMM, "server", "stop", "--workdir", str(work)], capture_output=True,
+                                 text=True, timeout=120, env=env)
+    assert stopped.returncode == 0 and "Stopped http://127.0.0.1:" in stopped.stdout
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(
+            [*GMM, "server", "status", "--workdir", str(work)], capture_output=True, env=env).returncode == 0:
+        time.sleep(1)
+    assert not (work / "prefect" / "server.json").exists()
+    assert (work / "prefect" / "prefect.db").exists()  # the run history stays
