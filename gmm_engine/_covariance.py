@@ -185,6 +185,27 @@ def _chol_upper_of_precision(precision):
     return np.linalg.cholesky(flipped)[::-1, ::-1].copy()
 
 
+# -- unconstrained coordinates (EM acceleration extrapolates in these) --------
+
+
+def _cholesky_coordinates(matrices, D, scale):
+    """The lower triangles of the Cholesky factors of (..., D, D) matrices, rows over ``scale``, flat."""
+    rows, cols = np.tril_indices(D)
+    chol = np.linalg.cholesky(np.asarray(matrices).reshape((-1, D, D)))
+    return (chol / scale[:, None])[:, rows, cols].ravel()
+
+
+def _from_cholesky_coordinates(z, D, scale, shape):
+    """``L L^T`` from :func:`_cholesky_coordinates`; None unless every diagonal is positive."""
+    rows, cols = np.tril_indices(D)
+    chol = np.zeros((z.size // rows.size, D, D))
+    chol[:, rows, cols] = z.reshape((-1, rows.size))
+    chol *= scale[:, None]
+    if not (np.all(np.isfinite(chol)) and np.all(np.diagonal(chol, axis1=1, axis2=2) > 0.0)):
+        return None
+    return (chol @ np.swapaxes(chol, 1, 2)).reshape(shape)
+
+
 class CovarianceType:
     """Interface of one covariance type; see the module docstring for shapes."""
 
@@ -280,6 +301,22 @@ class CovarianceType:
         self._check_precision_values(precisions)
         return precisions
 
+    def to_coordinates(self, covariances, scale) -> np.ndarray:
+        """``covariances_`` as a flat vector of unconstrained coordinates.
+
+        full and tied: the lower triangles of their Cholesky factors, in
+        units of ``scale`` (D,) per feature (the factors of the covariances
+        of x / scale); diag and spherical: log-variances, whose differences
+        have no units.  Any vector near them maps back to positive definite
+        covariances (:meth:`from_coordinates`), so EM acceleration can
+        extrapolate there.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def from_coordinates(self, z, K: int, D: int, scale):
+        """``covariances_`` from :meth:`to_coordinates`, or None when not positive definite."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
 
 class _Full(CovarianceType):
     name = "full"
@@ -338,6 +375,12 @@ class _Full(CovarianceType):
 
     def precisions(self, prec_chol):
         return prec_chol @ np.swapaxes(prec_chol, 1, 2)
+
+    def to_coordinates(self, covariances, scale):
+        return _cholesky_coordinates(covariances, covariances.shape[-1], scale)
+
+    def from_coordinates(self, z, K, D, scale):
+        return _from_cholesky_coordinates(z, D, scale, (K, D, D))
 
     def log_det(self, prec_chol, D):
         return np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
@@ -414,6 +457,12 @@ class _Tied(CovarianceType):
 
     def precisions(self, prec_chol):
         return prec_chol @ prec_chol.T
+
+    def to_coordinates(self, covariances, scale):
+        return _cholesky_coordinates(covariances, covariances.shape[-1], scale)
+
+    def from_coordinates(self, z, K, D, scale):
+        return _from_cholesky_coordinates(z, D, scale, (D, D))
 
     def log_det(self, prec_chol, D):
         return np.log(np.diagonal(prec_chol)).sum()
@@ -516,6 +565,15 @@ class _Diag(CovarianceType):
 
     def precisions(self, prec_chol):
         return prec_chol**2
+
+    def to_coordinates(self, covariances, scale):
+        return np.log(np.asarray(covariances, dtype=np.float64)).ravel()
+
+    def from_coordinates(self, z, K, D, scale):
+        with np.errstate(over="ignore"):
+            variances = np.exp(z)
+        ok = np.all(np.isfinite(variances)) and np.all(variances > 0.0)
+        return variances.reshape(self.param_shape(K, D)) if ok else None
 
     def log_det(self, prec_chol, D):
         return np.log(prec_chol).sum(axis=1)

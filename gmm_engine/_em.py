@@ -44,6 +44,13 @@ class EMState:
     converged : bool
     seconds : float
         Wall time of the iteration.
+    n_passes : int
+        Passes over the data of the fit so far, initialisation included
+        (set by the estimator, which counts them; 0 where nobody counted).
+    acceleration : object, optional
+        With ``acceleration='squarem'``: the :class:`~gmm_engine._squarem.SquaremCycle`
+        the next pass continues (one EM pass is then one iteration); None
+        for plain EM.
     """
 
     params: GMMParams
@@ -53,6 +60,8 @@ class EMState:
     change: float = math.nan
     converged: bool = False
     seconds: float = 0.0
+    n_passes: int = 0
+    acceleration: object = None
 
 
 def run_em(

@@ -4,6 +4,7 @@ The fitted attributes are scikit-learn's: ``weights_``, ``means_``,
 ``covariances_``, ``precisions_cholesky_``, ``precisions_``,
 ``n_features_in_``, ``feature_names_in_`` (only for named input),
 ``converged_``, ``n_iter_``, ``lower_bound_`` and ``lower_bounds_``, plus
+``n_passes_`` (passes over the data, initialisation included) and
 ``_fitted_covariance_type``, the type the arrays have (``set_params``
 after a fit changes what the next fit does, not what the arrays are).
 
@@ -38,7 +39,8 @@ def set_fitted(est, state: EMState, names=None):
     ----------
     est : estimator
     state : EMState
-        Its parameters, iteration count, lower bound(s) and convergence.
+        Its parameters, iteration count, lower bound(s), convergence and
+        pass count.
     names : sequence of str, optional
         The input's feature names; None removes ``feature_names_in_``.
     """
@@ -58,6 +60,7 @@ def set_fitted(est, state: EMState, names=None):
     est.n_iter_ = int(state.n_iter)
     est.lower_bound_ = float(state.lower_bound)
     est.lower_bounds_ = [float(v) for v in state.lower_bounds]
+    est.n_passes_ = int(state.n_passes)
     return est
 
 
@@ -146,4 +149,5 @@ def em_state(est) -> EMState:
         lower_bounds=lbs,
         change=(lbs[-1] - lbs[-2]) if len(lbs) > 1 else float("nan"),
         converged=bool(est.converged_),
+        n_passes=int(getattr(est, "n_passes_", 0)),
     )

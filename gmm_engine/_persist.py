@@ -196,6 +196,7 @@ def _params_section(params: dict, files: dict, arrays: dict) -> dict:
     stored = {
         **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
         "random_state": _storable_random_state(params.get("random_state")),
+        "acceleration": params.get("acceleration"),
     }
     for name in _INIT_ARRAYS:
         value = params.get(name)
@@ -221,6 +222,7 @@ def _fitted_section(estimator, fitted: GMMParams) -> dict:
         "n_iter_": int(estimator.n_iter_),
         "lower_bound_": _float_out(estimator.lower_bound_),
         "lower_bounds_": [_float_out(v) for v in estimator.lower_bounds_],
+        "n_passes_": int(getattr(estimator, "n_passes_", 0)),
     }
 
 
@@ -394,6 +396,9 @@ def _check_fitted_section(path, fitted):
     lbs = fitted.get("lower_bounds_")
     if not isinstance(lbs, list) or not all(_is_float(v) for v in lbs):
         problems.append("lower_bounds_ must be a list of numbers")
+    n_passes = fitted.get("n_passes_", 0)  # absent from documents written before it existed
+    if not _is_int(n_passes) or n_passes < 0:
+        problems.append(f"n_passes_ must be a non-negative integer, got {n_passes!r}")
     if problems:
         _fail(path, "the fitted section of " + MODEL_FILE + " is invalid: " + "; ".join(problems))
 
@@ -444,6 +449,7 @@ def load_model(cls, path):
     _check_fitted_section(path, fitted)
     kwargs = {k: params[k] for k in _SCALAR_PARAMS if k in params}
     kwargs["random_state"] = params.get("random_state")
+    kwargs["acceleration"] = params.get("acceleration")  # validated below
     for name in _INIT_ARRAYS:
         ref = params.get(name)
         if ref is None:
@@ -467,5 +473,6 @@ def load_model(cls, path):
         lower_bound=_float_in(fitted["lower_bound_"]),
         lower_bounds=tuple(_float_in(v) for v in fitted["lower_bounds_"]),
         converged=fitted["converged_"],
+        n_passes=fitted.get("n_passes_", 0),
     )
     return set_fitted(est, state, names), doc["metadata"]

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from . import _covariance
+from ._squarem import METHODS as ACCELERATIONS
 from .exceptions import DataValidationError, InvalidParameterError, NotFittedError, compatible
 
 # ---------------------------------------------------------------------------
@@ -138,6 +139,7 @@ PARAMETER_CONSTRAINTS = {
     "verbose": [_Interval(numbers.Integral, 0, None, "left"), *_BOOL],
     "verbose_interval": [_Interval(numbers.Integral, 1, None, "left")],
     "persist": _BOOL,
+    "acceleration": [_Options(ACCELERATIONS), _NONE],
 }
 
 

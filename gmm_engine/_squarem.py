@@ -1,0 +1,321 @@
+"""SQUAREM: EM with fewer passes over the data (Varadhan & Roland, 2008).
+
+With ``F`` one EM pass (parameters to next parameters), a cycle from
+``theta0`` is::
+
+    theta1 = F(theta0), theta2 = F(theta1)
+    r = theta1 - theta0, v = theta2 - theta1 - r, alpha = min(-|r| / |v|, -1)
+    theta' = theta0 - 2 alpha r + alpha^2 v
+    theta3 = F(theta')                      (the stabilising EM step)
+
+in unconstrained coordinates: centred log-weights (renormalised on the
+way back), means as they are, and the registry's coordinates of the
+covariances (Cholesky factors for full and tied, log-variances for diag
+and spherical; ``CovarianceType.to_coordinates``), means and Cholesky
+factors in units of the per-feature spread of ``theta2``
+(:func:`feature_scale`).  That is a linear change of coordinates, so it
+changes only the step length ``alpha`` (a ratio of norms), which then does
+not depend on the units of the features (on covertype, whose features
+span units from tens to thousands, it cut the EM passes to plain EM's
+lower bound from 63 to 38).
+
+Each pass's log-likelihood is that of the parameters it ran with, so the
+safeguard costs no pass: ``theta3`` is accepted when ``loglik(theta')`` did not fall
+below ``loglik(theta1)`` (then ``loglik(theta3) >= loglik(theta')`` by EM's
+monotonicity); otherwise the cycle continues from ``theta2``, which EM
+already guarantees.  An extrapolation that is not a valid mixture (a
+covariance not positive definite, non-finite values) is not evaluated:
+the cycle continues from ``theta2`` at no cost, as it does when
+``alpha = -1`` (then ``theta'`` is ``theta2``: plain EM).
+
+Counting and convergence, one :class:`~gmm_engine.EMState` per pass:
+
+* ``n_iter`` counts passes (EM maps), so ``max_iter`` bounds the reads of
+  the data whatever the acceleration does.
+* ``params`` is always an EM step's result (``theta1``, ``theta2`` or
+  ``theta3``, never an untested extrapolation), and ``lower_bound`` the
+  mean log-likelihood of the parameters that step started from: the
+  state is a valid plain-EM state to stop at, save or continue with plain
+  EM.  A rejected extrapolation repeats the previous lower bound, so
+  ``lower_bounds`` is non-decreasing wherever EM itself is.
+* Convergence is plain EM's rule, ``|change| < tol``, tested on the EM
+  steps of the path (the passes at ``theta0`` and ``theta1``), never on an
+  extrapolation.
+* The state's ``acceleration`` (a :class:`SquaremCycle`) holds what the
+  rest of the cycle needs; checkpoints store it
+  (:mod:`gmm_engine.checkpoint`), so resuming mid-cycle equals an
+  uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _covariance
+from ._chunked import ChunkedData
+from ._em import EMState
+from ._params import GMMParams, m_step
+from ._stats import estep_chunk
+from .exceptions import ComponentCollapseError
+
+logger = logging.getLogger("gmm_engine")
+
+#: the ``acceleration`` values of ``GaussianMixture`` (None: plain EM)
+METHODS = ("squarem",)
+
+#: which pass of a cycle comes next
+EVALUATE_THETA0, EVALUATE_THETA1, EVALUATE_TRIAL = 0, 1, 2
+
+
+@dataclass(frozen=True, eq=False)
+class SquaremCycle:
+    """Where a SQUAREM cycle stands between two passes.
+
+    Attributes
+    ----------
+    phase : {0, 1, 2}
+        The next pass evaluates ``theta0`` (the state's ``params``), ``theta1``
+        (the state's ``params``, with ``theta0`` kept here) or the
+        extrapolation ``trial`` (the state's ``params`` being ``theta2``,
+        the fallback).
+    theta0 : GMMParams or None
+        Phase 1 only.
+    trial : GMMParams or None
+        Phase 2 only: ``theta'``, a valid mixture not yet evaluated.
+    alpha : float
+        The step length of ``trial`` (phase 2), else NaN.
+    n_accepted, n_rejected, n_skipped : int
+        Extrapolations accepted, rejected (log-likelihood fell, or the EM
+        step from it collapsed a component), and not tried (``alpha = -1``
+        or not a valid mixture), over the run so far.
+    """
+
+    phase: int = EVALUATE_THETA0
+    theta0: GMMParams | None = None
+    trial: GMMParams | None = None
+    alpha: float = math.nan
+    n_accepted: int = 0
+    n_rejected: int = 0
+    n_skipped: int = 0
+
+    def parts(self) -> dict:
+        """The parameter sets the cycle holds, by role: what a checkpoint stores beside the model."""
+        return {role: p for role, p in (("theta0", self.theta0), ("trial", self.trial)) if p is not None}
+
+    def to_document(self) -> dict:
+        """JSON-ready scalars; the parameter sets (:meth:`parts`) are stored beside them."""
+        return {
+            "method": "squarem",
+            "phase": self.phase,
+            "alpha": self.alpha if math.isfinite(self.alpha) else None,
+            "n_accepted": self.n_accepted,
+            "n_rejected": self.n_rejected,
+            "n_skipped": self.n_skipped,
+            "parts": sorted(self.parts()),
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict, parts: dict) -> "SquaremCycle":
+        """The inverse of :meth:`to_document`; raises ValueError naming what is wrong."""
+        if not isinstance(doc, dict) or doc.get("method") != "squarem":
+            raise ValueError(f"not a SQUAREM cycle: {doc!r}")
+        counts = [doc.get(k) for k in ("phase", "n_accepted", "n_rejected", "n_skipped")]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError(f"the phase and counts must be non-negative integers: {doc!r}")
+        phase = counts[0]
+        needed = {EVALUATE_THETA0: set(), EVALUATE_THETA1: {"theta0"}, EVALUATE_TRIAL: {"trial"}}.get(phase)
+        if needed is None or set(parts) != needed or set(doc.get("parts") or ()) != needed:
+            raise ValueError(f"phase {phase!r} with parameter sets {sorted(parts)}: not a cycle state")
+        alpha = doc.get("alpha")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+            raise ValueError(f"alpha must be a number or null, got {alpha!r}")
+        return cls(
+            phase, parts.get("theta0"), parts.get("trial"),
+            math.nan if alpha is None else float(alpha), *counts[1:],
+        )
+
+
+# ---------------------------------------------------------------------------
+# unconstrained coordinates
+
+
+def feature_scale(params: GMMParams) -> np.ndarray:
+    """Per-feature standard deviation of the mixture ``params`` (D,): the unit of its coordinates.
+
+    Measuring means and covariance factors in these units makes the step
+    length (a ratio of norms) independent of the units of the features,
+    as EM itself is.
+    """
+    K, D = params.means.shape
+    cov = _covariance.get(params.covariance_type)
+    variances = np.diagonal(cov.to_full(params.covariances, K, D), axis1=1, axis2=2)
+    w = params.weights / params.weights.sum()
+    centre = w @ params.means
+    total = w @ (variances + (params.means - centre) ** 2)
+    return np.sqrt(np.maximum(total, np.finfo(np.float64).tiny))
+
+
+def to_vector(params: GMMParams, scale: np.ndarray) -> np.ndarray:
+    """Centred log-weights, means and covariance coordinates in units of ``scale``: one flat vector."""
+    logw = np.log(params.weights)
+    cov = _covariance.get(params.covariance_type)
+    return np.concatenate([
+        logw - logw.mean(), (params.means / scale).ravel(), cov.to_coordinates(params.covariances, scale),
+    ])
+
+
+def from_vector(z: np.ndarray, covariance_type: str, K: int, D: int, scale: np.ndarray) -> GMMParams | None:
+    """The mixture at coordinates ``z`` (:func:`to_vector`), or None when it is not a valid one."""
+    if not np.all(np.isfinite(z)):
+        return None
+    cov = _covariance.get(covariance_type)
+    logw = z[:K]
+    weights = np.exp(logw - logw.max())
+    weights /= weights.sum()
+    covariances = cov.from_coordinates(z[K + K * D:], K, D, scale)
+    if covariances is None or not np.all(weights > 0.0):
+        return None
+    try:
+        prec_chol = cov.precision_cholesky(covariances)
+    except ComponentCollapseError:
+        return None
+    means = z[K : K + K * D].reshape(K, D) * scale
+    return GMMParams(covariance_type, weights, means, covariances, prec_chol)
+
+
+def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams):
+    """``(theta', alpha)`` of the cycle; ``theta'`` is None for ``alpha = -1`` or an invalid mixture."""
+    scale = feature_scale(theta2)
+    z0, z1, z2 = (to_vector(p, scale) for p in (theta0, theta1, theta2))
+    r = z1 - z0
+    v = z2 - z1 - r
+    nr, nv = float(np.linalg.norm(r)), float(np.linalg.norm(v))
+    if not (math.isfinite(nr) and math.isfinite(nv) and nv > 0.0):
+        return None, -1.0
+    alpha = min(-nr / nv, -1.0)
+    if alpha == -1.0:  # theta' = theta2: nothing to gain over plain EM
+        return None, alpha
+    K, D = theta2.means.shape
+    return from_vector(z0 - 2.0 * alpha * r + alpha * alpha * v, theta2.covariance_type, K, D, scale), alpha
+
+
+# ---------------------------------------------------------------------------
+# the driver
+
+
+def _em_pass(data: ChunkedData, params: GMMParams, reg_covar: float):
+    """(mean log-likelihood of ``params``, ``F(params)``): one pass over the data."""
+    stats = data.map_reduce(estep_chunk, params.kernel_params())
+    return stats.loglik / stats.n_samples, m_step(stats, reg_covar)
+
+
+def run_squarem(
+    data: ChunkedData,
+    start: EMState,
+    *,
+    reg_covar: float,
+    tol: float,
+    max_iter: int,
+    on_iteration=None,
+) -> EMState:
+    """SQUAREM-accelerated EM from ``start``: :func:`~gmm_engine._em.run_em`'s contract, per pass.
+
+    Parameters
+    ----------
+    data : ChunkedData
+    start : EMState
+        An initial state, or a checkpointed one; a state without a
+        :class:`SquaremCycle` (a start, a plain-EM checkpoint) begins a
+        cycle at its parameters.
+    reg_covar, tol : float
+    max_iter : int
+        Total pass budget (EM maps), counting the passes already in ``start``.
+    on_iteration : callable, optional
+        Called with the :class:`EMState` after every pass.
+
+    Returns
+    -------
+    EMState
+        The last state; its ``params`` are an EM step's result.
+    """
+    state = start
+    cycle = start.acceleration if isinstance(start.acceleration, SquaremCycle) else SquaremCycle()
+    while state.n_iter < max_iter and not state.converged:
+        t0 = time.perf_counter()
+        if cycle.phase == EVALUATE_TRIAL:
+            state, cycle, what = _trial_pass(data, state, cycle, reg_covar)
+        else:
+            state, cycle, what = _em_step_pass(data, state, cycle, reg_covar, tol)
+        state = dataclasses.replace(state, seconds=time.perf_counter() - t0, acceleration=cycle)
+        logger.info(
+            "EM pass %d (%s): mean log-likelihood %.6f, change %.3g, %.2f s",
+            state.n_iter, what, state.lower_bound, state.change, state.seconds,
+        )
+        if on_iteration is not None:
+            on_iteration(state)
+    return state
+
+
+def _em_step_pass(data, state, cycle, reg_covar, tol):
+    """The pass at ``theta0`` or ``theta1``: a plain EM step, with plain EM's convergence test."""
+    x = state.params
+    lower_bound, nxt = _em_pass(data, x, reg_covar)
+    change = lower_bound - state.lower_bound
+    converged = abs(change) < tol
+    if cycle.phase == EVALUATE_THETA0 or converged:
+        cycle = dataclasses.replace(cycle, phase=EVALUATE_THETA1, theta0=x, trial=None, alpha=math.nan)
+        what = "EM step"
+    else:  # x is theta1, nxt is theta2
+        trial, alpha = extrapolate(cycle.theta0, x, nxt)
+        if trial is None:
+            cycle = dataclasses.replace(cycle, phase=EVALUATE_THETA0, theta0=None, alpha=math.nan,
+                                        n_skipped=cycle.n_skipped + 1)
+            what = "EM step, no extrapolation" + (" (alpha = -1)" if alpha == -1.0 else " (not a valid mixture)")
+        else:
+            cycle = dataclasses.replace(cycle, phase=EVALUATE_TRIAL, theta0=None, trial=trial, alpha=alpha)
+            what = f"EM step, extrapolation alpha = {alpha:.3g} next"
+    new = EMState(
+        params=nxt,
+        n_iter=state.n_iter + 1,
+        lower_bound=lower_bound,
+        lower_bounds=state.lower_bounds + (lower_bound,),
+        change=change,
+        converged=converged,
+    )
+    return new, cycle, what
+
+
+def _trial_pass(data, state, cycle, reg_covar):
+    """The pass at ``theta'``: accept ``theta3 = F(theta')`` if the log-likelihood did not fall."""
+    reference = state.lower_bound  # loglik(theta1); state.params is theta2
+    try:
+        lower_bound, theta3 = _em_pass(data, cycle.trial, reg_covar)
+    except ComponentCollapseError:
+        lower_bound, theta3 = -math.inf, None
+    after = dataclasses.replace(cycle, phase=EVALUATE_THETA0, trial=None, alpha=math.nan)
+    if theta3 is not None and lower_bound >= reference:
+        new = EMState(
+            params=theta3,
+            n_iter=state.n_iter + 1,
+            lower_bound=lower_bound,
+            lower_bounds=state.lower_bounds + (lower_bound,),
+            change=lower_bound - reference,
+            )
+        return new, dataclasses.replace(after, n_accepted=cycle.n_accepted + 1), f"extrapolation alpha = {cycle.alpha:.3g} accepted"
+    # continue from theta2: the state stays, one more pass spent
+    new = EMState(
+        params=state.params,
+        n_iter=state.n_iter + 1,
+        lower_bound=reference,
+        lower_bounds=state.lower_bounds + (reference,),
+        change=0.0,
+    )
+    what = (f"extrapolation alpha = {cycle.alpha:.3g} rejected (mean log-likelihood {lower_bound:.6f} "
+            f"< {reference:.6f}), continuing from the EM step")
+    return new, dataclasses.replace(after, n_rejected=cycle.n_rejected + 1), what
