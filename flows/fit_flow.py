@@ -1,6 +1,7 @@
 """The ``fit`` flow: checkpointed EM from an initialisation, the anomaly threshold, registration."""
 
 import io
+import time
 from pathlib import Path
 
 from prefect import flow, task
@@ -28,6 +29,7 @@ def fit_task(data: str, model: ModelConfig, checkpoint_dir: str, init_dir: str |
                     state.n_iter, state.lower_bound, state.change, state.seconds)
 
     params = {**model.estimator_params(), **({"verbose": 1} if progress else {})}
+    t0 = time.perf_counter()
     with task_client(cluster):
         result = fit_model(data, params, checkpoint_dir=checkpoint_dir, init_dir=init_dir,
                            resume=resume, on_iteration=report)
@@ -36,6 +38,8 @@ def fit_task(data: str, model: ModelConfig, checkpoint_dir: str, init_dir: str |
     return {
         "model_dir": out_dir,
         "n_iter": gm.n_iter_,
+        "passes": gm.n_passes_,
+        "seconds": time.perf_counter() - t0,
         "converged": bool(gm.converged_),
         "lower_bound": gm.lower_bound_,
         "lower_bounds": list(gm.lower_bounds_),
@@ -81,7 +85,8 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
     fit would.  ``progress`` shows a bar over EM iterations with the
     current mean log-likelihood.
     """
-    from pipeline.reports import fit_report
+    from gmm_engine.atomic import write_json
+    from pipeline.reports import fit_report, fit_summary
 
     logger = get_run_logger()
     ws = config.workspace.ensure()
@@ -98,13 +103,14 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
         fit = fit_task(data, config.model, str(ckpt), init_dir, resume, str(ckpt / "final"), cluster, progress)
         reg = register_task(
             fit["model_dir"], data, str(ws.models), config.anomaly.contamination, config.make_current,
-            {"fit": {k: fit[k] for k in ("n_iter", "converged", "lower_bound", "resumed_from")},
+            {"fit": {k: fit[k] for k in ("n_iter", "passes", "converged", "lower_bound", "resumed_from")},
              "config": config.model_dump(mode="json")},
             cluster, str(ckpt), "fitted by `gmm fit`",
         )
         out = ws.run_report("fit", report_to)
         report = fit_report(reg["model_dir"], data, fit["lower_bounds"], reg["scores_sample"],
                             reg["threshold"], out, tol=config.model.tol)
+    write_json(out / "summary.json", fit_summary(fit, reg, config.model.acceleration))
     publish_markdown("fit-summary", report.markdown, "EM fit and anomaly threshold")
     logger.info("model %s registered%s", reg["version"], " as current" if config.make_current else "")
     return {**fit, **reg, "plots": report.files, "report_dir": str(out), "data": data}

@@ -157,6 +157,21 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
     return Report(md, files)
 
 
+def fit_summary(fit: dict, registered: dict, acceleration) -> dict:
+    """``summary.json`` of a fit: the work it took (every pass over the data) and where it ended."""
+    return {
+        "version": registered["version"],
+        "passes": int(fit["passes"]),
+        "n_iter": int(fit["n_iter"]),
+        "seconds": round(float(fit["seconds"]), 3),
+        "lower_bound": fit["lower_bound"] if math.isfinite(fit["lower_bound"]) else None,
+        "converged": bool(fit["converged"]),
+        "acceleration": acceleration,
+        "resumed_from": int(fit["resumed_from"]),
+        "threshold": registered["threshold"],
+    }
+
+
 # ---------------------------------------------------------------------------
 # a scoring run
 

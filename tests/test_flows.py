@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,11 @@ def test_fit_flow_registers_and_reports(workdir, cluster_cfg):
     for key in ("loglik_plot", "score_histogram", "projection_plot"):
         assert open(out["plots"][key], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert _artifacts("fit-summary")
+    summary = json.loads((Path(out["report_dir"]) / "summary.json").read_text())
+    assert summary["version"] == out["version"] and summary["acceleration"] == "squarem"
+    assert summary["passes"] > summary["n_iter"] == loaded.model.n_iter_  # initialisation passes too
+    assert summary["passes"] == loaded.model.n_passes_ and summary["seconds"] > 0
+    assert summary["lower_bound"] == pytest.approx(loaded.model.lower_bound_) and summary["converged"]
 
 
 def test_score_flow_is_idempotent_and_isolates_failures(workdir, cluster_cfg, blobs):
