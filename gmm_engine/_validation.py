@@ -138,6 +138,11 @@ PARAMETER_CONSTRAINTS = {
     "verbose": [_Interval(numbers.Integral, 0, None, "left"), *_BOOL],
     "verbose_interval": [_Interval(numbers.Integral, 1, None, "left")],
     "persist": _BOOL,
+    # partial_fit: LatentDirichletAllocation's names for the stepwise schedule,
+    # and the half-life (rows) of forgetting
+    "learning_decay": [_Interval(numbers.Real, 0.5, 1.0, "right")],
+    "learning_offset": [_Interval(numbers.Real, 0.0, None, "left")],
+    "half_life": [_Interval(numbers.Real, 0.0, None, "neither"), _NONE],
 }
 
 
