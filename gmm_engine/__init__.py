@@ -11,6 +11,32 @@ internal.
 >>> gm = GaussianMixture(n_components=3).fit("data.zarr")   # doctest: +SKIP
 >>> labels = gm.predict(dask_array)                          # lazy  # doctest: +SKIP
 >>> start = GaussianMixture(3, n_init=4).initialize(X)       # best of 4 starts  # doctest: +SKIP
+
+Weights, streams and updates (beyond scikit-learn):
+
+* ``fit(X, y=None, sample_weight=None)`` and the same ``sample_weight`` on
+  ``fit_predict``, ``initialize``, ``resume``, ``partial_fit``, ``score``,
+  ``information_criteria``, ``bic`` and ``aic``: NumPy, dask (rechunked
+  like X) or Zarr (array or path) weights, or a number; integer weights
+  fit as repeated rows, zero weights as removed rows; BIC's ``N`` is the
+  sum of the weights.
+* ``partial_fit(X, y=None, sample_weight=None)``: stepwise (online) EM, one
+  pass per batch, with ``learning_decay``, ``learning_offset`` and
+  ``half_life`` (constructor parameters).  ``online_state_``
+  (:class:`OnlineState`: the running :class:`SufficientStatistics`, the
+  step count, rows and weight seen, the mode) is saved with the model.
+* ``partial_fit_statistics(stats, *, half_life=None)``: the same update
+  from statistics computed under the current parameters, e.g. by
+  ``gmm_engine.scoring.score_rows(model, X, with_stats=True)``, which gives
+  them from the scoring pass itself.
+* :class:`SufficientStatistics`: ``merge``, ``rebased(shift)``,
+  ``scaled(factor)``, ``n_samples``, ``sum_weights``, ``loglik``,
+  ``mean_loglik``, and ``to_arrays()`` / ``from_arrays(arrays, scalars)``
+  (float64 arrays and JSON scalars, lossless) to store one per scored
+  partition.
+
+>>> ll, comp, resp, stats = score_rows(model, partition, with_stats=True)  # doctest: +SKIP
+>>> model.partial_fit_statistics(stats.compute(), half_life=1e6)          # doctest: +SKIP
 """
 
 from ._version import __version__
@@ -26,6 +52,8 @@ _PUBLIC = {
     "open_zarr_array": ("._input", "open_zarr_array"),
     "zarr_to_dask": ("._input", "zarr_to_dask"),
     "GMMParams": ("._params", "GMMParams"),
+    "OnlineState": ("._online", "OnlineState"),
+    "SufficientStatistics": ("._stats", "SufficientStatistics"),
     "read_model_document": ("._persist", "read_model_document"),
     "ComponentCollapseError": (".exceptions", "ComponentCollapseError"),
     "ConvergenceWarning": (".exceptions", "ConvergenceWarning"),

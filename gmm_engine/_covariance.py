@@ -3,8 +3,9 @@
 The entries mirror scikit-learn's ``sklearn.mixture._gaussian_mixture``
 (shapes, precision Cholesky factors, log-determinants, parameter counts,
 validation messages) and add what the chunked engine needs: the shape of
-the shifted scatter statistic, the covariance from merged statistics, and
-the per-chunk kernels.
+the shifted scatter statistic (and how it moves to another shift), the
+covariance from merged statistics, and the per-chunk kernels (their
+layout: :mod:`gmm_engine._kernel_params`).
 
 Shapes, with K components and D features:
 
@@ -20,33 +21,19 @@ spherical  (K,)            (K,)           (K,)
 
 from __future__ import annotations
 
-import importlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernel_params import KernelParams, kernel_rows, kernel_weights, pad_last, rows_layout, skip_threshold
+from ._lazy import on_first_use
 from .exceptions import ComponentCollapseError
 
 
-class _OnFirstUse:
-    """A module imported when one of its names is first used.
-
-    The registry's names (``NAMES``, ``check_name``) are read by the command
-    line, which must answer in a fraction of a second; the compiled kernels
-    (numba) and scipy's linear algebra are needed only once there is
-    arithmetic to do.
-    """
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr):
-        return getattr(importlib.import_module(self._name), attr)
-
-
-kern = _OnFirstUse("gmm_engine._kernels")
-linalg = _OnFirstUse("scipy.linalg")
+# The registry's names are read by the command line, which must answer in a fraction of a
+# second: the compiled kernels (numba) and scipy's linear algebra load on first use.
+kern = on_first_use("gmm_engine._kernels")
+linalg = on_first_use("scipy.linalg")
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -66,93 +53,6 @@ def _collapse_error(components=None) -> ComponentCollapseError:
         which = ", ".join(str(int(k)) for k in components)
         detail = f"Components whose covariance is not positive definite: [{which}]."
     return ComponentCollapseError(f"{COLLAPSE_MESSAGE} {detail}")
-
-
-@dataclass(frozen=True, eq=False)
-class KernelParams:
-    """What a chunk kernel needs, shipped once per iteration to every worker.
-
-    The ``*_p`` arrays are the kernels' layout: features padded with zeros
-    to ``Dp``, a multiple of 8 (one vector register of float64 lanes).
-
-    Attributes
-    ----------
-    covariance_type : str
-    means : ndarray of shape (K, D)
-    prec : ndarray
-        Upper-triangular precision Cholesky factors (full: (K, D, D), tied:
-        (D, D)) or precisions (diag: (K, D), spherical: (K,)).
-    logc : ndarray of shape (K,)
-        ``log w_k + log|U_k| - D/2 log(2 pi)``.
-    center : ndarray of shape (D,)
-        Tied only: the weighted mean of the means, the whitening origin.
-    mu_white : ndarray of shape (K, D)
-        Tied only: ``(mean_k - center) @ U``.
-    means_p : ndarray of shape (K, Dp)
-    prec_p : ndarray
-        full: (K, Dp, Dp); tied: (Dp, Dp); diag: (K, Dp) precisions;
-        spherical: (K, Dp) with the precision in column 0.
-    center_p, muw_p : ndarray of shape (Dp,) and (K, Dp)
-        Tied only: ``center`` and ``mu_white`` padded.
-    rmin : ndarray of shape (K,)
-        full and tied: a row whose responsibility for component k is below
-        ``rmin[k] = max(SKIP_REL * w_k, TINY)`` is left out of that
-        component's sums and scatter (it still counts in ``nk``).  What is
-        left out of a statistic is below ``SKIP_REL`` times the component's
-        previous soft count ``N w_k``: invisible at float64 precision unless
-        the component loses all but 1e-4 of its mass in one iteration.
-    """
-
-    covariance_type: str
-    means: np.ndarray
-    prec: np.ndarray
-    logc: np.ndarray
-    center: np.ndarray | None = None
-    mu_white: np.ndarray | None = None
-    means_p: np.ndarray | None = None
-    prec_p: np.ndarray | None = None
-    center_p: np.ndarray | None = None
-    muw_p: np.ndarray | None = None
-    rmin: np.ndarray | None = None
-
-    @property
-    def n_components(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def n_features(self) -> int:
-        return self.means.shape[1]
-
-
-def _pad_last(a, Dp, axes=1):
-    """Zero-pad the last ``axes`` axes of ``a`` to length Dp (C-contiguous float64)."""
-    a = np.asarray(a, dtype=np.float64)
-    pad = [(0, 0)] * (a.ndim - axes) + [(0, Dp - a.shape[-1])] * axes
-    return np.ascontiguousarray(np.pad(a, pad))
-
-
-def _rows(X):
-    """X as the kernels take it: C-contiguous (one compiled variant), float32 or float64."""
-    return X if X.flags.c_contiguous else np.ascontiguousarray(X)
-
-
-_NO_WEIGHTS = np.empty(0)
-_NO_ROWS = np.empty((0, 3))
-
-
-def _kernel_weights(weights):
-    """Row weights as the E-step kernels take them: float64 (n,), or empty for unit weights."""
-    return _NO_WEIGHTS if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-
-
-def _kernel_rows(rows):
-    """Where an E-step kernel writes per-row scores: (n, 3) float64, or empty for none."""
-    return _NO_ROWS if rows is None else rows
-
-
-def _skip_threshold(weights):
-    with np.errstate(under="ignore"):
-        return np.maximum(kern.SKIP_REL * np.asarray(weights, dtype=np.float64), kern.TINY)
 
 
 def _max_abs_finite(a) -> float:
@@ -231,21 +131,35 @@ class CovarianceType:
 
     def weighted_log_prob(self, X, kp, out):
         """``out`` (n, K) = log w_k + log N(x | mu_k, Sigma_k) for every row of X."""
-        self._logprob(_rows(X), kp, kern.WLP, out)
+        self._logprob(rows_layout(X), kp, kern.WLP, out)
 
     def score_samples(self, X, kp, out):
         """``out`` (n,) = log p(x) for every row of X (a fused log-sum-exp)."""
         direct = out.flags.c_contiguous and out.dtype == np.float64
         tmp = out if direct else np.empty(out.shape)
-        self._logprob(_rows(X), kp, kern.SCORE, tmp.reshape(-1, 1))
+        self._logprob(rows_layout(X), kp, kern.SCORE, tmp.reshape(-1, 1))
         if not direct:
             out[:] = tmp
 
     def predict(self, X, kp, out):
         """``out`` (n,) int = the most likely component of every row (lowest on ties)."""
         labels = np.empty((X.shape[0], 1))
-        self._logprob(_rows(X), kp, kern.LABEL, labels)
+        self._logprob(rows_layout(X), kp, kern.LABEL, labels)
         out[:] = labels[:, 0]
+
+    def rebase_scatter(self, scatter, nk, sums, delta) -> np.ndarray:
+        """This type's scatter around shift ``a`` moved to ``b = a - delta`` (K, D), exactly (a new array).
+
+        ``Q_b = Q_a + s_a delta^T + delta s_a^T + n delta delta^T`` per
+        component (shared/EM-NOTES.md), reduced as the type keeps it;
+        ``nk`` (K,) and ``sums`` (K, D) are the statistics around ``a``.
+        """
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    #: score_rows takes per-row scores from the E-step kernel up to this many
+    #: features; above, its scatter costs more than the log-probability route
+    #: (measured K=8: full/tied 0.96-1.2x at D=64, 1.3-1.5x at 128)
+    fused_rows_max_features: float = math.inf
 
     #: user ``precisions_init`` may be a 3-D array (scikit-learn's allow_nd)
     init_allows_nd = False
@@ -318,9 +232,19 @@ class CovarianceType:
         raise NotImplementedError  # pragma: no cover - abstract
 
 
+def _outer_terms(nk, sums, delta):
+    """Per component ``s delta^T + delta s^T + n delta delta^T`` (K, D, D)."""
+    cross = sums[:, :, None] * delta[:, None, :]
+    return cross + np.swapaxes(cross, 1, 2) + nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+
+
 class _Full(CovarianceType):
     name = "full"
     init_allows_nd = True
+    fused_rows_max_features = 48
+
+    def rebase_scatter(self, scatter, nk, sums, delta):
+        return scatter + _outer_terms(nk, sums, delta)
 
     def to_full(self, covariances, K, D):
         return np.array(covariances, dtype=np.float64).reshape((K, D, D))
@@ -391,20 +315,20 @@ class _Full(CovarianceType):
         logc = np.log(weights) + self.log_det(prec_chol, D) - 0.5 * D * LOG_2PI
         return KernelParams(
             self.name, means, np.ascontiguousarray(prec_chol), logc,
-            means_p=_pad_last(means, Dp), prec_p=_pad_last(prec_chol, Dp, axes=2),
-            rmin=_skip_threshold(weights),
+            means_p=pad_last(means, Dp), prec_p=pad_last(prec_chol, Dp, axes=2),
+            rmin=skip_threshold(weights),
         )
 
     def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
-        return kern.estep_full(_rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc,
-                               kp.rmin, nk, sums, scatter, _kernel_rows(rows))
+        return kern.estep_full(rows_layout(X), kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc,
+                               kp.rmin, nk, sums, scatter, kernel_rows(rows))
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_full(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         Dp = kern.padded_features(shift.shape[1])
-        kern.accumulate_full(_rows(X), resp, _pad_last(shift, Dp), nk, sums, scatter)
+        kern.accumulate_full(rows_layout(X), resp, pad_last(shift, Dp), nk, sums, scatter)
 
     def finish_scatter(self, scatter):
         # kernels write the upper triangle only
@@ -415,6 +339,12 @@ class _Full(CovarianceType):
 class _Tied(CovarianceType):
     name = "tied"
     one_hot_start_reads_all_rows = True
+    fused_rows_max_features = 48
+
+    def rebase_scatter(self, scatter, nk, sums, delta):
+        # each component's part moves with its own shift: the per-component
+        # n and s are kept for this
+        return scatter + _outer_terms(nk, sums, delta).sum(axis=0)
 
     def to_full(self, covariances, K, D):
         return np.array(np.broadcast_to(np.asarray(covariances, dtype=np.float64), (K, D, D)))
@@ -480,17 +410,17 @@ class _Tied(CovarianceType):
             np.broadcast_to(logc, (K,)).copy(),
             center,
             np.ascontiguousarray(mu_white),
-            means_p=_pad_last(means, Dp),
-            prec_p=_pad_last(prec_chol, Dp, axes=2),
-            center_p=_pad_last(center, Dp),
-            muw_p=_pad_last(mu_white, Dp),
-            rmin=_skip_threshold(weights),
+            means_p=pad_last(means, Dp),
+            prec_p=pad_last(prec_chol, Dp, axes=2),
+            center_p=pad_last(center, Dp),
+            muw_p=pad_last(mu_white, Dp),
+            rmin=skip_threshold(weights),
         )
 
     def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
         return kern.estep_tied(
-            _rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p,
-            kp.rmin, nk, sums, scatter, _kernel_rows(rows),
+            rows_layout(X), kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p,
+            kp.rmin, nk, sums, scatter, kernel_rows(rows),
         )
 
     def _logprob(self, X, kp, mode, out):
@@ -499,7 +429,7 @@ class _Tied(CovarianceType):
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         K, D = shift.shape
         per_component = np.zeros((K, D, D))
-        kern.accumulate_full(_rows(X), resp, _pad_last(shift, kern.padded_features(D)), nk, sums, per_component)
+        kern.accumulate_full(rows_layout(X), resp, pad_last(shift, kern.padded_features(D)), nk, sums, per_component)
         scatter += per_component.sum(axis=0)
 
     def finish_scatter(self, scatter):
@@ -510,6 +440,9 @@ class _Tied(CovarianceType):
 
 class _Diag(CovarianceType):
     name = "diag"
+
+    def rebase_scatter(self, scatter, nk, sums, delta):
+        return scatter + 2.0 * sums * delta + nk[:, None] * delta * delta
 
     def _variances(self, covariances, K, D):
         return np.asarray(covariances, dtype=np.float64).reshape((K, D))
@@ -584,19 +517,19 @@ class _Diag(CovarianceType):
         logc = np.log(weights) + self.log_det(prec_chol, D) - 0.5 * D * LOG_2PI
         prec = np.ascontiguousarray(prec_chol**2)
         return KernelParams(
-            self.name, means, prec, logc, means_p=_pad_last(means, Dp), prec_p=_pad_last(prec, Dp)
+            self.name, means, prec, logc, means_p=pad_last(means, Dp), prec_p=pad_last(prec, Dp)
         )
 
     def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
-        return kern.estep_diag(_rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc,
-                               nk, sums, scatter, _kernel_rows(rows))
+        return kern.estep_diag(rows_layout(X), kernel_weights(weights), kp.means_p, kp.prec_p, kp.logc,
+                               nk, sums, scatter, kernel_rows(rows))
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_diag(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         Dp = kern.padded_features(shift.shape[1])
-        kern.accumulate_diag(_rows(X), resp, _pad_last(shift, Dp), nk, sums, scatter)
+        kern.accumulate_diag(rows_layout(X), resp, pad_last(shift, Dp), nk, sums, scatter)
 
     def finish_scatter(self, scatter):
         return scatter
@@ -604,6 +537,10 @@ class _Diag(CovarianceType):
 
 class _Spherical(_Diag):
     name = "spherical"
+
+    def rebase_scatter(self, scatter, nk, sums, delta):
+        # the trace of the diagonal form
+        return scatter + 2.0 * (sums * delta).sum(axis=1) + nk * (delta * delta).sum(axis=1)
 
     def _variances(self, covariances, K, D):
         return np.repeat(np.asarray(covariances, dtype=np.float64).reshape((K, 1)), D, axis=1)
@@ -633,12 +570,12 @@ class _Spherical(_Diag):
         prec_p = np.zeros((K, Dp))
         prec_p[:, 0] = prec
         return KernelParams(
-            self.name, means, prec, logc, means_p=_pad_last(means, Dp), prec_p=prec_p
+            self.name, means, prec, logc, means_p=pad_last(means, Dp), prec_p=prec_p
         )
 
     def estep(self, X, kp, nk, sums, scatter, weights=None, rows=None):
-        return kern.estep_spherical(_rows(X), _kernel_weights(weights), kp.means_p, kp.prec_p,
-                                    kp.logc, nk, sums, scatter, _kernel_rows(rows))
+        return kern.estep_spherical(rows_layout(X), kernel_weights(weights), kp.means_p, kp.prec_p,
+                                    kp.logc, nk, sums, scatter, kernel_rows(rows))
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_spherical(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
@@ -646,7 +583,7 @@ class _Spherical(_Diag):
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         K, D = shift.shape
         per_feature = np.zeros((K, D))
-        kern.accumulate_diag(_rows(X), resp, _pad_last(shift, kern.padded_features(D)), nk, sums, per_feature)
+        kern.accumulate_diag(rows_layout(X), resp, pad_last(shift, kern.padded_features(D)), nk, sums, per_feature)
         scatter += per_feature.sum(axis=1)
 
 

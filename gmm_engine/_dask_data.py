@@ -12,7 +12,9 @@
   so a pass sends one task per bundle;
 * any other scheduler: the grouped graph, handed to it.
 
-Only ``args`` (small parameters) enter the graph, once per pass.
+Only ``args`` (small parameters) enter the graph, once per pass.  Row
+weights are planned like the rows (one weights source per chunk, next to
+its rows' source); in-memory weights are scattered with in-memory rows.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import logging
 
 import numpy as np
 
-from ._chunked import ChunkedData, merge_all, n_threads, run_blocks
-from ._dask_compat import GraphNode, TaskRef
-from ._dask_plan import ChunkPlan, bundle, bundle_graph, evaluate
+from ._chunked import ChunkedData, apply_chunk, as_block, merge_all, n_threads, run_blocks
+from ._dask_compat import TaskRef
+from ._dask_plan import ChunkPlan, bundle, bundle_graph, evaluate, parts, source_dependencies
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +50,21 @@ class DaskData(ChunkedData):
     persist : bool
         Keep the chunks in (cluster) memory between passes instead of
         reading them from their store on every pass.
+    weights : dask array of shape (n,), float64, optional
+        Row weights, rechunked here to X's row chunks if they differ.
     """
 
-    def __init__(self, X, persist: bool = False):
+    def __init__(self, X, persist: bool = False, weights=None):
+        import dask
+
         if X.numblocks[1] != 1:
             X = X.rechunk({1: -1})
+        if weights is not None and tuple(weights.chunks[0]) != tuple(X.chunks[0]):
+            weights = weights.rechunk((X.chunks[0],))
         if persist:
-            X = X.persist()
+            X, weights = (X.persist(), None) if weights is None else dask.persist(X, weights)
         self.X = X
+        self.weights = weights
         self.n_samples, self.n_features = (int(s) for s in X.shape)
         self.dtype = X.dtype
         self._plan = None
@@ -65,7 +74,7 @@ class DaskData(ChunkedData):
     @property
     def plan(self) -> ChunkPlan:
         if self._plan is None:
-            self._plan = ChunkPlan(self.X)
+            self._plan = ChunkPlan(self.X, self.weights)
         return self._plan
 
     def map_reduce(self, fn, *args):
@@ -78,7 +87,7 @@ class DaskData(ChunkedData):
             # What the threaded scheduler would do, without its per-task
             # bookkeeping: load each chunk and apply fn on a thread pool.
             def run(i):
-                return fn(np.asarray(plan.block(i)), plan.starts[i], *args)
+                return apply_chunk(fn, as_block(plan.block(i)), plan.starts[i], args)
 
             return merge_all(run_blocks(run, len(plan.starts)))
         client = _client_of(get)
@@ -129,19 +138,22 @@ class DaskData(ChunkedData):
         if self._client_plan is not None and self._client_plan[0] is client:
             return self._client_plan[1]
         plan = self.plan
-        inline = [i for i in range(len(plan.sources)) if plan.inline_data(i)]
+        # (chunk, part) of every in-memory source: a chunk's rows, or its weights
+        n_parts = len(parts(plan.sources[0])) if plan.sources else 1
+        inline = [(i, p) for i in range(len(plan.sources)) for p in range(n_parts)
+                  if plan.inline_data(i, p if n_parts > 1 else None)]
         futures = []
         if inline:
             futures = self._scatter(client, plan, inline)
             scattered = copy.copy(plan)
-            scattered.sources = list(plan.sources)
+            scattered.sources = [list(parts(src)) for src in plan.sources]
             scattered.shared = dict(plan.shared)
-            scattered.groupable = list(plan.groupable)
             scattered.local = False
-            for i, future in zip(inline, futures):
-                scattered.sources[i] = TaskRef(future.key)
+            for (i, p), future in zip(inline, futures):
+                scattered.sources[i][p] = TaskRef(future.key)
                 scattered.shared[future.key] = future
-                scattered.groupable[i] = True
+            scattered.sources = [tuple(src) if n_parts > 1 else src[0] for src in scattered.sources]
+            scattered.groupable = [scattered._groupable(src) for src in scattered.sources]
             logger.debug("scattered %d in-memory chunks to the cluster", len(inline))
             plan = scattered
         self._client_plan = (client, plan, futures)
@@ -149,10 +161,14 @@ class DaskData(ChunkedData):
 
     @staticmethod
     def _scatter(client, plan, chunks):
-        """Futures of the given chunks, in order, sent to the workers in consecutive runs."""
+        """Futures of the given ``(chunk, part)`` sources, in order, sent to the workers in consecutive runs.
+
+        A chunk's rows and its weights land on the same worker (the share of
+        a part is decided by its chunk's middle byte).
+        """
         nthreads = client.nthreads()
         workers = sorted(nthreads)
-        total = sum(plan.chunk_bytes[i] for i in chunks) or 1
+        total = sum(plan.chunk_bytes[i] for i in {i for i, _ in chunks}) or 1
         capacity = sum(nthreads.values()) or 1
         # worker j takes the chunks whose middle byte falls in its share
         bounds = list(itertools.accumulate(nthreads[w] / capacity * total for w in workers))
@@ -164,16 +180,19 @@ class DaskData(ChunkedData):
                 futures.extend(client.scatter(list(batch), workers=[state["worker"]], hash=False))
                 batch.clear()
 
-        done = 0
-        for i in chunks:
-            mid = done + plan.chunk_bytes[i] / 2
+        offset, before = 0, {}  # chunk -> bytes of the chunks before it
+        for i, part in chunks:
+            if i not in before:
+                before[i] = offset
+                offset += plan.chunk_bytes[i]
+            mid = before[i] + plan.chunk_bytes[i] / 2
             worker = workers[next((j for j, b in enumerate(bounds) if mid < b), len(workers) - 1)]
             if worker != state["worker"] or state["bytes"] >= SCATTER_BATCH_BYTES:
                 flush()
                 state.update(worker=worker, bytes=0)
-            batch.append(np.asarray(evaluate(plan.sources[i], {})))
-            state["bytes"] += plan.chunk_bytes[i]
-            done += plan.chunk_bytes[i]
+            src = plan.sources[i] if part is None else parts(plan.sources[i])[part]
+            batch.append(np.asarray(evaluate(src, {})))
+            state["bytes"] += plan.part_bytes(i, part)
         flush()
         return futures
 
@@ -189,7 +208,8 @@ class DaskData(ChunkedData):
 
         plan = self.plan if plan is None else plan
         if not plan.sources or not all(
-            isinstance(s, TaskRef) and isinstance(plan.shared.get(s.key), Future) for s in plan.sources
+            isinstance(p, TaskRef) and isinstance(plan.shared.get(p.key), Future)
+            for s in plan.sources for p in parts(s)
         ):
             return None
         if self._bundles is not None and self._bundles[0] is client:
@@ -200,8 +220,13 @@ class DaskData(ChunkedData):
         # trip (a pass of 4 empty tasks takes ~28 ms on 2 workers here, of 2 ~20).
         groups = plan.groups(threads, self._locations(client, plan), per_thread=1, threads_at=client.nthreads())
         bundles = []
+        def held(src):  # a chunk's future, or the pair of its rows' and weights' (resolved where bundled)
+            if isinstance(src, tuple):
+                return tuple(plan.shared[p.key] for p in src)
+            return plan.shared[src.key]
+
         for run in groups:
-            futures = [plan.shared[plan.sources[i].key] for i in run]
+            futures = [held(plan.sources[i]) for i in run]
             future = client.submit(bundle, *futures, pure=False)
             bundles.append((future, tuple(plan.starts[i] for i in run)))
         self._bundles = (client, bundles)
@@ -215,12 +240,8 @@ class DaskData(ChunkedData):
         shared = plan.shared
         deps = {}
         for i, src in enumerate(plan.sources):
-            if isinstance(src, TaskRef):
-                keys = [src.key]
-            elif isinstance(src, GraphNode):
-                keys = sorted(src.dependencies, key=str)
-            else:
-                keys = []
+            # where the rows are: a chunk's weights are small and follow them
+            keys = sorted(source_dependencies(parts(src)[0]), key=str)
             keys = [k for k in keys if isinstance(shared.get(k), Future)]
             if keys:
                 deps[i] = keys[0]

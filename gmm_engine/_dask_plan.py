@@ -21,6 +21,12 @@ same fold the tasks use.  Persisted (or scattered) chunks use bundles
 instead (:func:`bundle_graph`): one future per worker holding references
 to its chunks, made once and reused by every pass.
 
+Weighted data (``sample_weight``) plans the weight vector like the rows:
+each chunk's source is then the pair ``(rows source, weights source)``,
+evaluated together into the ``(rows, weights)`` block that
+:func:`~gmm_engine._chunked.apply_chunk` hands to ``fn``.  The weights are
+data read where the rows are read, never a parameter of the pass.
+
 Dask's task specification is private to Dask; it is reached only through
 :mod:`gmm_engine._dask_compat`.
 """
@@ -34,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._chunked import merge_all
+from ._chunked import apply_chunk, as_block, merge_all
 from ._dask_compat import Alias, DataNode, GraphNode, Task, TaskRef
 from ._zarr_io import ZarrRows
 
@@ -98,8 +104,29 @@ class _Deferred:
         return _Deferred, (self.sources, self.handles)
 
 
+def parts(source) -> tuple:
+    """The sources a chunk's block is made of: its rows' alone, or its rows' and its weights'."""
+    return source if isinstance(source, tuple) else (source,)
+
+
+def source_dependencies(source) -> set:
+    """The keys of the shared graph a chunk source reads."""
+    deps = set()
+    for src in parts(source):
+        if isinstance(src, GraphNode):
+            deps.update(src.dependencies)
+        elif isinstance(src, TaskRef):
+            deps.add(src.key)
+    return deps
+
+
 def evaluate(source, values):
-    """The block a chunk source makes, given the values of the keys it reads."""
+    """The block a chunk source makes, given the values of the keys it reads.
+
+    A ``(rows, weights)`` source makes the pair of their blocks.
+    """
+    if isinstance(source, tuple):
+        return tuple(evaluate(src, values) for src in source)
     if isinstance(source, GraphNode):
         return source({k: values[k] for k in source.dependencies})
     if isinstance(source, TaskRef):
@@ -114,7 +141,7 @@ def _applied_in_turn(fn, args, load, starts, reader):
         block = pending.result()
         if i + 1 < len(starts):
             pending = reader.submit(load, i + 1)
-        value = fn(block, start, *args)
+        value = apply_chunk(fn, block, start, args)
         del block
         yield value
 
@@ -132,10 +159,10 @@ def _apply_group(fn_args, deferred, starts, dep_keys, *dep_values):
     sources = deferred.sources
 
     def load(i):
-        return np.asarray(evaluate(sources[i], values))
+        return as_block(evaluate(sources[i], values))
 
     if len(sources) == 1:
-        return fn(load(0), starts[0], *args)
+        return apply_chunk(fn, load(0), starts[0], args)
     with ThreadPoolExecutor(1) as reader:
         return merge_all(_applied_in_turn(fn, args, load, starts, reader))
 
@@ -147,7 +174,7 @@ def bundle(*blocks):
 
 def _apply_bundle(fn_args, starts, blocks):
     fn, args = fn_args
-    return merge_all(fn(np.asarray(block), start, *args) for block, start in zip(blocks, starts))
+    return merge_all(apply_chunk(fn, as_block(block), start, args) for block, start in zip(blocks, starts))
 
 
 def merge_values(*values):
@@ -188,8 +215,12 @@ def _cull(dsk, roots):
 
 
 def _optimised_graph(X):
-    """The array's optimised graph, with the persisted futures that optimisation drops."""
-    keys = [k[0] for k in X.__dask_keys__()]
+    """The array's optimised graph, with the persisted futures that optimisation drops.
+
+    Returns the graph and the key of every row chunk (2-D X: one chunk
+    along the features; 1-D: the weights).
+    """
+    keys = [k[0] if isinstance(k, list) else k for k in X.__dask_keys__()]
     raw = dict(X.__dask_graph__())
     dsk = {k: v for k, v in raw.items() if not isinstance(v, GraphNode)}
     dsk.update(X.__dask_optimize__(X.__dask_graph__(), keys))
@@ -225,6 +256,12 @@ def _chunk_sources(dsk, keys):
 class ChunkPlan:
     """How to load each row chunk of a dask array, taken once from its graph.
 
+    Parameters
+    ----------
+    X : dask array of shape (n, D), one chunk along the features
+    weights : dask array of shape (n,), optional
+        Row weights chunked like X's rows.
+
     Attributes
     ----------
     sources : list
@@ -232,7 +269,8 @@ class ChunkPlan:
         the optimised graph (run inside the task that uses the block, so a
         chunk is loaded where it is used and never stored), the chunk's
         data, or a reference to a key of ``shared`` (a persisted future or
-        an upstream task).
+        an upstream task).  With weights, the pair ``(rows source,
+        weights source)`` of such sources.
     shared : dict
         The rest of the graph the sources depend on (a Zarr array object,
         persisted futures, upstream tasks), culled to what they need.
@@ -247,33 +285,47 @@ class ChunkPlan:
         chunks can share one task without holding upstream results.
     starts : list of int
         Global index of each chunk's first row.
+    chunk_rows : list of int
     chunk_bytes : list of int
+        Rows and weights together.
     local : bool
         Every source loads from data nodes alone: the threaded scheduler
         can be replaced by a plain thread pool.
     """
 
-    def __init__(self, X):
+    def __init__(self, X, weights=None):
         dsk, keys = _optimised_graph(X)
         self.sources, roots = _chunk_sources(dsk, keys)
         self.shared = _cull(dsk, roots)
+        # bytes per row of each part of a chunk: its rows, and its weights
+        self._part_row_bytes = (X.shape[1] * X.dtype.itemsize,)
+        if weights is not None:
+            wdsk, wkeys = _optimised_graph(weights)
+            wsources, wroots = _chunk_sources(wdsk, wkeys)
+            self.shared.update(_cull(wdsk, wroots))
+            self.sources = list(zip(self.sources, wsources))
+            self._part_row_bytes += (weights.dtype.itemsize,)
         self.handles = {
             k: node.value for k, node in self.shared.items()
             if isinstance(node, DataNode) and _is_store_handle(node.value)
         }
         self.groupable = [self._groupable(src) for src in self.sources]
         self.local = all(
-            not isinstance(src, TaskRef) and ok and all(isinstance(v, DataNode) for v in self.shared.values())
+            not any(isinstance(p, TaskRef) for p in parts(src)) and ok
+            and all(isinstance(v, DataNode) for v in self.shared.values())
             for src, ok in zip(self.sources, self.groupable)
         )
         self.starts = [0, *itertools.accumulate(int(c) for c in X.chunks[0])][:-1]
-        self.chunk_bytes = [int(c) * X.shape[1] * X.dtype.itemsize for c in X.chunks[0]]
+        self.chunk_rows = [int(c) for c in X.chunks[0]]
+        self.chunk_bytes = [int(c) * sum(self._part_row_bytes) for c in X.chunks[0]]
 
     def _is_data(self, key) -> bool:
         node = self.shared.get(key)
         return isinstance(node, DataNode) or (node is not None and not isinstance(node, GraphNode))
 
     def _groupable(self, src) -> bool:
+        if isinstance(src, tuple):
+            return all(self._groupable(p) for p in src)
         if isinstance(src, Task):
             return all(self._is_data(d) for d in src.dependencies)
         if isinstance(src, TaskRef):
@@ -283,24 +335,31 @@ class ChunkPlan:
     def block(self, i):
         """Evaluate chunk i in this process (``local`` plans only)."""
         src = self.sources[i]
-        deps = getattr(src, "dependencies", ())
-        return evaluate(src, {k: self.shared[k].value for k in deps})
+        return evaluate(src, {k: self.shared[k].value for k in source_dependencies(src)})
 
-    def inline_data(self, i) -> bool:
+    def part_bytes(self, i, part=None) -> int:
+        """Bytes of chunk i, or of one part of it (0: its rows, 1: its weights)."""
+        return self.chunk_bytes[i] if part is None else self.chunk_rows[i] * self._part_row_bytes[part]
+
+    def inline_data(self, i, part=None) -> bool:
         """Chunk i's data travels inside the graph: an in-memory array, or a task holding one.
 
         Such a chunk would be shipped to the cluster with every pass.  Tasks
         that read from a store (Zarr) depend on a shared node and are not
         inline; tasks that make their data (``da.random``) embed none.
+        ``part`` picks the rows' (0) or the weights' (1) source of a
+        weighted chunk.
         """
-        src = self.sources[i]
+        src = self.sources[i] if part is None else parts(self.sources[i])[part]
+        if isinstance(src, tuple):
+            return all(self.inline_data(i, p) for p in range(len(src)))
         if isinstance(src, TaskRef):
             return False
         if isinstance(src, Task):
             if src.dependencies:
                 return False
             embedded = array_bytes(src)
-            return embedded > 0 and embedded >= self.chunk_bytes[i] // 2
+            return embedded > 0 and embedded >= self.part_bytes(i, part or 0) // 2
         return not isinstance(src, GraphNode)  # the chunk's data itself
 
     def groups(self, n_workers_threads, location=None, per_thread=MAX_TASKS_PER_THREAD, threads_at=None):
@@ -358,11 +417,7 @@ class ChunkPlan:
         for g, run in enumerate(groups):
             deps = set()
             for i in run:
-                src = self.sources[i]
-                if isinstance(src, GraphNode):
-                    deps.update(src.dependencies)
-                elif isinstance(src, TaskRef):
-                    deps.add(src.key)
+                deps.update(source_dependencies(self.sources[i]))
             handles = {k: self.handles[k] for k in deps if k in self.handles}
             dep_keys = tuple(k for k in deps if k not in handles)
             key = (name, g)

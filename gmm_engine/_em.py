@@ -2,9 +2,12 @@
 
 Each pass computes, under the current parameters, the merged sufficient
 statistics and the total log-likelihood.  The M-step turns the statistics
-into the next parameters; the log-likelihood divided by the row count is
-scikit-learn's lower bound for the parameters *before* that M-step, so
-one pass gives both the update and the convergence test.
+into the next parameters; the log-likelihood divided by the row count
+(the sum of the row weights, with ``sample_weight``) is scikit-learn's
+lower bound for the parameters *before* that M-step, so one pass gives
+both the update and the convergence test.  The last pass's statistics
+stay with the state: they start the running statistics of ``partial_fit``
+at no extra cost.
 
 :func:`run_inits` is scikit-learn's ``n_init`` loop, written once: starts
 drawn in turn (from one random stream), each run (EM for ``fit``, one
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ._chunked import ChunkedData
 from ._params import GMMParams, m_step
-from ._stats import estep_chunk
+from ._stats import SufficientStatistics, estep_chunk
 
 logger = logging.getLogger("gmm_engine")
 
@@ -51,6 +54,10 @@ class EMState:
         With ``acceleration='squarem'``: the :class:`~gmm_engine._squarem.SquaremCycle`
         the next pass continues (one EM pass is then one iteration); None
         for plain EM.
+    stats : SufficientStatistics or None
+        The statistics of the iteration's pass (under the parameters before
+        its M-step; ``params`` is their M-step); None for a start.  Not
+        part of a checkpoint, nor of equality.
     """
 
     params: GMMParams
@@ -62,6 +69,7 @@ class EMState:
     seconds: float = 0.0
     n_passes: int = 0
     acceleration: object = None
+    stats: SufficientStatistics | None = field(default=None, compare=False, repr=False)
 
 
 def run_em(
@@ -97,7 +105,7 @@ def run_em(
     while state.n_iter < max_iter and not state.converged:
         t0 = time.perf_counter()
         stats = data.map_reduce(estep_chunk, state.params.kernel_params())
-        lower_bound = stats.loglik / stats.n_samples
+        lower_bound = stats.loglik / stats.sum_weights
         params = m_step(stats, reg_covar)
         change = lower_bound - state.lower_bound
         state = EMState(
@@ -108,6 +116,7 @@ def run_em(
             change=change,
             converged=abs(change) < tol,
             seconds=time.perf_counter() - t0,
+            stats=stats,
         )
         logger.info(
             "EM iteration %d: mean log-likelihood %.6f, change %.3g, %.2f s",
@@ -128,7 +137,7 @@ def evaluate_start(data: ChunkedData, params: GMMParams) -> EMState:
         (what EM's first iteration would report), not converged.
     """
     stats = data.map_reduce(estep_chunk, params.kernel_params())
-    return EMState(params, 0, stats.loglik / stats.n_samples)
+    return EMState(params, 0, stats.loglik / stats.sum_weights)
 
 
 def run_inits(n_init: int, start, run) -> EMState:

@@ -4,16 +4,20 @@ The fitted attributes are scikit-learn's: ``weights_``, ``means_``,
 ``covariances_``, ``precisions_cholesky_``, ``precisions_``,
 ``n_features_in_``, ``feature_names_in_`` (only for named input),
 ``converged_``, ``n_iter_``, ``lower_bound_`` and ``lower_bounds_``, plus
-``n_passes_`` (passes over the data, initialisation included) and
+``n_passes_`` (passes over the data, initialisation included),
+``online_state_`` (the running state of ``partial_fit``: an
+:class:`~gmm_engine._online.OnlineState`, or None) and
 ``_fitted_covariance_type``, the type the arrays have (``set_params``
 after a fit changes what the next fit does, not what the arrays are).
 
-* :func:`set_fitted` is the only writer.  ``fit``, ``resume`` and
-  ``initialize``, a checkpoint (``checkpoint.estimator_from_state``) and a
-  loaded model (``_persist.load_model``) all set the attributes from an
-  :class:`~gmm_engine.EMState`, so the parameters, the feature count and
-  names and the history always describe one model, and a failed fit
-  leaves the previous one whole.
+* :func:`set_fitted` is the only writer.  ``fit``, ``resume``,
+  ``initialize``, ``partial_fit`` and ``partial_fit_statistics``, a
+  checkpoint (``checkpoint.estimator_from_state``) and a loaded model
+  (``_persist.load_model``) all set the attributes from an
+  :class:`~gmm_engine.EMState` (and the running state), so the
+  parameters, the feature count and names, the history and the running
+  statistics always describe one model, and a failed fit or step leaves
+  the previous one whole.
 * :func:`fitted_params` reads the arrays back as :class:`GMMParams`,
   checked against each other: the kernels do no bounds checks, so an
   attribute replaced after the fit must fail here, not read past an array.
@@ -32,7 +36,7 @@ from ._em import EMState
 from ._params import GMMParams
 
 
-def set_fitted(est, state: EMState, names=None):
+def set_fitted(est, state: EMState, names=None, online=None):
     """Set every fitted attribute of ``est`` from ``state``; returns ``est``.
 
     Parameters
@@ -43,6 +47,9 @@ def set_fitted(est, state: EMState, names=None):
         pass count.
     names : sequence of str, optional
         The input's feature names; None removes ``feature_names_in_``.
+    online : OnlineState, optional
+        The running statistics of ``partial_fit`` (``online_state_``);
+        None when there are none.
     """
     params = state.params
     est._fitted_covariance_type = params.covariance_type
@@ -61,6 +68,7 @@ def set_fitted(est, state: EMState, names=None):
     est.lower_bound_ = float(state.lower_bound)
     est.lower_bounds_ = [float(v) for v in state.lower_bounds]
     est.n_passes_ = int(state.n_passes)
+    est.online_state_ = online
     return est
 
 

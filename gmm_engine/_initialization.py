@@ -25,6 +25,15 @@ scheduler runs chunks in.
   candidates weighted by the rows nearest to them and reclustered in
   memory with weighted k-means++ and Lloyd, then Lloyd passes on the
   chunks until the centres move less than scikit-learn's KMeans ``tol``.
+
+With row weights (``sample_weight``) every method weighs rows as repeated
+rows: sampling probabilities (k-means|| and k-means++ draws, the first
+centre, 'random_from_data') are proportional to the weight (times the
+squared distance where there is one), so a row of weight 0 is never
+chosen; candidate weights, Lloyd means and random responsibilities are
+weighted.  The rows drawn uniformly (``RandomState.randint`` or
+``choice``) without weights are drawn by exponential races on the weights
+instead, one pass each: unweighted draws are exactly today's.
 """
 
 from __future__ import annotations
@@ -116,23 +125,38 @@ def _min_sqdist(block, centers):
     return dist
 
 
+def _weighted(d2, weights):
+    """Squared distances times row weights; a row of weight 0 adds nothing, however far (0 * inf)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(weights > 0, d2 * weights, 0.0)
+
+
 def _exp_keys(u, weights):
     with np.errstate(divide="ignore"):
         return np.where(weights > 0, -np.log1p(-u) / weights, np.inf)
 
 
-def _topkeys_chunk(block, start, centers, key, stream, m):
-    d2 = _min_sqdist(block, centers)
-    u = row_uniforms(key, stream, start, start + block.shape[0], 1)[:, 0]
-    keys = _exp_keys(u, d2)
+def _top_keys(block, start, keys, cost, m):
     take = np.argsort(keys, kind="stable")[:m]
     take = take[np.isfinite(keys[take])]
-    return _TopKeys(
-        keys[take], start + take, np.asarray(block[take], dtype=np.float64), float(d2.sum()), m
-    )
+    return _TopKeys(keys[take], start + take, np.asarray(block[take], dtype=np.float64), cost, m)
 
 
-def _races_chunk(block, start, centers, trials, key, stream, n_races):
+def _topkeys_chunk(block, start, centers, key, stream, m, weights=None):
+    d2 = _min_sqdist(block, centers)
+    if weights is not None:
+        d2 = _weighted(d2, weights)
+    u = row_uniforms(key, stream, start, start + block.shape[0], 1)[:, 0]
+    return _top_keys(block, start, _exp_keys(u, d2), float(d2.sum()), m)
+
+
+def _weighted_draw_chunk(block, start, key, m, weights):
+    """The ``m`` rows with the smallest exponential keys on the weights: a weighted draw without replacement."""
+    u = row_uniforms(key, 0, start, start + block.shape[0], 1)[:, 0]
+    return _top_keys(block, start, _exp_keys(u, weights), float(np.sum(weights)), m)
+
+
+def _races_chunk(block, start, centers, trials, key, stream, n_races, weights=None):
     if block.shape[0] == 0:
         # a zero-row chunk (left by filtering) wins no race: the neutral value
         H = 1 if trials is None else trials.shape[0]
@@ -149,6 +173,8 @@ def _races_chunk(block, start, centers, trials, key, stream, n_races):
         each = np.empty((block.shape[0], trials.shape[0]))
         kern.sqdist_each(block, np.ascontiguousarray(trials), each)
         hyp = np.minimum(d2[:, None], each)
+    if weights is not None:
+        hyp = _weighted(hyp, weights[:, None])
     n, H = hyp.shape
     u = row_uniforms(key, stream, start, start + n, H * n_races).reshape(n, H, n_races)
     keys = _exp_keys(u, hyp[:, :, None])
@@ -162,33 +188,35 @@ def _races_chunk(block, start, centers, trials, key, stream, n_races):
     )
 
 
-def _count_nearest_chunk(block, start, centers):
+def _count_nearest_chunk(block, start, centers, weights=None):
     labels = np.empty(block.shape[0], dtype=np.int64)
     dist = np.empty(block.shape[0])
     kern.nearest(block, centers, labels, dist)
+    if weights is not None:
+        return _Counts(np.bincount(labels, weights=weights, minlength=centers.shape[0]))
     return _Counts(np.bincount(labels, minlength=centers.shape[0]).astype(np.float64))
 
 
-def _lloyd_chunk(block, start, centers, covariance_type):
+def _lloyd_chunk(block, start, centers, covariance_type, weights=None):
     labels = np.empty(block.shape[0], dtype=np.int64)
     dist = np.empty(block.shape[0])
     kern.nearest(block, centers, labels, dist)
     resp = np.zeros((block.shape[0], centers.shape[0]))
     resp[np.arange(block.shape[0]), labels] = 1.0
-    return SuffStats.from_resp(block, resp, centers, covariance_type)
+    return SuffStats.from_resp(block, resp, centers, covariance_type, weights)
 
 
-def _scatter_chunk(block, start, shift):
+def _scatter_chunk(block, start, shift, weights=None):
     """Sum and scatter of all rows around ``shift`` (1, D): one component owning every row."""
     resp = np.ones((block.shape[0], 1))
-    return SuffStats.from_resp(block, resp, shift, _covariance.FULL)
+    return SuffStats.from_resp(block, resp, shift, _covariance.FULL, weights)
 
 
-def _random_resp_chunk(block, start, shift, key, covariance_type):
+def _random_resp_chunk(block, start, shift, key, covariance_type, weights=None):
     K = shift.shape[0]
     resp = row_uniforms(key, 0, start, start + block.shape[0], K)
     resp /= resp.sum(axis=1, keepdims=True)
-    return SuffStats.from_resp(block, resp, shift, covariance_type)
+    return SuffStats.from_resp(block, resp, shift, covariance_type, weights)
 
 
 # ---------------------------------------------------------------------------
@@ -239,10 +267,48 @@ def _weighted_lloyd(points, weights, centers, tol, max_iter=300):
 # the methods
 
 
+def draw_rows(data: ChunkedData, rs, size=None, replace=True):
+    """Rows drawn at random: uniformly without weights, in proportion to the row weights with them.
+
+    Without weights the draw is ``rs.randint(n)`` (``size=None``),
+    ``rs.randint(n, size=size)`` or ``rs.choice(n, size, replace=False)``,
+    then ``data.take``: the same calls, the same rows, as before weights
+    existed.  With weights one pass draws ``size`` distinct rows by
+    exponential keys on the weights (a row of weight 0 never wins); when
+    fewer rows have a positive weight and ``replace`` allows, they repeat.
+
+    Returns
+    -------
+    indices : ndarray of shape (size,) (1 when ``size`` is None)
+    rows : ndarray of shape (len(indices), D), float64
+    """
+    if not data.weighted:
+        if not replace:
+            indices = rs.choice(data.n_samples, size=size, replace=False)
+        elif size is None:
+            indices = [int(rs.randint(data.n_samples))]
+        else:
+            indices = rs.randint(data.n_samples, size=size)
+        return np.asarray(indices), data.take(indices)
+    key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
+    m = 1 if size is None else int(size)
+    top = data.map_reduce(_weighted_draw_chunk, key, m)
+    indices, rows = top.idx, top.rows
+    if replace and 0 < len(indices) < m:
+        pick = np.resize(np.arange(len(indices)), m)
+        indices, rows = indices[pick], rows[pick]
+    return indices, rows
+
+
 def _one_hot_stats(rows, covariance_type):
-    """Statistics of responsibilities equal to 1 on one row per component."""
+    """Statistics of responsibilities equal to 1 on one row per component.
+
+    With weights too: a chosen row of weight w is one of w repeated rows,
+    of which only the chosen one has a responsibility.
+    """
     empty = SuffStats.zeros(covariance_type, rows, loglik=float("nan"))
-    return dataclasses.replace(empty, nk=np.ones(rows.shape[0]), n_samples=rows.shape[0])
+    K = rows.shape[0]
+    return dataclasses.replace(empty, nk=np.ones(K), n_samples=K, sum_weights=float(K))
 
 
 def tied_one_hot_covariance(data: ChunkedData, summary: DataSummary, rows, reg_covar):
@@ -254,7 +320,7 @@ def tied_one_hot_covariance(data: ChunkedData, summary: DataSummary, rows, reg_c
     responsibility; with one-hot responsibilities at the chosen rows ``x_k``
     (``nk_k = 1 + 10 eps``, ``m_k = x_k / nk_k``) that is the second moment
     about the origin of the other rows, divided by K.  This is that value,
-    from one pass accumulating the scatter ``S`` and sum ``s`` of all rows
+    from one pass accumulating the (weighted) scatter ``S`` and sum ``s`` of all rows
     around the data mean ``c`` in float64: with ``e_k = x_k - c`` and
     ``X^T X = S + c s^T + s c^T + N c c^T``, the difference is assembled
     from moderate terms and one exact rank-one term, so data far from the
@@ -287,7 +353,7 @@ def tied_one_hot_covariance(data: ChunkedData, summary: DataSummary, rows, reg_c
     diff = (
         S - np.einsum("k,ki,kj->ij", inv, e, e)
         + np.outer(c, t) + np.outer(t, c)
-        + (float(data.n_samples) - inv.sum()) * np.outer(c, c)
+        + (float(stats.sum_weights) - inv.sum()) * np.outer(c, c)
     )
     cov = diff / nk.sum()
     cov = 0.5 * (cov + cov.T)
@@ -305,9 +371,9 @@ def kmeans_plusplus_rows(data: ChunkedData, K: int, rs: np.random.RandomState):
     """
     key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
     n_races = 2 + int(np.log(K))
-    first = int(rs.randint(data.n_samples))
-    rows = [data.take([first])[0]]
-    indices = [first]
+    first, first_row = draw_rows(data, rs)
+    rows = [first_row[0]]
+    indices = [int(first[0])]
     trials, trial_idx = None, None
     stream = 0
     while len(rows) < K:
@@ -322,14 +388,14 @@ def kmeans_plusplus_rows(data: ChunkedData, K: int, rs: np.random.RandomState):
                 rows.append(trials[h])
                 indices.append(int(trial_idx[h]))
             else:  # fewer distinct rows than components
-                i = int(rs.randint(data.n_samples))
-                rows.append(data.take([i])[0])
-                indices.append(i)
+                i, row = draw_rows(data, rs)
+                rows.append(row[0])
+                indices.append(int(i[0]))
             if len(rows) == K:
                 break
         valid = res.idx[h] >= 0
         if not valid.any():
-            trials = data.take(rs.randint(data.n_samples, size=n_races))
+            trials = draw_rows(data, rs, n_races)[1]
             trial_idx = np.full(n_races, -1)
         else:
             # races that found no row (all remaining distances 0) repeat a winner
@@ -341,8 +407,7 @@ def kmeans_plusplus_rows(data: ChunkedData, K: int, rs: np.random.RandomState):
 def kmeans_parallel_centers(data: ChunkedData, summary: DataSummary, K: int, rs):
     """k-means|| candidates reclustered to K centres (not yet refined by Lloyd)."""
     key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
-    first = int(rs.randint(data.n_samples))
-    candidates = data.take([first])
+    candidates = draw_rows(data, rs)[1]
     m = KMEANS_PARALLEL_OVERSAMPLING * K
     for r in range(KMEANS_PARALLEL_ROUNDS):
         top = data.map_reduce(_topkeys_chunk, candidates, key, r, m)
@@ -352,7 +417,7 @@ def kmeans_parallel_centers(data: ChunkedData, summary: DataSummary, K: int, rs)
     counts = data.map_reduce(_count_nearest_chunk, candidates).counts
     tol = KMEANS_TOL * float(np.mean(summary.variance))
     if candidates.shape[0] <= K:
-        extra = data.take(rs.randint(data.n_samples, size=K - candidates.shape[0]))
+        extra = draw_rows(data, rs, K - candidates.shape[0])[1]
         return np.vstack([candidates, extra])
     centers = _weighted_kmeanspp(candidates, counts, K, rs)
     return _weighted_lloyd(candidates, counts, centers, tol)
@@ -408,15 +473,15 @@ def initial_params(
         shift = np.broadcast_to(summary.mean, (K, D)).copy()
         stats = data.map_reduce(_random_resp_chunk, shift, key, covariance_type)
     elif init_params == "random_from_data":
-        indices = rs.choice(data.n_samples, size=K, replace=False)
-        chosen = data.take(indices)
+        chosen = draw_rows(data, rs, K, replace=False)[1]
         stats = _one_hot_stats(chosen, covariance_type)
     elif init_params == "k-means++":
         chosen, _ = kmeans_plusplus_rows(data, K, rs)
         stats = _one_hot_stats(chosen, covariance_type)
     else:  # pragma: no cover - validated by the estimator
         raise ValueError(f"unknown init_params {init_params!r}")
-    params = m_step(stats, reg_covar, n_samples=data.n_samples)
+    # scikit-learn's weights nk / n_samples: with row weights, their sum
+    params = m_step(stats, reg_covar, n_samples=summary.weight)
     one_hot = init_params in ("random_from_data", "k-means++")
     if one_hot and cov.one_hot_start_reads_all_rows and precisions_init is None:
         # scikit-learn's tied start from one row per component reads every row

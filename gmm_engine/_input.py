@@ -9,12 +9,18 @@ read; in-memory input is validated (and scanned for NaN and inf) by
 ``check_numpy``.  Feature names come from DataFrame columns or a Zarr
 array's ``feature_names`` attribute.
 
-Two entries, one per use:
+Three entries, one per use:
 
 * :func:`training_data` -> (``ChunkedData``, feature names): what fitting
   passes over;
 * :func:`scoring_input` -> (array, is_lazy): what prediction maps over,
-  checked against the fitted estimator.
+  checked against the fitted estimator;
+* :func:`fitted_data` -> ``ChunkedData``: what a pass under a fitted
+  model goes over (``partial_fit`` after the first call, weighted scores),
+  checked as :func:`scoring_input` checks.
+
+``sample_weight`` comes with X to the first and the last
+(:mod:`gmm_engine._weights`); the ``ChunkedData`` carries it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from ._validation import (
     is_zarr_array,
     is_zarr_group,
 )
+from ._weights import sample_weight_for
 from ._zarr_io import ZarrRows
 
 #: target bytes per Dask chunk when we choose the chunking (Zarr input)
@@ -149,18 +156,30 @@ def _resolve(X):
     return X, X
 
 
-def training_data(X, *, persist=False, check_features=None):
+def _chunked(X, lazy, weights, persist=False):
+    if not lazy:
+        return NumpyData(X, weights=weights)
+    from ._dask_data import DaskData  # imports dask, which in-memory input never needs
+
+    return DaskData(X, persist=persist, weights=weights)
+
+
+def training_data(X, *, persist=False, check_features=None, sample_weight=None, min_samples=2):
     """The data a fit passes over, and the input's feature names.
 
     Parameters
     ----------
     X : any accepted input
-        At least two rows.
+        At least ``min_samples`` rows.
     persist : bool
         Keep dask input in (cluster) memory for the whole fit.
     check_features : callable, optional
         Called with the feature count before the data is set up (and,
         with ``persist``, loaded): a warm start refuses X here.
+    sample_weight : None, number, array-like, dask array, Zarr array or path, optional
+        Row weights, validated here (lazy ones from their metadata; their
+        values by the scan).
+    min_samples : int
 
     Returns
     -------
@@ -170,15 +189,24 @@ def training_data(X, *, persist=False, check_features=None):
     """
     X, names_source = _resolve(X)
     lazy = is_dask_array(X)
-    X = _lazy_input(X, min_samples=2) if lazy else check_numpy(X, min_samples=2)
+    X = _lazy_input(X, min_samples=min_samples) if lazy else check_numpy(X, min_samples=min_samples)
     names = get_feature_names(names_source)  # raises on mixed name types
     if check_features is not None:
         check_features(X.shape[1])
-    if not lazy:
-        return NumpyData(X), names
-    from ._dask_data import DaskData  # imports dask, which in-memory input never needs
+    weights = sample_weight_for(sample_weight, X, lazy)
+    return _chunked(X, lazy, weights, persist), names
 
-    return DaskData(X, persist=persist), names
+
+def fitted_data(X, estimator, *, sample_weight=None):
+    """X (and its weights) as ChunkedData for a pass under ``estimator``'s fitted parameters.
+
+    Validated as :func:`scoring_input` validates (one row suffices; the
+    feature count and names must be the fitted ones).  Lazy X is checked
+    for NaN and inf by the pass itself (``checked_estep_chunk``,
+    ``loglik_chunk``), not by a scan of its own.
+    """
+    X, lazy = scoring_input(X, estimator)
+    return _chunked(X, lazy, sample_weight_for(sample_weight, X, lazy))
 
 
 def scoring_input(X, estimator, *, in_memory=False):

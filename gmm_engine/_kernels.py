@@ -37,7 +37,7 @@ whose responsibility for component k is below ``SKIP_REL * w_k`` is left
 out of that component's sums and scatter (not of its soft count): the
 mass left out of any statistic is below ``SKIP_REL`` times the
 component's previous soft count, far below float64 rounding of the
-totals (see ``_covariance.KernelParams``).
+totals (see ``_kernel_params.KernelParams``).
 
 Conventions shared by every kernel:
 
@@ -660,8 +660,13 @@ def _diag_stats(xT, D, Dp, means_p, RT, spherical, SQT, Sv, Qv):
                 vstore(Qv, p, vadd(vload(Qv, p), q0))
         if spherical:
             q0 = vzero()
+            minpos = vsplat(5e-324)
+            zero = vzero()
             for o in range(0, BR, W):
-                q0 = vfma(vload(RT, k * BR + o), vload(SQT, k * BR + o), q0)
+                r = vload(RT, k * BR + o)
+                # a row without responsibility adds nothing, even when its squared
+                # distance overflowed to inf (a far row of weight 0: 0 * inf is NaN)
+                q0 = vfma(r, vselect_ge(r, minpos, vload(SQT, k * BR + o), zero), q0)
             p = k * Dp * W
             vstore(Qv, p, vadd(vload(Qv, p), q0))
 

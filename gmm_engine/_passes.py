@@ -37,6 +37,9 @@ class CountedData(ChunkedData):
         self.n_samples = data.n_samples
         self.n_features = data.n_features
         self.dtype = data.dtype
+        # the interface's class-level defaults would shadow the wrapped data's own
+        self.weights = data.weights
+        self.values_checked = data.values_checked
 
     def map_reduce(self, fn, *args, **kwargs):
         self.passes += 1

@@ -14,6 +14,11 @@ Layout of a model directory::
     weights_init.npy, means_init.npy, precisions_init.npy
                       only when those parameters were given: as given
                       (numeric dtype and shape unchanged)
+    online_shift.npy, online_nk.npy, online_sums.npy, online_scatter.npy
+                      only with a running state (``online_state_``, left by
+                      ``fit`` and ``partial_fit``): its statistics, whose
+                      scalars, step count, rows and weight seen and mode are
+                      the document's ``online`` section
 
 Arrays are plain ``.npy`` files read with ``allow_pickle=False``; nothing
 is ever pickled.  Loading checks the format marker and version, the
@@ -41,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _covariance
+from . import _covariance, _online
 from ._em import EMState
 from ._fitted import fitted_params, set_fitted
 from ._params import GMMParams
@@ -70,7 +75,11 @@ _SCALAR_PARAMS = {
     "verbose": int,
     "verbose_interval": int,
     "persist": bool,
+    "learning_decay": float,
+    "learning_offset": float,
 }
+#: scalar parameters that may also be None
+_OPTIONAL_FLOAT_PARAMS = ("half_life",)
 
 
 def _sha256(data: bytes) -> str:
@@ -195,6 +204,7 @@ def _params_section(params: dict, files: dict, arrays: dict) -> dict:
     """The ``params`` section; the initial parameters given go to ``files`` and ``arrays``."""
     stored = {
         **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
+        **{k: None if params[k] is None else float(params[k]) for k in _OPTIONAL_FLOAT_PARAMS if k in params},
         "random_state": _storable_random_state(params.get("random_state")),
         "acceleration": params.get("acceleration"),
     }
@@ -253,6 +263,11 @@ def _model_files(estimator, metadata: dict) -> dict:
         arr = np.ascontiguousarray(fitted_arrays[attr], dtype=np.float64)
         fname = attr.rstrip("_") + ".npy"
         files[fname], arrays[attr] = _npy_entry(arr, fname)
+    online = getattr(estimator, "online_state_", None)
+    if online is not None:
+        doc["online"], online_arrays = _online.to_files(online)
+        for name, arr in online_arrays.items():
+            files[name + ".npy"], arrays[name] = _npy_entry(arr, name + ".npy")
     doc["checksum"] = _doc_checksum(doc)
     files[MODEL_FILE] = json.dumps(doc, indent=2, sort_keys=True).encode()
     return files
@@ -447,7 +462,7 @@ def load_model(cls, path):
             _fail(path, f"n_components={K} and n_features_in_={D} must be positive")
     arrays = _fitted_arrays(path, doc, ctype, K, D)
     _check_fitted_section(path, fitted)
-    kwargs = {k: params[k] for k in _SCALAR_PARAMS if k in params}
+    kwargs = {k: params[k] for k in (*_SCALAR_PARAMS, *_OPTIONAL_FLOAT_PARAMS) if k in params}
     kwargs["random_state"] = params.get("random_state")
     kwargs["acceleration"] = params.get("acceleration")  # validated below
     for name in _INIT_ARRAYS:
@@ -475,4 +490,20 @@ def load_model(cls, path):
         converged=fitted["converged_"],
         n_passes=fitted.get("n_passes_", 0),
     )
-    return set_fitted(est, state, names), doc["metadata"]
+    return set_fitted(est, state, names, online=_online_state(path, doc, ctype, K, D)), doc["metadata"]
+
+
+def _online_state(path, doc, ctype, K, D):
+    """The running state of the ``online`` section, checked against the fitted arrays (None without one)."""
+    section = doc.get("online")
+    if section is None:
+        return None
+    try:
+        state = _online.from_files(section, lambda name: _read_array(path, doc, name, None))
+    except ValueError as exc:
+        _fail(path, f"its online section is invalid: {exc}")
+    stats = state.stats
+    if stats.covariance_type != ctype or stats.shift.shape != (K, D):
+        _fail(path, f"its running statistics are for covariance_type={stats.covariance_type!r} and "
+                    f"shift {stats.shift.shape}, the model for {ctype!r} and ({K}, {D})")
+    return state

@@ -66,8 +66,6 @@ from .exceptions import ComponentCollapseError
 
 logger = logging.getLogger("gmm_engine")
 
-#: the ``acceleration`` values of ``GaussianMixture`` (None: plain EM)
-METHODS = ("squarem",)
 
 #: which pass of a cycle comes next
 EVALUATE_THETA0, EVALUATE_THETA1, EVALUATE_TRIAL = 0, 1, 2
@@ -210,9 +208,9 @@ def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams):
 
 
 def _em_pass(data: ChunkedData, params: GMMParams, reg_covar: float):
-    """(mean log-likelihood of ``params``, ``F(params)``): one pass over the data."""
+    """(mean log-likelihood of ``params``, ``F(params)``, the pass's statistics): one pass over the data."""
     stats = data.map_reduce(estep_chunk, params.kernel_params())
-    return stats.loglik / stats.n_samples, m_step(stats, reg_covar)
+    return stats.loglik / stats.sum_weights, m_step(stats, reg_covar), stats
 
 
 def run_squarem(
@@ -265,7 +263,7 @@ def run_squarem(
 def _em_step_pass(data, state, cycle, reg_covar, tol):
     """The pass at ``theta0`` or ``theta1``: a plain EM step, with plain EM's convergence test."""
     x = state.params
-    lower_bound, nxt = _em_pass(data, x, reg_covar)
+    lower_bound, nxt, stats = _em_pass(data, x, reg_covar)
     change = lower_bound - state.lower_bound
     converged = abs(change) < tol
     if cycle.phase == EVALUATE_THETA0 or converged:
@@ -287,6 +285,7 @@ def _em_step_pass(data, state, cycle, reg_covar, tol):
         lower_bounds=state.lower_bounds + (lower_bound,),
         change=change,
         converged=converged,
+        stats=stats,
     )
     return new, cycle, what
 
@@ -295,9 +294,9 @@ def _trial_pass(data, state, cycle, reg_covar):
     """The pass at ``theta'``: accept ``theta3 = F(theta')`` if the log-likelihood did not fall."""
     reference = state.lower_bound  # loglik(theta1); state.params is theta2
     try:
-        lower_bound, theta3 = _em_pass(data, cycle.trial, reg_covar)
+        lower_bound, theta3, stats = _em_pass(data, cycle.trial, reg_covar)
     except ComponentCollapseError:
-        lower_bound, theta3 = -math.inf, None
+        lower_bound, theta3, stats = -math.inf, None, None
     after = dataclasses.replace(cycle, phase=EVALUATE_THETA0, trial=None, alpha=math.nan)
     if theta3 is not None and lower_bound >= reference:
         new = EMState(
@@ -306,15 +305,17 @@ def _trial_pass(data, state, cycle, reg_covar):
             lower_bound=lower_bound,
             lower_bounds=state.lower_bounds + (lower_bound,),
             change=lower_bound - reference,
-            )
+            stats=stats,
+        )
         return new, dataclasses.replace(after, n_accepted=cycle.n_accepted + 1), f"extrapolation alpha = {cycle.alpha:.3g} accepted"
-    # continue from theta2: the state stays, one more pass spent
+    # continue from theta2: the state stays (with the statistics theta2 came from), one more pass spent
     new = EMState(
         params=state.params,
         n_iter=state.n_iter + 1,
         lower_bound=reference,
         lower_bounds=state.lower_bounds + (reference,),
         change=0.0,
+        stats=state.stats,
     )
     what = (f"extrapolation alpha = {cycle.alpha:.3g} rejected (mean log-likelihood {lower_bound:.6f} "
             f"< {reference:.6f}), continuing from the EM step")

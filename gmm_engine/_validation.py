@@ -16,7 +16,6 @@ import warnings
 import numpy as np
 
 from . import _covariance
-from ._squarem import METHODS as ACCELERATIONS
 from .exceptions import DataValidationError, InvalidParameterError, NotFittedError, compatible
 
 # ---------------------------------------------------------------------------
@@ -139,7 +138,12 @@ PARAMETER_CONSTRAINTS = {
     "verbose": [_Interval(numbers.Integral, 0, None, "left"), *_BOOL],
     "verbose_interval": [_Interval(numbers.Integral, 1, None, "left")],
     "persist": _BOOL,
-    "acceleration": [_Options(ACCELERATIONS), _NONE],
+    "acceleration": [_Options({"squarem"}), _NONE],  # gmm_engine._squarem
+    # partial_fit: LatentDirichletAllocation's names for the stepwise schedule,
+    # and the half-life (rows) of forgetting
+    "learning_decay": [_Interval(numbers.Real, 0.5, 1.0, "right")],
+    "learning_offset": [_Interval(numbers.Real, 0.0, None, "left")],
+    "half_life": [_Interval(numbers.Real, 0.0, None, "neither"), _NONE],
 }
 
 

@@ -8,19 +8,24 @@ The estimator composes the engine's parts; each lives in its own module:
 :mod:`._em`              the EM loop and the ``n_init`` loop
 :mod:`._squarem`         the accelerated EM loop (``acceleration='squarem'``)
 :mod:`._passes`          the count of passes over the data (``n_passes_``)
+:mod:`._weights`         ``sample_weight``: accepted forms and checks
+:mod:`._online`          stepwise EM: the running state of ``partial_fit``
+:mod:`._partial_fit`     ``partial_fit`` and ``partial_fit_statistics``
 :mod:`._chunked`         passes over chunks: the interface, NumPy threads, the fold
 :mod:`._dask_data`       passes over a dask array (plan: ``_dask_plan``)
 :mod:`._blocks`          per-block scoring, mapped over the rows
+:mod:`._prediction`      scores, labels, posteriors, criteria, draws of a fit
 :mod:`._fitted`          the one writer of the fitted attributes; checked readers
 :mod:`._criteria`        log-likelihood, BIC and AIC from one pass
 :mod:`._persist`         the model directory format
 :mod:`._estimator_api`   get_params / set_params / repr / tags
 =======================  ==========================================================
 
-Fitting (``fit``, ``resume``, ``initialize``) validates the parameters and
-X, scans X once for NaN and inf (which also gives the statistics the
-initialisers need), runs, and only then sets the fitted attributes, all
-at once: a failed fit leaves the previous model as it was.
+Fitting (``fit``, ``resume``, ``initialize``) validates the parameters,
+X and ``sample_weight``, scans X (and lazy weights) once for NaN, inf and
+invalid weights (which also gives the statistics the initialisers need),
+runs, and only then sets the fitted attributes, all at once: a failed fit
+leaves the previous model as it was.
 """
 
 from __future__ import annotations
@@ -33,33 +38,34 @@ import warnings
 import numpy as np
 
 from . import _covariance, _persist
-from ._blocks import map_rows, predict_block, proba_block, score_block
 from ._criteria import InformationCriteria
 from ._em import EMState, evaluate_start, run_em, run_inits
 from ._estimator_api import EstimatorAPI
-from ._fitted import em_state, fitted_covariance_type, fitted_params, set_fitted
+from ._fitted import em_state, fitted_covariance_type, set_fitted
 from ._initialization import initial_params
-from ._input import scoring_input, training_data
+from ._input import training_data
+from ._online import FORGETTING, STEPWISE, OnlineState
+from ._partial_fit import PartialFit
 from ._passes import CountedData
+from ._prediction import Prediction
 from ._squarem import run_squarem
-from ._stats import summary_chunk
+from ._stats import refuse_bad_rows, summary_chunk
 from ._validation import (
     check_init_array,
     check_is_fitted,
     check_means,
     check_random_state,
     check_weights,
-    non_finite_message,
     validate_params,
 )
-from .exceptions import ConvergenceWarning, DataValidationError, compatible
+from .exceptions import ConvergenceWarning, compatible
 
 logger = logging.getLogger("gmm_engine")
 
 __all__ = ["GaussianMixture", "InformationCriteria", "load_model"]
 
 
-class GaussianMixture(EstimatorAPI):
+class GaussianMixture(PartialFit, Prediction, EstimatorAPI):
     """Gaussian mixture fitted by EM with one pass over chunked data per iteration.
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture` (same parameters,
@@ -73,6 +79,11 @@ class GaussianMixture(EstimatorAPI):
     scheduler; in-memory input runs on local threads.  A dask array of
     in-memory chunks (``da.from_array(X)``) is sent to the cluster once per
     fit, not with every pass.
+
+    Beyond scikit-learn: ``sample_weight`` (integer weights are repeated
+    rows, zero weights removed rows) on fitting, scoring and the
+    information criteria, and :meth:`partial_fit`, stepwise (online) EM
+    on the sufficient statistics, one pass per batch.
 
     Parameters
     ----------
@@ -129,6 +140,18 @@ default='kmeans'
         components) then needs several times fewer passes to the same
         lower bound.  ``n_iter_``, ``lower_bounds_`` and ``max_iter`` then
         count EM passes, ``tol`` applies to the EM steps of the path.
+    learning_decay : float, default=0.7
+        :meth:`partial_fit`'s step ``eta_t = (learning_offset + t) **
+        -learning_decay`` towards each batch's statistics, in (0.5, 1]
+        (LatentDirichletAllocation's name and meaning).
+    learning_offset : float, default=10.0
+        Non-negative; larger values make the early steps smaller.
+    half_life : float, default=None
+        When set (rows), :meth:`partial_fit` forgets instead: the running
+        statistics are multiplied by ``2 ** (-n_batch / half_life)``
+        (``n_batch`` the batch's rows, counted by weight) before the
+        batch's are added, so data ``half_life`` rows old weighs half: for
+        a stream that drifts.
 
     Attributes
     ----------
@@ -156,6 +179,12 @@ default='kmeans'
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when the input had string feature names (DataFrame columns or
         a Zarr array's ``feature_names`` attribute).
+    online_state_ : OnlineState or None
+        The running statistics of :meth:`partial_fit` (with the step
+        count, rows and weight seen and the mode), replaced by every step
+        and saved with the model; ``fit`` leaves the statistics of its
+        last pass here, so a later ``partial_fit`` weighs the training
+        data in.  None after ``initialize`` or a fit with ``max_iter=0``.
 
     Notes
     -----
@@ -183,6 +212,9 @@ default='kmeans'
         verbose_interval=10,
         persist=False,
         acceleration=None,
+        learning_decay=0.7,
+        learning_offset=10.0,
+        half_life=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -200,10 +232,13 @@ default='kmeans'
         self.verbose_interval = verbose_interval
         self.persist = persist
         self.acceleration = acceleration
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.half_life = half_life
 
     # -- fitting -------------------------------------------------------------
 
-    def fit(self, X, y=None, *, on_iteration=None):
+    def fit(self, X, y=None, sample_weight=None, *, on_iteration=None):
         """Estimate the parameters with EM; see :meth:`fit_predict`.
 
         Parameters
@@ -211,6 +246,14 @@ default='kmeans'
         X : array-like, dask array, dask DataFrame, zarr array, or path/URL of a \
 Zarr array, of shape (n_samples, n_features)
         y : Ignored
+        sample_weight : array-like, dask array, zarr array or path of shape \
+(n_samples,), or float, default=None
+            Row weights: every statistic of a row is multiplied by its
+            weight (integer weights fit as repeated rows, zero weights as
+            removed rows), and the initialisation draws rows in proportion
+            to them.  A dask array is rechunked like X's rows.  Refused
+            with scikit-learn's messages when NaN, infinite, negative, all
+            zero or of the wrong shape.
         on_iteration : callable, optional
             Called after every EM iteration (every EM pass with
             ``acceleration``) with an ``EMState`` (parameters, iteration
@@ -222,7 +265,7 @@ Zarr array, of shape (n_samples, n_features)
         """
         validate_params(self)
         warm = self._will_warm_start()
-        data, names = self._training_data(X, warm=warm)
+        data, names = self._training_data(X, warm=warm, sample_weight=sample_weight)
         self._check_n_samples(data)
         inits = self._check_init_params(data.n_features)
         summary = self._scan(data)
@@ -238,17 +281,17 @@ Zarr array, of shape (n_samples, n_features)
         best = run_inits(n_init, start, lambda init, s: self._run(data, s, init, n_init, on_iteration))
         return self._finish(best, names, data)
 
-    def fit_predict(self, X, y=None):
-        """Fit, then return the most likely component of every row of X.
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit (with ``sample_weight``, see :meth:`fit`), then return the most likely component of every row of X.
 
         Returns
         -------
         labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
         """
-        self.fit(X)
+        self.fit(X, sample_weight=sample_weight)
         return self.predict(X)
 
-    def initialize(self, X, y=None):
+    def initialize(self, X, y=None, sample_weight=None):
         """Set the initial parameters only: where :meth:`fit` would start EM.
 
         Each of the ``n_init`` initialisations (drawn in turn from one
@@ -258,7 +301,7 @@ Zarr array, of shape (n_samples, n_features)
 
         Parameters
         ----------
-        X : as for :meth:`fit`
+        X, sample_weight : as for :meth:`fit`
         y : Ignored
 
         Returns
@@ -271,7 +314,7 @@ Zarr array, of shape (n_samples, n_features)
             of it equals a fit from the same initialisation.
         """
         validate_params(self)
-        data, names = self._training_data(X)
+        data, names = self._training_data(X, sample_weight=sample_weight)
         self._check_n_samples(data)
         inits = self._check_init_params(data.n_features)
         summary = self._scan(data)
@@ -285,7 +328,7 @@ Zarr array, of shape (n_samples, n_features)
                          rate if self.n_init > 1 else (lambda init, state: state))
         return set_fitted(self, dataclasses.replace(best, n_passes=data.passes), names)
 
-    def resume(self, X, state, *, on_iteration=None):
+    def resume(self, X, state, *, sample_weight=None, on_iteration=None):
         """Continue an interrupted fit from a checkpointed :class:`EMState`.
 
         The iteration budget ``max_iter`` counts the iterations already in
@@ -293,7 +336,7 @@ Zarr array, of shape (n_samples, n_features)
 
         Parameters
         ----------
-        X : as for :meth:`fit`
+        X, sample_weight : as for :meth:`fit` (the interrupted fit's)
         state : EMState
             As passed to ``on_iteration`` during the interrupted fit.  With
             ``acceleration='squarem'``, a SQUAREM cycle it holds continues
@@ -305,7 +348,7 @@ Zarr array, of shape (n_samples, n_features)
         self : GaussianMixture
         """
         validate_params(self)
-        data, names = self._training_data(X, passes=state.n_passes)
+        data, names = self._training_data(X, sample_weight=sample_weight, passes=state.n_passes)
         # the same checks as fit: too few rows, then NaN or inf (one scan)
         self._check_n_samples(data)
         if (
@@ -324,8 +367,8 @@ Zarr array, of shape (n_samples, n_features)
         self._scan(data)
         return self._finish(self._run(data, state, 0, 1, on_iteration), names, data)
 
-    def _training_data(self, X, warm=False, passes=0):
-        """ChunkedData for X (its passes counted from ``passes``), and the input's feature names (or None).
+    def _training_data(self, X, warm=False, sample_weight=None, passes=0):
+        """ChunkedData for X and its weights (passes counted from ``passes``), and the input's feature names.
 
         Nothing fitted changes here: ``n_features_in_`` and
         ``feature_names_in_`` are set with the parameters when the fit
@@ -333,7 +376,9 @@ Zarr array, of shape (n_samples, n_features)
         ``means_``.  With ``warm=True`` (a warm start will follow), X must
         fit the current parameters.
         """
-        data, names = training_data(X, persist=self.persist, check_features=self._check_warm_start if warm else None)
+        data, names = training_data(X, persist=self.persist,
+                                    check_features=self._check_warm_start if warm else None,
+                                    sample_weight=sample_weight)
         return CountedData(data, passes), names
 
     def _will_warm_start(self):
@@ -383,19 +428,20 @@ Zarr array, of shape (n_samples, n_features)
                 f"but got n_components = {self.n_components}, n_samples = {data.n_samples}"
             )
 
-    @staticmethod
-    def _scan(data):
-        """One pass over the training data: refuse NaN and inf, with their row positions.
+    def _scan(self, data):
+        """One pass over the training data: refuse NaN and inf, with their row positions, and bad weights.
 
-        Also gives the per-feature mean and variance the initialisers need.
+        Also gives the per-feature (weighted) mean and variance the
+        initialisers need.  With weights, fewer rows of positive weight
+        than components are refused as too few rows are.
         """
         summary = data.map_reduce(summary_chunk)
-        if summary.n_bad_rows:
-            raise DataValidationError(
-                non_finite_message(
-                    summary.n_nan_rows, summary.n_inf_rows, data.n_samples,
-                    list(summary.bad_rows), dtype=data.dtype,
-                )
+        refuse_bad_rows(summary, data)
+        if summary.weights is not None and summary.weights.n_positive < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, n_samples = "
+                f"{summary.weights.n_positive} (rows with a positive sample_weight)"
             )
         return summary
 
@@ -450,8 +496,15 @@ Zarr array, of shape (n_samples, n_features)
             if bar is not None:
                 bar.close()
 
+    def _online_mode(self) -> str:
+        return STEPWISE if self.half_life is None else FORGETTING
+
     def _finish(self, state, names, data):
-        """Warn if EM stopped short, then set every fitted attribute from ``state`` (and the pass count)."""
+        """Warn if EM stopped short, then set every fitted attribute from ``state`` and the pass count.
+
+        The statistics of the last pass become the running state of
+        :meth:`partial_fit`.
+        """
         state = dataclasses.replace(state, n_passes=data.passes)
         if self.max_iter == 0:
             # no EM ran: scikit-learn's lower_bound_ is -inf then
@@ -462,104 +515,7 @@ Zarr array, of shape (n_samples, n_features)
                 "parameters, or increase max_iter, tol, or check for degenerate data.",
                 compatible(ConvergenceWarning),
             )
-        return set_fitted(self, state, names)
-
-    # -- prediction ------------------------------------------------------------
-
-    def _apply(self, fn, X, per_component=False, dtype=np.float64):
-        """fn over the rows of X: one value per row, or one per row and component."""
-        X, lazy = scoring_input(X, self)
-        params = fitted_params(self, covariances=False)
-        # the fitted component count, whatever n_components says now
-        width = params.n_components if per_component else None
-        return map_rows(fn, X, params.kernel_params(), lazy=lazy, width=width, dtype=dtype)
-
-    def score_samples(self, X):
-        """Log-likelihood of every row under the model.
-
-        Returns
-        -------
-        log_prob : ndarray of shape (n_samples,), or a lazy dask array for dask input
-        """
-        return self._apply(score_block, X)
-
-    def predict(self, X):
-        """Most likely component of every row.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,), or a lazy dask array for dask input
-        """
-        return self._apply(predict_block, X, dtype=np.int64)
-
-    def predict_proba(self, X):
-        """Posterior probability of every component for every row.
-
-        Returns
-        -------
-        resp : ndarray of shape (n_samples, n_components), or a lazy dask array
-        """
-        return self._apply(proba_block, X, per_component=True)
-
-    def score(self, X, y=None):
-        """Mean log-likelihood of the rows of X (computed, also for dask input)."""
-        return self._total_score(X)[0]
-
-    def _total_score(self, X):
-        """(mean log-likelihood, row count) of X, from one evaluation."""
-        s = self.score_samples(X)
-        mean = s.mean().compute() if hasattr(s, "compute") else s.mean()
-        return float(mean), int(s.shape[0])
-
-    def n_parameters(self) -> int:
-        """Free parameters of the fitted model: ``(K - 1) + K D`` plus the covariances'.
-
-        The count BIC and AIC charge; scikit-learn's private ``_n_parameters``.
-        """
-        return fitted_params(self, covariances=False).n_parameters()
-
-    # scikit-learn's name, for code written against it
-    _n_parameters = n_parameters
-
-    def information_criteria(self, X) -> InformationCriteria:
-        """Log-likelihood, BIC and AIC of X from one pass over it.
-
-        Returns
-        -------
-        InformationCriteria
-        """
-        score, n = self._total_score(X)
-        return InformationCriteria.of(score * n, n, self.n_parameters())
-
-    def bic(self, X):
-        """Bayesian information criterion on X; lower is better."""
-        return self.information_criteria(X).bic
-
-    def aic(self, X):
-        """Akaike information criterion on X; lower is better."""
-        return self.information_criteria(X).aic
-
-    def sample(self, n_samples=1):
-        """Draw rows from the fitted mixture (scikit-learn's draws for a given seed).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-            Component of every row.
-        """
-        check_is_fitted(self)
-        if n_samples < 1:
-            raise ValueError(
-                "Invalid value for 'n_samples': %d . The sampling requires at least one "
-                "sample." % n_samples
-            )
-        params = fitted_params(self)
-        rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, params.weights)
-        X = _covariance.get(params.covariance_type).sample(rng, params.means, params.covariances, counts)
-        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
-        return X, y
+        return set_fitted(self, state, names, online=OnlineState.from_fit(state.stats, self._online_mode()))
 
     # -- persistence ---------------------------------------------------------
 

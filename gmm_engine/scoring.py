@@ -1,10 +1,15 @@
-"""Per-row scoring in one pass: log-likelihood, best component, its responsibility.
+"""Per-row scoring in one pass: log-likelihood, best component, its responsibility (and statistics).
 
 ``GaussianMixture.score_samples``, ``predict`` and ``predict_proba`` each
 recompute the weighted log-probabilities; scoring a partition needs all
 three, so :func:`score_rows` derives them from one evaluation per chunk
 (:func:`gmm_engine._blocks.rows_block`), on the same validated input and
-checked fitted parameters as the estimator's own methods.
+checked fitted parameters as the estimator's own methods.  With
+``with_stats=True`` the same kernel call per chunk also gives the
+sufficient statistics of the rows under the model
+(:mod:`gmm_engine._fused_scoring`): what
+``GaussianMixture.partial_fit_statistics`` updates the model from, so an
+update never reads the data again.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ import numpy as np
 
 from ._blocks import COMPONENT, LOG_LIKELIHOOD, RESPONSIBILITY, map_rows, rows_block
 from ._fitted import fitted_params
+from ._fused_scoring import LazyStatistics, rows_and_stats_lazy, rows_and_stats_numpy
 from ._input import scoring_input
 
-__all__ = ["score_rows", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY"]
+__all__ = ["score_rows", "LazyStatistics", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY"]
 
 
-def score_rows(model, X, *, in_memory=False):
+def _columns(out):
+    return out[:, LOG_LIKELIHOOD], out[:, COMPONENT].astype(np.int64), out[:, RESPONSIBILITY]
+
+
+def score_rows(model, X, *, in_memory=False, with_stats=False):
     """Log-likelihood, most likely component and its responsibility of every row.
 
     Parameters
@@ -31,6 +41,10 @@ of shape (n_samples, n_features)
         Read a Zarr or dask ``X`` into memory and score it on local threads,
         returning NumPy arrays: for small inputs, whose Dask graph costs more
         than their arithmetic.  Feature names are checked as for lazy input.
+    with_stats : bool
+        Also return the sufficient statistics of X under the model, from
+        the same pass (one E-step kernel call per chunk gives the rows and
+        the statistics).
 
     Returns
     -------
@@ -38,12 +52,18 @@ of shape (n_samples, n_features)
     component : ndarray or dask array of shape (n_samples,), int64
     responsibility : ndarray or dask array of shape (n_samples,), float64
         Lazy dask arrays (sharing one evaluation per chunk) for lazy input.
+    stats : SufficientStatistics or LazyStatistics
+        Only with ``with_stats``: around the model's means, unweighted, its
+        ``loglik`` the sum of ``log_likelihood``.  For lazy input a dask
+        collection sharing the chunk tasks of the three arrays: compute it
+        with them (``dask.compute(ll, comp, resp, stats)``, or with
+        ``dask.array.store`` of them) and each chunk runs once.
     """
     X, lazy = scoring_input(X, model, in_memory=in_memory)
     kp = fitted_params(model, covariances=False).kernel_params()
-    out = map_rows(rows_block, X, kp, lazy=lazy, width=3)
-    return (
-        out[:, LOG_LIKELIHOOD],
-        out[:, COMPONENT].astype(np.int64),
-        out[:, RESPONSIBILITY],
-    )
+    if not with_stats:
+        return _columns(map_rows(rows_block, X, kp, lazy=lazy, width=3))
+    if lazy:
+        return rows_and_stats_lazy(X, kp)
+    out, stats = rows_and_stats_numpy(X, kp)
+    return (*_columns(out), stats)

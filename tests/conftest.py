@@ -123,3 +123,56 @@ def dask_cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as lc:
         yield lc.scheduler_address
+
+
+# ---------------------------------------------------------------------------
+# weights, starts and streams (sample_weight and partial_fit tests)
+
+
+def integer_weights(n, *, high=4, seed=0, zeros=True):
+    """Integer row weights in [0, high) (``zeros=False``: [1, high)), as float64."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0 if zeros else 1, high, size=n).astype(np.float64)
+
+
+def shared_start(X, n_components, covariance_type, *, seed=0):
+    """``weights_init``, ``means_init`` and ``precisions_init`` of a short fit: a start two fits can share."""
+    from gmm_engine import GaussianMixture
+
+    gm = quiet(GaussianMixture(n_components, covariance_type=covariance_type, max_iter=2,
+                               random_state=seed).fit, X)
+    return dict(weights_init=gm.weights_, means_init=gm.means_, precisions_init=gm.precisions_)
+
+
+def stationary_stream(n_batches, batch_rows, *, n_components=3, n_features=4, separation=2.5,
+                      mixing=0.3, seed=0):
+    """``n_batches * batch_rows`` rows of one mixture (random centres ``separation`` apart on average)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_components, n_features)) * separation
+    weights = np.ones(n_components) / n_components
+    return gaussian_clusters(n_batches * batch_rows, centers, weights, seed=seed, mixing=mixing)
+
+
+class CountingArray:
+    """An in-memory array that counts the reads dask makes of it: ``da.from_array(CountingArray(X))``.
+
+    ``reads`` lists the row slices read, one per chunk loaded.
+    """
+
+    def __init__(self, X):
+        self.X = np.asarray(X)
+        self.shape, self.dtype, self.ndim = self.X.shape, self.X.dtype, self.X.ndim
+        self.reads = []
+
+    def __getitem__(self, key):
+        self.reads.append(key)
+        return self.X[key]
+
+
+def counted_dask(X, chunk_rows):
+    """(dask array over X that counts its chunk loads, the counter)."""
+    import dask.array as da
+
+    counter = CountingArray(X)
+    return da.from_array(counter, chunks=(chunk_rows, X.shape[1]), asarray=False, lock=False, name=False,
+                         meta=np.empty((0, 0), dtype=counter.dtype)), counter

@@ -61,7 +61,8 @@ def test_round_trip_identical(fitted, covariance_type, tmp_path):
     path = gm.save(tmp_path / "model")
     assert path == tmp_path / "model"
     assert _entries(path) == [
-        "covariances.npy", "means.npy", "model.json", "precisions_cholesky.npy", "weights.npy",
+        "covariances.npy", "means.npy", "model.json", "online_nk.npy", "online_scatter.npy",
+        "online_shift.npy", "online_sums.npy", "precisions_cholesky.npy", "weights.npy",
     ]
     back = GaussianMixture.load(path)
     for attr in ARRAYS:

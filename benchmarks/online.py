@@ -1,0 +1,106 @@
+"""Benchmarks of issue 12's engine part: partial_fit against batch EM, and scoring with statistics.
+
+Not yet registered in ``benchmarks/run.py`` (the lead does that): each
+function takes the run's context (``ctx.repeats``; None for defaults) and
+returns a JSON-serialisable dict.
+
+* :func:`bench_partial_fit_gap`: on stationary streams of 60 batches, one
+  partial_fit pass (default settings) against batch EM (``fit``) on the
+  same rows, per covariance type: the gap in mean log-likelihood per row
+  (the target is < 0.05) and the seconds of each.
+* :func:`bench_score_rows_with_stats`: ``score_rows`` over a dask array
+  with and without ``with_stats`` (computed with the rows, as the scoring
+  flow would), per covariance type: the cost of the statistics.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+
+def _stream(n_batches, batch_rows, K, D, separation, mixing, seed):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, D)) * separation
+    labels = rng.choice(K, size=n_batches * batch_rows)
+    mix = np.eye(D) + mixing * rng.normal(size=(K, D, D))
+    noise = rng.normal(size=(n_batches * batch_rows, D))
+    return centers[labels] + np.einsum("nd,nde->ne", noise, mix[labels])
+
+
+def bench_partial_fit_gap(ctx=None, *, n_batches=60, batch_rows=1000, K=3, D=4,
+                          streams=((2.5, 0.3), (2.0, 0.5)), seeds=range(5)):
+    """Batch EM's mean log-likelihood minus partial_fit's, per covariance type and stream.
+
+    Returns
+    -------
+    dict
+        ``{"<separation>/<mixing>": {covariance_type: {"gaps": [...], "max_gap",
+        "within_0.05", "partial_fit_s", "fit_s"}}}`` plus the settings.
+    """
+    from gmm_engine import COVARIANCE_TYPES, GaussianMixture
+
+    out = {"n_batches": n_batches, "batch_rows": batch_rows, "K": K, "D": D, "streams": {}}
+    for separation, mixing in streams:
+        per_type = {}
+        for ct in COVARIANCE_TYPES:
+            gaps, t_online, t_batch = [], 0.0, 0.0
+            for seed in seeds:
+                X = _stream(n_batches, batch_rows, K, D, separation, mixing, seed)
+                t = time.perf_counter()
+                online = GaussianMixture(K, covariance_type=ct, random_state=seed)
+                for b in range(n_batches):
+                    online.partial_fit(X[b * batch_rows : (b + 1) * batch_rows])
+                t_online += time.perf_counter() - t
+                t = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    batch = GaussianMixture(K, covariance_type=ct, random_state=seed).fit(X)
+                t_batch += time.perf_counter() - t
+                gaps.append(float(batch.score(X) - online.score(X)))
+            per_type[ct] = {
+                "gaps": gaps, "max_gap": max(gaps), "within_0.05": sum(g < 0.05 for g in gaps),
+                "partial_fit_s": t_online / len(gaps), "fit_s": t_batch / len(gaps),
+            }
+        out["streams"][f"{separation}/{mixing}"] = per_type
+    return out
+
+
+def bench_score_rows_with_stats(ctx=None, *, N=1_000_000, D=16, K=8, chunks=16):
+    """Seconds of score_rows over a dask array, rows only vs rows and statistics together.
+
+    Returns
+    -------
+    dict
+        ``{covariance_type: {"rows_s", "rows_and_stats_s", "ratio"}}`` plus the settings.
+    """
+    import dask
+    import dask.array as da
+
+    from gmm_engine import COVARIANCE_TYPES, GaussianMixture
+    from gmm_engine.scoring import score_rows
+
+    repeats = getattr(ctx, "repeats", 3) or 3
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(N, D)) + 3.0 * rng.integers(0, K, size=(N, 1))
+    Xd = da.from_array(X, chunks=(N // chunks, D))
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    out = {"N": N, "D": D, "K": K, "chunks": chunks, "repeats": repeats, "types": {}}
+    for ct in COVARIANCE_TYPES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = GaussianMixture(K, covariance_type=ct, max_iter=3, random_state=0).fit(X[:20_000])
+        rows = best(lambda: dask.compute(*score_rows(model, Xd)))
+        both = best(lambda: dask.compute(*score_rows(model, Xd, with_stats=True)))
+        out["types"][ct] = {"rows_s": rows, "rows_and_stats_s": both, "ratio": both / rows}
+    return out
