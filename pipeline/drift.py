@@ -51,6 +51,8 @@ __all__ = [
     "PartitionDrift",
     "Cusum",
     "assess",
+    "partition_counts",
+    "test_partition",
 ]
 
 
@@ -201,6 +203,27 @@ class PartitionCounts:
             np.bincount(np.searchsorted(sample, ll, side="left"), minlength=m + 1),
         )
 
+    @staticmethod
+    def vector_length(ref: DriftReference) -> int:
+        return 3 + ref.n_components + 2 * (ref.score_sample.size + 1)
+
+    def to_vector(self) -> np.ndarray:
+        """The counts as one float64 vector (exact for counts below 2**53); sums of vectors merge counts."""
+        return np.concatenate([[self.n_rows, self.n_flagged, self.loglik_sum], self.occupancy,
+                               self.hist_right, self.hist_left]).astype(np.float64)
+
+    @classmethod
+    def from_vector(cls, vector, ref: DriftReference) -> "PartitionCounts":
+        """The counts whose :meth:`to_vector` (or a sum of them) ``vector`` is."""
+        v = np.asarray(vector, dtype=np.float64)
+        K, m1 = ref.n_components, ref.score_sample.size + 1
+
+        def ints(a):  # exact: sums of integers below 2**53
+            return np.rint(a).astype(np.int64)
+
+        return cls(int(v[0]), int(v[1]), float(v[2]), ints(v[3:3 + K]), ints(v[3 + K:3 + K + m1]),
+                   ints(v[3 + K + m1:3 + K + 2 * m1]))
+
     def merge(self, other: "PartitionCounts") -> "PartitionCounts":
         return PartitionCounts(
             self.n_rows + other.n_rows, self.n_flagged + other.n_flagged,
@@ -231,14 +254,25 @@ class TestResult:
 
 @dataclass(frozen=True)
 class PartitionDrift:
-    """The drift verdict of one partition, as recorded in the manifest."""
+    """The drift verdict of one partition, as recorded in the manifest.
+
+    ``sequential`` is the CUSUM's record for this partition, None until the
+    partition has taken its place in the arrival order.
+    """
 
     n_rows: int
     tests: tuple
-    sequential: dict
     drifted: bool
-    sequential_alarm: bool
+    sequential: dict | None = None
     reasons: tuple = field(default_factory=tuple)
+
+    @property
+    def sequential_alarm(self) -> bool:
+        return bool(self.sequential and self.sequential["alarm"])
+
+    def with_sequential(self, record: dict) -> "PartitionDrift":
+        reasons = tuple(r for r in self.reasons if r != "sequential") + (("sequential",) if record["alarm"] else ())
+        return PartitionDrift(self.n_rows, self.tests, self.drifted, record, reasons)
 
     def to_dict(self) -> dict:
         return {
@@ -247,7 +281,8 @@ class PartitionDrift:
             "sequential_alarm": self.sequential_alarm,
             "reasons": list(self.reasons),
             **{t.name: t.to_dict() for t in self.tests},
-            "sequential": {k: _json_float(v) if isinstance(v, float) else v for k, v in self.sequential.items()},
+            "sequential": None if self.sequential is None else
+            {k: _json_float(v) if isinstance(v, float) else v for k, v in self.sequential.items()},
         }
 
 
@@ -336,15 +371,35 @@ class Cusum:
     statistic: float = 0.0
     n_partitions: int = 0
 
-    def step(self, counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy) -> tuple["Cusum", dict]:
-        """The state after one more partition, and what it records for that partition."""
-        se = ref.loglik_std / math.sqrt(counts.n_rows) if ref.loglik_std > 0 else math.inf
-        z = (counts.mean_loglik - ref.loglik_mean) / se if math.isfinite(se) else 0.0
+    def step(self, n_rows: int, mean_loglik: float, ref: DriftReference, policy: DriftPolicy) -> tuple["Cusum", dict]:
+        """The state after one more partition (its row count and mean log-likelihood), and its record."""
+        se = ref.loglik_std / math.sqrt(n_rows) if ref.loglik_std > 0 else math.inf
+        z = (mean_loglik - ref.loglik_mean) / se if math.isfinite(se) else 0.0
         s = max(0.0, self.statistic - z - policy.cusum_k)
         alarm = s > policy.cusum_h
         record = {"z": z, "statistic": s, "threshold": policy.cusum_h,
                   "p_value": math.exp(-2.0 * policy.cusum_k * s), "alarm": alarm}
         return Cusum(s, self.n_partitions + 1), record
+
+
+def test_partition(counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy) -> PartitionDrift:
+    """The three tests on one scored partition and its verdict (the sequential step comes later).
+
+    Raises
+    ------
+    ValueError
+        The partition has no rows.
+    """
+    if counts.n_rows == 0:
+        raise ValueError("a partition with no rows has no distribution to test for drift")
+    raw = [t(counts, ref, policy) for t in (_rate_test, _ks_test, _occupancy_test)]
+    adjusted = holm([r[2] for r in raw])
+    tests = []
+    for (name, statistic, p, effect, min_effect), p_adj in zip(raw, adjusted):
+        significant = bool(p_adj < policy.alpha and effect >= min_effect)
+        tests.append(TestResult(name, statistic, p, p_adj, effect, min_effect, significant))
+    reasons = tuple(t.name for t in tests if t.significant)
+    return PartitionDrift(counts.n_rows, tuple(tests), bool(reasons), None, reasons)
 
 
 def assess(counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy,
@@ -357,19 +412,29 @@ def assess(counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy,
     Cusum
         The sequential state to carry to the next partition.
     """
-    if counts.n_rows == 0:
-        raise ValueError("a partition with no rows has no distribution to test for drift")
-    raw = [t(counts, ref, policy) for t in (_rate_test, _ks_test, _occupancy_test)]
-    adjusted = holm([r[2] for r in raw])
-    tests, reasons = [], []
-    for (name, statistic, p, effect, min_effect), p_adj in zip(raw, adjusted):
-        significant = bool(p_adj < policy.alpha and effect >= min_effect)
-        tests.append(TestResult(name, statistic, p, p_adj, effect, min_effect, significant))
-        if significant:
-            reasons.append(name)
-    new_cusum, seq = cusum.step(counts, ref, policy)
-    if seq["alarm"]:
-        reasons.append("sequential")
-    drifted = any(t.significant for t in tests)
-    drift = PartitionDrift(counts.n_rows, tuple(tests), seq, drifted, bool(seq["alarm"]), tuple(reasons))
-    return drift, new_cusum
+    drift = test_partition(counts, ref, policy)
+    new_cusum, record = cusum.step(counts.n_rows, counts.mean_loglik, ref, policy)
+    return drift.with_sequential(record), new_cusum
+
+
+def partition_counts(log_likelihood, component, is_anomaly, ref: DriftReference):
+    """:class:`PartitionCounts` of scored rows: a value for NumPy input, a lazy value for dask input.
+
+    The lazy form is a dask array (one flat vector of the counts per chunk,
+    summed), so it is optimised and computed in one graph with the per-row
+    arrays it reads: the rows are scored once.  ``PartitionCounts.from_vector``
+    of its computed value is the counts.
+    """
+    if not hasattr(log_likelihood, "dask"):
+        return PartitionCounts.from_chunk(log_likelihood, component, is_anomaly, ref)
+    import dask.array as da
+
+    width = PartitionCounts.vector_length(ref)
+    n_chunks = log_likelihood.numblocks[0]
+    per_chunk = da.map_blocks(_count_vector, log_likelihood, component, is_anomaly, ref=ref,
+                              chunks=((width,) * n_chunks,), dtype=np.float64)
+    return per_chunk.reshape((n_chunks, width)).sum(axis=0)
+
+
+def _count_vector(ll, comp, flags, *, ref):
+    return PartitionCounts.from_chunk(ll, comp, flags, ref).to_vector()

@@ -41,7 +41,24 @@ logger = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 HISTORY = "history.json"
+ATTACHMENTS = "attachments"
 _LOCK = ".registry.lock"
+
+
+def _npy_bytes(arr) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 def _utc_now() -> str:
@@ -56,6 +73,7 @@ class LoadedModel:
     metadata: dict
     version: str
     path: Path
+    reference: object = None  # pipeline.drift.DriftReference, None for a model registered without one
 
     @property
     def threshold(self) -> float:
@@ -88,7 +106,7 @@ class ModelRegistry:
     # -- versions --------------------------------------------------------------
 
     def register(self, model: GaussianMixture, metadata: dict, *, make_current: bool = True,
-                 reason: str = "registered") -> str:
+                 reason: str = "registered", attachments: dict | None = None) -> str:
         """Save ``model`` as a new version; optionally make it current.
 
         Parameters
@@ -100,6 +118,10 @@ class ModelRegistry:
         make_current : bool
         reason : str
             Recorded in the history when the version becomes current.
+        attachments : dict of str to ndarray, optional
+            Arrays the pipeline keeps with the version (e.g. the drift
+            reference's score sample): ``attachments/<name>.npy``, their
+            SHA-256 in the (checksummed) metadata, verified when read.
 
         Returns
         -------
@@ -107,12 +129,19 @@ class ModelRegistry:
             The version: UTC time and the first 8 hex digits of the model's checksum.
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        files = {name: _npy_bytes(arr) for name, arr in (attachments or {}).items()}
+        if files:
+            metadata = {**metadata, ATTACHMENTS: {name: {"file": f"{ATTACHMENTS}/{name}.npy", "sha256": _sha256(data)}
+                                                  for name, data in files.items()}}
         # The version names the checksum, known only once the model is saved: save it
         # under a temporary name, then publish it under its version (never replacing one).
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         tmp = self.root / temp_name(stamp)
         try:
             model.save(tmp, metadata=metadata)
+            for name, data in files.items():
+                (tmp / ATTACHMENTS).mkdir(exist_ok=True)
+                (tmp / ATTACHMENTS / f"{name}.npy").write_bytes(data)
             version = f"{stamp}-{read_model_document(tmp)['checksum'][:8]}"
             self._publish(tmp, version)
         finally:
@@ -126,6 +155,34 @@ class ModelRegistry:
         with publish_dir(self.root / version) as final:
             for f in list(saved.iterdir()):
                 os.rename(f, final / f.name)
+
+    def attachment(self, version: str, name: str):
+        """The array ``name`` registered with ``version``, verified against its checksum; None if it has none."""
+        from gmm_engine.npy import load_npy_bytes
+
+        entry = (self.metadata(version).get(ATTACHMENTS) or {}).get(name)
+        if entry is None:
+            return None
+        path = self.path_of(version) / entry["file"]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelFormatError(f"Model {version} lacks its attachment {entry['file']}: re-register the model.") from None
+        if _sha256(data) != entry["sha256"]:
+            raise ModelFormatError(
+                f"Model {version}'s attachment {entry['file']} does not match its checksum: it was edited or "
+                "corrupted after registration; re-register the model."
+            )
+        return load_npy_bytes(data)
+
+    def drift_reference(self, version: str):
+        """The :class:`pipeline.drift.DriftReference` registered with ``version``, or None (registered before drift detection)."""
+        from .drift import DriftReference
+
+        meta = self.metadata(version).get("drift_reference")
+        if meta is None:
+            return None
+        return DriftReference.from_dict(meta, self.attachment(version, "drift_score_sample"))
 
     def import_model(self, path) -> str:
         """Make the model directory ``path`` a version of this registry (not current); return it.
@@ -239,9 +296,10 @@ class ModelRegistry:
         )
 
     def load(self, spec: str = "current") -> LoadedModel:
+        """The model ``spec`` names, verified, with its metadata and drift reference."""
         version, path = self.resolve(spec)
         model, metadata = load_model(path)
-        return LoadedModel(model, metadata, version, path)
+        return LoadedModel(model, metadata, version, path, self.drift_reference(version))
 
     def load_or_import(self, spec: str = "current") -> LoadedModel:
         """:meth:`load` ``spec``, importing it first when it is a model directory outside the registry."""
@@ -263,7 +321,7 @@ class ModelRegistry:
             if key not in _CACHE:
                 _CACHE.clear()  # a scoring run uses one version at a time
                 model, metadata = load_model(path)
-                _CACHE[key] = LoadedModel(model, metadata, version, path)
+                _CACHE[key] = LoadedModel(model, metadata, version, path, self.drift_reference(version))
             return _CACHE[key]
 
     def prune(self, keep: int = 10) -> list[str]:

@@ -32,7 +32,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,8 @@ SCORE_ARRAYS = {
 }
 _DEFAULT_CHUNK_ROWS = 1 << 20
 _GUARD_NAME = ".write-guard"
+#: the group of a scores store holding the partition's sufficient statistics
+STATISTICS = "statistics"
 #: how an existing store is refused (after "<path> already exists and is never overwritten. ")
 _EXISTS_HINT = (
     "To re-create it, remove it first (for a scores store: Manifest.forget(partition_id), then delete "
@@ -89,12 +91,18 @@ class ScoresSummary:
         Rows whose ``is_anomaly`` is True.
     mean_loglik : float
         Mean of the stored (float64) log-likelihood; NaN when there are no rows.
+    statistics : gmm_engine.SufficientStatistics or None
+        The partition's statistics under the scoring model, as stored.
+    extra : dict
+        The caller's further values of the same pass (e.g. drift counts), computed.
     """
 
     path: Path
     n_rows: int
     n_anomalies: int
     mean_loglik: float
+    statistics: object = None
+    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------
@@ -243,11 +251,12 @@ def _abandon(guard: Path) -> None:
         os.close(fd)
 
 
-def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path) -> tuple[float, int]:
-    """Create the arrays in ``group`` and fill them; the mean log-likelihood and anomaly count.
+def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path, later: dict) -> tuple:
+    """Create the arrays in ``group`` and fill them; the mean log-likelihood, anomaly count and ``later``, computed.
 
     Dask inputs are written by one ``dask.array.store`` computed together
-    with the two reductions, so the scores are computed once and the data
+    with the reductions and with ``later`` (values of the same pass, such as
+    the partition's statistics), so every chunk is scored once and the data
     flows from the workers straight into the store.
     """
     targets, sources = [], []
@@ -264,22 +273,35 @@ def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path) -> 
     # computed in one graph with the store
     ll, flag = arrays["log_likelihood"], arrays["is_anomaly"]
     mean, count = (ll.mean() if n else math.nan), flag.sum()
-    if sources:
+    names = list(later)
+    values = list(later.values())
+    if sources or any(hasattr(v, "__dask_graph__") for v in values):
         import dask
         import dask.array as da
 
         try:
             # Chunks are aligned with the Zarr chunks, so no lock is needed.
-            stored = da.store(sources, targets, lock=False, compute=False)
-            _, mean, count = dask.compute(stored, mean, count)
+            stored = da.store(sources, targets, lock=False, compute=False) if sources else None
+            _, mean, count, *values = dask.compute(stored, mean, count, *values)
         except BaseException:
             _abandon(guard)
             raise
-    return float(mean), int(count)
+    return float(mean), int(count), dict(zip(names, values))
+
+
+def _write_statistics(group, stats) -> None:
+    """The partition's sufficient statistics, lossless: float64 arrays and their scalars as attributes."""
+    arrays, scalars = stats.to_arrays()
+    sub = group.create_group(STATISTICS)
+    for name, arr in arrays.items():
+        z = sub.create_array(name, shape=arr.shape, chunks=arr.shape or (1,), dtype=arr.dtype,
+                             config={"write_empty_chunks": True})
+        z[...] = arr
+    sub.update_attributes(scalars)
 
 
 def write_scores(final_path, *, log_likelihood, component, responsibility, is_anomaly, attrs: dict,
-                 chunk_rows: int | None = None) -> ScoresSummary:
+                 chunk_rows: int | None = None, statistics=None, extra: dict | None = None) -> ScoresSummary:
     """Write per-row scores as a Zarr v3 group, atomically.
 
     Parameters
@@ -302,6 +324,14 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
         input is a Dask array, else ``min(n, 2**20)``.  Dask inputs are
         rechunked to it so each task writes whole chunks and no two tasks
         touch the same chunk.
+    statistics : gmm_engine.SufficientStatistics or its lazy form, optional
+        The partition's statistics under the scoring model (``score_rows(...,
+        with_stats=True)``), stored in the group ``statistics`` so that a
+        model update never reads the partition again; lazy ones are computed
+        in the same pass as the scores.
+    extra : dict, optional
+        Further values of the same pass (lazy or not), computed with the
+        scores and returned in ``ScoresSummary.extra``; not stored.
 
     Returns
     -------
@@ -338,7 +368,11 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         guard = tmp / _GUARD_NAME
         guard.touch()
-        mean, count = _write_arrays(group, arrays, n, chunk_rows, guard)
+        later = {**(extra or {}), **({STATISTICS: statistics} if statistics is not None else {})}
+        mean, count, computed = _write_arrays(group, arrays, n, chunk_rows, guard, later)
+        stats = computed.pop(STATISTICS, None)
+        if stats is not None:
+            _write_statistics(group, stats)
         guard.unlink()
         # one metadata write (attrs.update would rewrite zarr.json once per key)
         group.update_attributes({**attrs, _MARKER_KEY: {
@@ -348,7 +382,7 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
             "arrays": list(SCORE_ARRAYS),
         }})
     logger.info("wrote scores for %d rows to %s", n, final_path)
-    return ScoresSummary(Path(final_path), n, count, mean)
+    return ScoresSummary(Path(final_path), n, count, mean, stats, computed)
 
 
 # ----------------------------------------------------------------------------
@@ -462,3 +496,26 @@ def read_scores(path) -> dict:
     out["attrs"] = {k: v for k, v in group.attrs.items() if k != _MARKER_KEY}
     out["n_rows"] = marker["n_rows"]
     return out
+
+
+def read_statistics(path):
+    """The sufficient statistics a scores store holds (``gmm_engine.SufficientStatistics``), or None.
+
+    Raises
+    ------
+    ScoresStoreError
+        The store is not a scores store, or its statistics are damaged.
+    """
+    import zarr
+
+    from gmm_engine import SufficientStatistics
+
+    group, _ = _open_checked(path)
+    if STATISTICS not in group.group_keys():
+        return None
+    sub = group[STATISTICS]
+    try:
+        arrays = {name: sub[name][...] for name in sub.array_keys()}
+        return SufficientStatistics.from_arrays(arrays, dict(sub.attrs))
+    except (ValueError, KeyError, zarr.errors.BaseZarrError) as exc:
+        _store_fail(path, f"its statistics cannot be read ({exc})")

@@ -32,6 +32,7 @@ from gmm_engine import open_zarr_array
 from gmm_engine.scoring import score_rows
 
 from .cluster import scheduler_lost
+from .drift import DriftPolicy, PartitionCounts, partition_counts, test_partition
 from .ingest import ingest
 from .manifest import AlreadyScored, ClaimConflict, ClaimLost, Manifest, ManifestEntry, utc_now_iso
 from .registry import LoadedModel
@@ -57,6 +58,7 @@ class PartitionResult:
     output_path: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    drift: dict | None = None  # the drift verdict recorded with the entry (no sequential step yet)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +113,7 @@ class _Run:
     bad_rows: str
     storage_options: dict | None
     local_max_rows: int
+    drift_policy: DriftPolicy | None
 
 
 def _stage(run: _Run, staged: Path):
@@ -134,13 +137,21 @@ def _stage(run: _Run, staged: Path):
 
 
 def _score_and_write(run: _Run, staged_array, report, out: Path):
-    """Score the staged rows and publish the scores store; what the store holds."""
+    """Score the staged rows in one pass and publish the scores store with its statistics.
+
+    The pass also gives the partition's sufficient statistics (for model
+    updates) and its drift counts, computed with the stored scores.
+    """
     # the Zarr array (not a bare array) carries the feature names to check
     local = staged_array.shape[0] <= run.local_max_rows
-    ll, comp, resp = score_rows(run.model.model, staged_array, in_memory=local)
+    ll, comp, resp, stats = score_rows(run.model.model, staged_array, in_memory=local, with_stats=True)
     threshold = run.model.threshold
+    flags = ll <= threshold
+    ref = run.model.reference
+    counts = partition_counts(ll, comp, flags, ref) if ref is not None and run.drift_policy is not None else None
     return write_scores(
-        out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=ll <= threshold,
+        out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flags,
+        statistics=stats, extra={"drift": counts} if counts is not None else None,
         attrs={
             "partition_id": run.partition.id,
             "model_version": run.model.version,
@@ -152,14 +163,27 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
     )
 
 
+def _verdict(run: _Run, summary) -> dict | None:
+    """The drift tests of the partition from the counts of its scoring pass (None without a reference)."""
+    counts = summary.extra.get("drift")
+    if counts is None:
+        return None
+    if not isinstance(counts, PartitionCounts):  # the lazy form's computed vector
+        counts = PartitionCounts.from_vector(counts, run.model.reference)
+    if counts.n_rows == 0:
+        return None
+    return test_partition(counts, run.model.reference, run.drift_policy).to_dict()
+
+
 def _record(run: _Run, summary, out: Path, t0: float) -> PartitionResult:
     """Record the published store in the manifest; withdraw it if another run took the partition over."""
     pid = run.partition.id
+    drift = _verdict(run, summary)
     entry = ManifestEntry(
         partition_id=pid, model_version=run.model.version, output_path=str(out),
         n_rows=summary.n_rows, n_anomalies=summary.n_anomalies, mean_loglik=summary.mean_loglik,
         threshold=float(run.model.threshold), source_url=run.partition.url,
-        scored_at=utc_now_iso(), run_id=run.run_id,
+        scored_at=utc_now_iso(), run_id=run.run_id, drift=drift,
     )
     try:
         run.manifest.record_success(entry)
@@ -172,7 +196,7 @@ def _record(run: _Run, summary, out: Path, t0: float) -> PartitionResult:
     logger.info("scored %s: %d rows, %d anomalies, mean log-likelihood %.4f",
                 pid, entry.n_rows, entry.n_anomalies, entry.mean_loglik)
     return PartitionResult(pid, "scored", entry.n_rows, entry.n_anomalies, entry.mean_loglik,
-                           str(out), None, time.perf_counter() - t0)
+                           str(out), None, time.perf_counter() - t0, drift)
 
 
 def _fail(run: _Run, exc: Exception, t0: float) -> PartitionResult:
@@ -197,7 +221,8 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
                     manifest_path, run_id: str, bad_rows: str = "error",
                     storage_options: dict | None = None,
                     lease_seconds: float = LEASE_SECONDS,
-                    local_max_rows: int = LOCAL_MAX_ROWS) -> PartitionResult:
+                    local_max_rows: int = LOCAL_MAX_ROWS,
+                    drift_policy: DriftPolicy | None = DriftPolicy()) -> PartitionResult:
     """Score one partition end to end (see the module docs).
 
     Parameters
@@ -214,13 +239,18 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
     local_max_rows : int
         Partitions with at most this many rows are scored in this process
         (NumPy), larger ones on the current Dask scheduler; 0 sends all to Dask.
+    drift_policy : DriftPolicy or None
+        When the model has a drift reference, the partition's drift tests
+        (from the counts of the same pass) are recorded with its entry under
+        this policy; None records none.
 
     Returns
     -------
     PartitionResult
     """
     t0 = time.perf_counter()
-    run = _Run(partition, model, Manifest(manifest_path), run_id, bad_rows, storage_options, local_max_rows)
+    run = _Run(partition, model, Manifest(manifest_path), run_id, bad_rows, storage_options, local_max_rows,
+               drift_policy)
     if not run.manifest.claim(partition.id, run_id, lease_seconds=lease_seconds):
         logger.info("partition %s is scored or being scored by another run; skipping", partition.id)
         return PartitionResult(partition.id, "skipped")

@@ -17,17 +17,27 @@ Computed in two passes over the data, never holding more than a sample:
 
 With ``n <= sample_size`` pass 1 keeps every score and the quantile is
 read off directly.
+
+Pass 1 also gives, at no extra read, what drift detection compares incoming
+partitions with (:class:`pipeline.drift.DriftReference`): the mean and
+spread of the training log-likelihood over all rows, the fraction of rows
+each component wins, and a sorted sample of scores.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from gmm_engine.scoring import score_rows
+
+from .drift import DriftReference
+
+#: training scores kept in the drift reference (the two-sample test's reference sample)
+REFERENCE_SAMPLE_SIZE = 20_000
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,9 @@ class Threshold:
         Scoring passes over the training data.
     sample : ndarray
         The pass-1 sample of training scores (for plots); not serialised.
+    reference : DriftReference
+        The training data as drift detection sees it; not serialised here
+        (the registry stores it with the model).
     """
 
     threshold: float
@@ -60,11 +73,10 @@ class Threshold:
     n_flagged: int
     passes: int
     sample: np.ndarray
+    reference: DriftReference
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("sample")
-        return d
+        return {k: getattr(self, k) for k in ("threshold", "contamination", "n_rows", "n_flagged", "passes")}
 
 
 def _compute(*arrays):
@@ -73,6 +85,13 @@ def _compute(*arrays):
 
         return dask.compute(*arrays)
     return arrays
+
+
+def _reference(moments: dict, n_flagged: int, sample: np.ndarray, rng) -> DriftReference:
+    """The drift reference from pass 1's sums and a uniform subsample of its score sample."""
+    if sample.size > REFERENCE_SAMPLE_SIZE:
+        sample = rng.choice(sample, size=REFERENCE_SAMPLE_SIZE, replace=False)
+    return DriftReference.from_training(n_flagged=n_flagged, score_sample=sample, **moments)
 
 
 def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: int = 200_000,
@@ -98,26 +117,32 @@ def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: i
             f"contamination must be in (0, 0.5), got {contamination!r}: it is the expected "
             "fraction of anomalies in the training data, e.g. 0.01."
         )
-    scores, _, _ = score_rows(model, X)
+    scores, components, _ = score_rows(model, X)
     n = int(scores.shape[0])
     k = max(1, math.ceil(contamination * n))
     lazy = hasattr(scores, "dask")
+    K = model.means_.shape[0]
+    rng = np.random.default_rng(random_state)
 
-    # pass 1: a uniform sample of scores
+    # pass 1: a uniform sample of scores, and the training data as drift detection sees it
     p = min(1.0, sample_size / n)
-    if p >= 1.0:
-        (all_scores,) = _compute(scores)
-        all_scores = np.asarray(all_scores)
-        value = float(np.partition(all_scores, k - 1)[k - 1])
-        return Threshold(value, contamination, n, int((all_scores <= value).sum()), 1, all_scores)
     if lazy:
         import dask.array as da
 
         keep = da.random.default_rng(random_state).random(n, chunks=scores.chunks) < p
+        counts = da.bincount(components, minlength=K)
     else:
-        keep = np.random.default_rng(random_state).random(n) < p
-    (sample,) = _compute(scores[keep])
+        keep = rng.random(n) < p
+        counts = np.bincount(components, minlength=K)
+    sample, total, squares, counts = _compute(scores if p >= 1.0 else scores[keep], scores.sum(),
+                                              (scores * scores).sum(), counts)
     sample = np.sort(np.asarray(sample))
+    moments = dict(n_rows=n, loglik_sum=float(total), loglik_sumsq=float(squares), component_counts=counts)
+    if p >= 1.0:
+        value = float(np.partition(sample, k - 1)[k - 1])
+        n_flagged = int((sample <= value).sum())
+        return Threshold(value, contamination, n, n_flagged, 1, sample,
+                         _reference(moments, n_flagged, sample, rng))
     m = len(sample)
 
     passes, width = 1, BRACKET_WIDTH
@@ -141,6 +166,7 @@ def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: i
                 "threshold %.6g at contamination %.4g: %d of %d training rows flagged (%d passes)",
                 value, contamination, n_flagged, n, passes,
             )
-            return Threshold(value, contamination, n, n_flagged, passes, sample)
+            return Threshold(value, contamination, n, n_flagged, passes, sample,
+                             _reference(moments, n_flagged, sample, rng))
         logger.warning("threshold bracket [%g, %g] missed rank %d; widening", lo, hi, k)
         width = max(4 * width, 1.0)

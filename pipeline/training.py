@@ -164,10 +164,12 @@ def register_model(model: GaussianMixture, data: str, registry: ModelRegistry, *
     thr = calibrate_threshold(model, data, contamination, random_state=random_state)
     metadata = {
         "anomaly": thr.to_dict(),
+        "drift_reference": thr.reference.to_dict(),
         "data": data_fingerprint(data),
         "feature_names": (list(model.feature_names_in_) if hasattr(model, "feature_names_in_") else None),
         "lower_bounds": list(model.lower_bounds_),
         **(extra or {}),
     }
-    version = registry.register(model, metadata, make_current=make_current, reason=reason)
+    version = registry.register(model, metadata, make_current=make_current, reason=reason,
+                                attachments={"drift_score_sample": thr.reference.score_sample})
     return version, thr

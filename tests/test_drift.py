@@ -120,7 +120,7 @@ def test_cusum_accumulates_a_slow_decline_and_resets_when_in_control():
     stats_seen = []
     for z in [0.0] * 5 + [-1.5] * 10:  # in control, then 1.5 standard errors down every partition
         ll = np.full(n, -5.0 + z * se)
-        state, seq = state.step(_counts(ref, ll), ref, policy)
+        state, seq = state.step(n, float(ll.mean()), ref, policy)
         stats_seen.append(seq["statistic"])
     assert stats_seen[:5] == [0.0] * 5
     # each drifting partition adds 1.5 - 0.5 = 1 standard error: past h = 5 from the sixth

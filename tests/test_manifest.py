@@ -84,7 +84,43 @@ def test_schema_and_wal(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         meta = dict(conn.execute("SELECT key, value FROM meta"))
     assert meta["application"] == "gmm-stream.manifest"
-    assert meta["schema_version"] == "1"
+    assert meta["schema_version"] == "2"
+
+
+def test_a_version_1_manifest_is_upgraded_in_place_and_keeps_its_entries(tmp_path):
+    db = tmp_path / "m.sqlite"
+    with sqlite3.connect(db) as conn:  # the version 1 schema, as an earlier release wrote it
+        conn.executescript("""
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE entries (partition_id TEXT PRIMARY KEY, model_version TEXT NOT NULL,
+                output_path TEXT NOT NULL, n_rows INTEGER NOT NULL, n_anomalies INTEGER NOT NULL,
+                mean_loglik REAL, threshold REAL, source_url TEXT NOT NULL, scored_at TEXT NOT NULL,
+                run_id TEXT NOT NULL);
+            CREATE TABLE claims (partition_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, hostname TEXT NOT NULL,
+                host_key TEXT NOT NULL, pid INTEGER NOT NULL, proc_start REAL, claimed_at REAL NOT NULL,
+                expires_at REAL NOT NULL, lease_seconds REAL NOT NULL);
+            CREATE TABLE failures (id INTEGER PRIMARY KEY AUTOINCREMENT, partition_id TEXT NOT NULL,
+                run_id TEXT NOT NULL, error TEXT NOT NULL, failed_at TEXT NOT NULL, hostname TEXT NOT NULL);
+            INSERT INTO meta VALUES ('application', 'gmm-stream.manifest'), ('schema_version', '1');
+            INSERT INTO entries VALUES ('p1', 'v1', '/s/p1.zarr', 10, 1, -3.5, -9.0, '/in/p1.csv',
+                '2026-01-01T00:00:00+00:00', 'run-a');
+        """)
+    m = Manifest(db)
+    (old,) = m.entries()
+    assert old.partition_id == "p1" and old.n_rows == 10 and old.drift is None
+    m.set_drift("p1", {"drifted": False, "sequential": {"statistic": 0.0}})
+    assert m.get("p1").drift == {"drifted": False, "sequential": {"statistic": 0.0}}
+    m.record_update(parent="v1", version=None, rule="on_drift", partitions=["p1"], n_rows=10, promoted=False,
+                    reason="the candidate collapsed a component", run_id="run-b")
+    (update,) = m.updates()
+    assert update["partitions"] == ["p1"] and update["promoted"] is False and update["version"] is None
+    with sqlite3.connect(db) as conn:
+        assert dict(conn.execute("SELECT key, value FROM meta"))["schema_version"] == "2"
+    with pytest.raises(KeyError, match="'p2' has no manifest entry"):
+        m.set_drift("p2", {"drifted": True})
+    with pytest.raises(ValueError, match="drift is not strict JSON"):
+        m.record_success(ManifestEntry("p3", "v1", "/s/p3.zarr", 1, 0, 0.0, None, "/in/p3.csv",
+                                       utc_now_iso(), "run-b", drift={"p": math.nan}))
 
 
 def test_claim_record_scored_ids_round_trip(tmp_path):
@@ -631,14 +667,14 @@ def test_export_json(tmp_path):
     m.export_json(target)
     doc = json.loads(target.read_text())
     assert doc["format"] == "gmm-stream.manifest.export"
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2 and doc["updates"] == []
     assert doc["manifest"] == str(tmp_path / "m.sqlite")
     assert [e["partition_id"] for e in doc["entries"]] == ["p0", "p1"]
     assert doc["entries"][0]["mean_loglik"] is None
     assert doc["entries"][1] == {
         "partition_id": "p1", "model_version": "model-1", "output_path": "/outputs/p1.zarr",
         "n_rows": 100, "n_anomalies": 3, "mean_loglik": -12.5, "threshold": -20.0,
-        "source_url": "/incoming/p1.csv", "scored_at": e1.scored_at, "run_id": "run-a",
+        "source_url": "/incoming/p1.csv", "scored_at": e1.scored_at, "run_id": "run-a", "drift": None,
     }
     assert [(c["partition_id"], c["run_id"], c["pid"]) for c in doc["claims"]] == [("p2", "run-b", os.getpid())]
     assert [(f["partition_id"], f["error"]) for f in doc["failures"]] == [("p3", "boom")]

@@ -93,3 +93,21 @@ def test_current_changes_are_recorded_with_their_reason(registry):
     with pytest.raises(ModelFormatError, match="No model version 'nope'.*gmm models list"):
         reg.set_current("nope")
     assert reg.current_version() == first
+
+
+def test_the_drift_reference_is_registered_with_the_model_and_verified(registry):
+    reg, data = registry
+    version = reg.current_version()
+    ref = reg.drift_reference(version)
+    model = reg.load(version).model
+    X = np.asarray(__import__("zarr").open_array(data, mode="r")[:])
+    scores = model.score_samples(X)
+    assert ref.loglik_mean == pytest.approx(scores.mean(), rel=1e-12)
+    assert np.isin(ref.score_sample, scores).all() and ref.n_components == 3
+    sample = reg.path_of(version) / "attachments" / "drift_score_sample.npy"
+    raw = bytearray(sample.read_bytes())
+    raw[-1] ^= 1
+    sample.write_bytes(bytes(raw))
+    with pytest.raises(ModelFormatError, match="attachment attachments/drift_score_sample.npy does not match its checksum"):
+        reg.drift_reference(version)
+    assert reg.load(version).model.n_components == 3  # the model itself is untouched

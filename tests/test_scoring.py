@@ -124,9 +124,9 @@ def test_large_partitions_are_scored_on_the_cluster_small_ones_in_process(ws, re
     seen = {}
     real = scoring.score_rows
 
-    def spy(m, data, in_memory=False):
+    def spy(m, data, in_memory=False, **kwargs):
         seen[data.shape[0]] = "numpy" if in_memory else "dask"
-        return real(m, data, in_memory=in_memory)
+        return real(m, data, in_memory=in_memory, **kwargs)
 
     monkeypatch.setattr(scoring, "score_rows", spy)
     parts = {p.id: p for p in discover_partitions(str(ws / "incoming")).partitions}
@@ -162,3 +162,42 @@ def test_a_lost_scheduler_is_not_blamed_on_the_partition(ws, registered, dask_cl
     # not recorded as the partition's failure, not left claimed, nothing written: the next run scores it
     assert m.failures("p-lost") == [] and m.claims() == [] and m.get("p-lost") is None
     assert not (ws / "scores" / "p-lost.zarr").exists()
+
+
+@pytest.mark.parametrize("local_max_rows", [LOCAL_MAX_ROWS, 0], ids=["in-process", "dask"])
+def test_the_scoring_pass_also_gives_the_statistics_and_the_drift_verdict(ws, registered, local_max_rows):
+    """What updates and drift detection need comes from the pass that wrote the scores."""
+    from gmm_engine import SufficientStatistics
+    from gmm_engine.scoring import score_rows
+    from pipeline.drift import DriftPolicy, PartitionCounts, test_partition
+    from pipeline.scores_store import read_statistics
+
+    model, X = registered
+    part = X[:2000]
+    write_partition(ws / "incoming", "p-002", part, NAMES, "zarr")
+    res = _score(ws, model, _only(ws), local_max_rows=local_max_rows)
+    assert res.status == "scored"
+    stats = read_statistics(ws / "scores" / "p-002.zarr")
+    ll, comp, _, expected = score_rows(model.model, part, with_stats=True)
+    assert isinstance(stats, SufficientStatistics) and stats.n_samples == 2000
+    np.testing.assert_allclose(stats.nk, expected.nk, rtol=1e-12)
+    np.testing.assert_allclose(stats.scatter, expected.scatter, rtol=1e-11)
+    np.testing.assert_array_equal(stats.shift, model.model.means_)
+    counts = PartitionCounts.from_chunk(ll, comp, ll <= model.threshold, model.reference)
+    verdict = test_partition(counts, model.reference, DriftPolicy()).to_dict()
+    entry = Manifest(ws / "manifest.sqlite").get("p-002")
+    assert entry.drift == res.drift
+    for test in ("anomaly_rate", "loglik_ks", "occupancy_g"):
+        assert entry.drift[test]["statistic"] == pytest.approx(verdict[test]["statistic"], rel=1e-9)
+        assert entry.drift[test]["p_value"] == pytest.approx(verdict[test]["p_value"], rel=1e-9, abs=1e-300)
+    assert entry.drift["drifted"] is False and entry.drift["sequential"] is None  # the flow adds that step
+
+
+def test_drifted_rows_are_flagged_as_drift(ws, registered):
+    model, X = registered
+    moved = X[:3000].copy()
+    moved[:, 0] += 4.0
+    write_partition(ws / "incoming", "moved", moved, NAMES, "parquet")
+    res = _score(ws, model, _only(ws))
+    assert res.status == "scored" and res.drift["drifted"] is True
+    assert "loglik_ks" in res.drift["reasons"]

@@ -77,3 +77,20 @@ def test_to_dict_is_json_ready(fitted):
     d = calibrate_threshold(model, X, 0.01).to_dict()
     assert "sample" not in d
     assert json.loads(json.dumps(d))["contamination"] == 0.01
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_the_first_pass_also_gives_the_drift_reference(fitted, lazy):
+    """Mean and spread of the training scores over all rows, hard occupancy, a sorted sample: no extra pass."""
+    model, X = fitted
+    data = da.from_array(X, chunks=(1234, 3)) if lazy else X
+    t = calibrate_threshold(model, data, 0.01, sample_size=2_000, random_state=1)
+    scores, labels = model.score_samples(X), model.predict(X)
+    ref = t.reference
+    assert t.passes == 2  # the bracket pass; the reference came with the first
+    assert ref.loglik_mean == pytest.approx(scores.mean(), rel=1e-12)
+    assert ref.loglik_std == pytest.approx(scores.std(ddof=1), rel=1e-9)
+    np.testing.assert_allclose(ref.occupancy, np.bincount(labels, minlength=3) / len(X), rtol=1e-12)
+    assert ref.expected_rate == t.n_flagged / t.n_rows
+    assert np.all(np.diff(ref.score_sample) >= 0) and 1_500 < ref.score_sample.size < 2_500
+    assert np.isin(ref.score_sample, scores).all()

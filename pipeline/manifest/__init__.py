@@ -235,6 +235,31 @@ class Manifest:
         with self._db.read() as conn:
             return _results.failures(conn, partition_id)
 
+    def set_drift(self, partition_id: str, drift: dict) -> None:
+        """Replace the drift verdict of a recorded partition (the sequential detector adds its step).
+
+        Raises
+        ------
+        KeyError
+            The partition has no entry.
+        """
+        validate_partition_id(partition_id)
+        with self._db.write() as conn:
+            if not _results.set_drift(conn, partition_id, drift):
+                raise KeyError(f"partition {partition_id!r} has no manifest entry to add a drift verdict to")
+
+    def record_update(self, *, parent: str, version: str | None, rule: str, partitions, n_rows: int,
+                      promoted: bool, reason: str, run_id: str) -> None:
+        """Record a model update attempt: the parent version, the candidate (if any), why and from what."""
+        with self._db.write() as conn:
+            _results.add_update(conn, parent=parent, version=version, rule=rule, partitions=list(partitions),
+                                n_rows=n_rows, promoted=promoted, reason=reason, run_id=run_id)
+
+    def updates(self) -> list[dict]:
+        """Every model update attempt, oldest first (see :data:`pipeline.manifest.schema.UPDATE_COLUMNS`)."""
+        with self._db.read() as conn:
+            return _results.updates(conn)
+
     def forget(self, partition_id: str) -> None:
         """Delete the entry of ``partition_id`` so it is scored again.
 

@@ -5,9 +5,10 @@ atomically with :func:`gmm_engine.atomic.write_json`::
 
     {"format": "gmm-stream.manifest.export", "schema_version": 1,
      "manifest": <database path>, "exported_at": <ISO UTC>,
-     "entries":  [ManifestEntry fields ..., sorted by id; NaN as null],
+     "entries":  [ManifestEntry fields ..., sorted by id; NaN as null; "drift": the verdict or null],
      "claims":   [{partition_id, run_id, hostname, pid, claimed_at, expires_at (ISO UTC)}],
-     "failures": [{partition_id, run_id, error, failed_at, hostname}, oldest first]}
+     "failures": [{partition_id, run_id, error, failed_at, hostname}, oldest first],
+     "updates":  [{at, parent, version, rule, partitions, n_rows, promoted, reason, run_id}, oldest first]}
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def export_json(db: Database, path) -> None:
         entries = results.all_entries(conn)
         held = claims.all_claims(conn)
         failures = results.failures(conn)
+        updates = results.updates(conn)
     write_json(path, {
         "format": APPLICATION + ".export",
         "schema_version": SCHEMA_VERSION,
@@ -50,4 +52,5 @@ def export_json(db: Database, path) -> None:
         "entries": [_json_safe(asdict(e)) for e in entries],
         "claims": [_claim_doc(c) for c in held],
         "failures": failures,
+        "updates": updates,
     })

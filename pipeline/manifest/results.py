@@ -13,6 +13,7 @@ transaction they run in (see :mod:`pipeline.manifest.schema`).
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import numbers
 import socket
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from ..partitions import validate_partition_id
 from .errors import AlreadyScored
-from .schema import ENTRY_COLUMNS, FAILURE_COLUMNS, utc_now_iso
+from .schema import ENTRY_COLUMNS, FAILURE_COLUMNS, UPDATE_COLUMNS, utc_now_iso
 
 __all__ = ["ManifestEntry", "check_entry", "check_run_id"]
 
@@ -52,6 +53,11 @@ class ManifestEntry:
         ISO 8601 timestamp in UTC, e.g. from :func:`utc_now_iso`.
     run_id : str
         The run that scored it.
+    drift : dict or None
+        The partition's drift verdict (see :mod:`pipeline.drift`): each
+        test's statistic, p-values and effect, ``drifted``, and the
+        sequential detector's record; None when the model had no drift
+        reference.
     """
 
     partition_id: str
@@ -64,6 +70,7 @@ class ManifestEntry:
     source_url: str
     scored_at: str
     run_id: str
+    drift: dict | None = None
 
 
 # ----------------------------------------------------------------------------
@@ -129,6 +136,22 @@ def check_entry(entry: ManifestEntry) -> tuple:
     validate_partition_id(entry.partition_id)
     check_run_id(entry.run_id)
     _check_fields(entry)
+    return (*_row(entry), drift_json(entry.drift))
+
+
+def drift_json(drift) -> str | None:
+    """A drift verdict as stored: strict JSON (non-finite numbers refused), or None."""
+    if drift is None:
+        return None
+    if not isinstance(drift, dict):
+        raise ValueError(f"ManifestEntry.drift must be a dict or None, got {type(drift).__name__}")
+    try:
+        return json.dumps(drift, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ManifestEntry.drift is not strict JSON ({exc}); store NaN and infinity as null") from None
+
+
+def _row(entry: ManifestEntry) -> tuple:
     return (
         entry.partition_id,
         entry.model_version,
@@ -150,6 +173,7 @@ def check_entry(entry: ManifestEntry) -> tuple:
 def _entry_from_row(row) -> ManifestEntry:
     d = dict(zip(ENTRY_COLUMNS, row))
     d["mean_loglik"] = math.nan if d["mean_loglik"] is None else float(d["mean_loglik"])
+    d["drift"] = None if d["drift"] is None else json.loads(d["drift"])
     return ManifestEntry(**d)
 
 
@@ -169,7 +193,14 @@ def refuse_if_scored(conn, partition_id: str) -> None:
 
 def insert_entry(conn, values: tuple) -> None:
     """Insert a row from :func:`check_entry`."""
-    conn.execute(f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) VALUES (?,?,?,?,?,?,?,?,?,?)", values)
+    conn.execute(f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})",
+                 values)
+
+
+def set_drift(conn, partition_id: str, drift: dict) -> int:
+    """Replace the drift verdict of a recorded partition (the sequential step adds to it); rows changed."""
+    return conn.execute("UPDATE entries SET drift = ? WHERE partition_id = ?",
+                        (drift_json(drift), partition_id)).rowcount
 
 
 def delete_entry(conn, partition_id: str) -> int:
@@ -223,3 +254,29 @@ def failures(conn, partition_id: str | None = None) -> list[dict]:
         args = (partition_id,)
     rows = conn.execute(sql + " ORDER BY id", args).fetchall()
     return [dict(zip(FAILURE_COLUMNS, r)) for r in rows]
+
+
+# ----------------------------------------------------------------------------
+# model updates
+
+
+def add_update(conn, *, parent: str, version: str | None, rule: str, partitions: list, n_rows: int,
+               promoted: bool, reason: str, run_id: str) -> None:
+    """Record one model update attempt (``version`` None when no candidate was registered)."""
+    conn.execute(
+        f"INSERT INTO updates ({', '.join(UPDATE_COLUMNS)}) VALUES ({', '.join('?' * len(UPDATE_COLUMNS))})",
+        (utc_now_iso(), parent, version, rule, json.dumps(list(partitions)), int(n_rows), int(bool(promoted)),
+         reason, check_run_id(run_id)),
+    )
+
+
+def updates(conn) -> list[dict]:
+    """Every update attempt, oldest first, as dicts of :data:`UPDATE_COLUMNS`."""
+    rows = conn.execute(f"SELECT {', '.join(UPDATE_COLUMNS)} FROM updates ORDER BY id").fetchall()
+    out = []
+    for r in rows:
+        d = dict(zip(UPDATE_COLUMNS, r))
+        d["partitions"] = json.loads(d["partitions"])
+        d["promoted"] = bool(d["promoted"])
+        out.append(d)
+    return out

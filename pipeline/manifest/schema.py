@@ -1,13 +1,20 @@
 """The manifest's SQLite database: schema, connections, and the "is this ours" checks.
 
-Tables (schema version 1)
+Tables (schema version 2)
 -------------------------
 ``meta``      application marker (:data:`APPLICATION`) and schema version.
-``entries``   one row per scored partition (columns :data:`ENTRY_COLUMNS`).
+``entries``   one row per scored partition (columns :data:`ENTRY_COLUMNS`;
+              ``drift`` is the partition's drift verdict as JSON).
 ``claims``    one row per partition a run is scoring right now
               (columns :data:`CLAIM_COLUMNS`).
 ``failures``  every failed attempt, until the partition is scored
               (columns :data:`FAILURE_COLUMNS` and an autoincrement id).
+``updates``   every model update attempted from scored partitions
+              (columns :data:`UPDATE_COLUMNS` and an autoincrement id).
+
+A version 1 manifest (no ``drift`` column, no ``updates``) is upgraded in
+place when it is first opened, under the write lock; its entries keep
+``drift`` empty.
 
 Times a person reads (``scored_at``, ``failed_at``, ``meta.created_at``)
 are ISO 8601 strings in UTC (:func:`utc_now_iso`); lease times
@@ -41,7 +48,7 @@ from .errors import ManifestError, NotAManifestError
 logger = logging.getLogger(__name__)
 
 APPLICATION = "gmm-stream.manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -58,7 +65,8 @@ CREATE TABLE entries (
     threshold     REAL,
     source_url    TEXT NOT NULL,
     scored_at     TEXT NOT NULL,
-    run_id        TEXT NOT NULL
+    run_id        TEXT NOT NULL,
+    drift         TEXT
 );
 CREATE TABLE claims (
     partition_id  TEXT PRIMARY KEY,
@@ -80,7 +88,23 @@ CREATE TABLE failures (
     hostname      TEXT NOT NULL
 );
 CREATE INDEX failures_by_partition ON failures (partition_id);
+CREATE TABLE updates (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            TEXT NOT NULL,
+    parent        TEXT NOT NULL,
+    version       TEXT,
+    rule          TEXT NOT NULL,
+    partitions    TEXT NOT NULL,
+    n_rows        INTEGER NOT NULL,
+    promoted      INTEGER NOT NULL,
+    reason        TEXT NOT NULL,
+    run_id        TEXT NOT NULL
+);
 """
+
+#: what upgrades a version 1 manifest to version 2
+_UPGRADE_1_TO_2 = ["ALTER TABLE entries ADD COLUMN drift TEXT",
+                   _SCHEMA[_SCHEMA.index("CREATE TABLE updates"):]]
 
 #: columns of ``entries``, in the order of :class:`~pipeline.manifest.ManifestEntry`'s fields
 ENTRY_COLUMNS = (
@@ -94,6 +118,7 @@ ENTRY_COLUMNS = (
     "source_url",
     "scored_at",
     "run_id",
+    "drift",
 )
 #: columns of ``claims``, in the order of :class:`~pipeline.manifest.Claim`'s fields
 CLAIM_COLUMNS = (
@@ -109,6 +134,8 @@ CLAIM_COLUMNS = (
 )
 #: columns of ``failures`` a caller sees (the id only orders them)
 FAILURE_COLUMNS = ("partition_id", "run_id", "error", "failed_at", "hostname")
+#: columns of ``updates`` a caller sees (the id orders them)
+UPDATE_COLUMNS = ("at", "parent", "version", "rule", "partitions", "n_rows", "promoted", "reason", "run_id")
 
 
 def utc_now_iso() -> str:
@@ -192,7 +219,8 @@ class Database:
                     # created the schema since the first look.
                     tables = _tables(conn)
                     if tables:
-                        self._check_ours(conn, tables)
+                        if self._check_ours(conn, tables) < SCHEMA_VERSION:
+                            self._upgrade(conn)
                     else:
                         self._create(conn)
                 except BaseException:
@@ -220,13 +248,20 @@ class Database:
         )
         logger.info("created manifest %s (schema version %d)", self.path, SCHEMA_VERSION)
 
+    def _upgrade(self, conn) -> None:
+        for stmt in _UPGRADE_1_TO_2:
+            conn.execute(stmt)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        logger.info("upgraded manifest %s to schema version %d", self.path, SCHEMA_VERSION)
+
     def _foreign(self, what: str) -> NotAManifestError:
         return NotAManifestError(
             f"{self.path} is not a gmm-stream manifest: {what}. Nothing was changed. "
             "Pass the path of an existing manifest or of a new file, or move this file away."
         )
 
-    def _check_ours(self, conn, tables: set[str]) -> None:
+    def _check_ours(self, conn, tables: set[str]) -> int:
+        """The schema version of a manifest this release can use; NotAManifestError otherwise."""
         if "meta" not in tables:
             raise self._foreign(f"it is an SQLite database with other tables ({', '.join(sorted(tables))})")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -241,6 +276,7 @@ class Database:
                 f"{self.path} has manifest schema version {version}, newer than this release "
                 f"supports ({SCHEMA_VERSION}); upgrade gmm-stream. Nothing was changed."
             )
+        return version
 
     def _enable_wal(self, conn) -> None:
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
