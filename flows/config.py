@@ -178,6 +178,41 @@ class SelectConfig(_WithWorkdir):
     )
 
 
+class DriftConfig(_Strict):
+    """When a scored partition counts as drifted (see ``pipeline.drift``)."""
+
+    alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.01, description="False-alarm rate per partition (Holm's correction over the three tests).")
+    min_rate_ratio: Annotated[float, Field(ge=1)] = Field(
+        1.5, description="Anomaly-rate effect: observed/expected (or its inverse) at least this.")
+    min_ks: Annotated[float, Field(ge=0, le=1)] = Field(0.02, description="Log-likelihood effect: KS distance.")
+    min_tv: Annotated[float, Field(ge=0, le=1)] = Field(0.02, description="Occupancy effect: total variation.")
+    cusum_k: Annotated[float, Field(ge=0)] = Field(0.5, description="CUSUM allowance (standard errors).")
+    cusum_h: Annotated[float, Field(gt=0)] = Field(5.0, description="CUSUM decision interval (standard errors).")
+
+    def policy(self):
+        from pipeline.drift import DriftPolicy
+
+        return DriftPolicy(**self.model_dump())
+
+
+class UpdateConfig(_Strict):
+    """When the model learns from the partitions it scored (see ``pipeline.updates``)."""
+
+    mode: Literal["never", "on_drift", "always"] = Field(
+        "never", description="never (the model stays as fitted), on_drift, or always.")
+    half_life: Annotated[float, Field(gt=0)] = Field(
+        1_000_000.0, description="Rows after which old data (the model's and older partitions') weighs half.")
+    min_rows: Annotated[int, Field(ge=1)] = Field(1_000, description="Rows an update must absorb, at least.")
+    contamination: Annotated[float, Field(gt=0, lt=0.5)] | None = Field(
+        None, description="Of the updated model's threshold; default the current model's.")
+
+    def policy(self):
+        from pipeline.updates import UpdatePolicy
+
+        return UpdatePolicy(**self.model_dump())
+
+
 class ScoreConfig(_WithWorkdir):
     incoming: str | None = Field(None, description="Directory or fsspec URL where partitions arrive; default <workdir>/incoming.")
     outputs: str | None = Field(None, description="Directory of per-partition score stores; default <workdir>/scores.")
@@ -190,6 +225,8 @@ class ScoreConfig(_WithWorkdir):
         65_536, description="Partitions of at most this many rows are scored in the flow's process "
                              "(a Dask graph costs more than their arithmetic); 0 scores all on Dask.")
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    drift: DriftConfig = DriftConfig()
+    update: UpdateConfig = UpdateConfig()
 
     def model_spec(self) -> str:
         """``model`` as the registry takes it: 'current', a version, or a directory (relative: in ``workdir``)."""

@@ -2,6 +2,7 @@
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -10,6 +11,7 @@ from prefect.logging import get_run_logger
 from pipeline.cluster import ClusterHandle
 from pipeline.partitions import Discovery, Partition
 
+from . import events
 from .artifacts import publish_markdown, publish_table
 from .cluster import flow_cluster, task_client
 from .concurrency import run_bounded
@@ -79,8 +81,47 @@ def score_partition_task(partition: Partition, model_version: str, paths: Scorin
             partition, model, outputs_dir=paths.outputs, staging_dir=paths.staging,
             manifest_path=paths.manifest, run_id=run_id, bad_rows=config.bad_rows,
             storage_options=config.storage_options or None, local_max_rows=config.local_max_rows,
+            drift_policy=config.drift.policy(),
         )
     return result.to_dict()
+
+
+@task(name="sequential-drift", cache_policy=NO_CACHE, **IO_RETRIES)
+def sequential_task(paths: ScoringPaths, new_ids: list[str], model_version: str, config: ScoreConfig) -> dict:
+    """The sequential detector over the partitions just scored, in arrival order; their verdicts updated."""
+    from pipeline.manifest import Manifest
+    from pipeline.registry import ModelRegistry
+    from pipeline.stream import sequential_steps
+
+    reference = ModelRegistry(paths.models).load_cached(model_version).reference
+    if reference is None:
+        return {}
+    return sequential_steps(Manifest(paths.manifest), new_ids, model_version, reference, config.drift.policy())
+
+
+@task(name="update-model", cache_policy=NO_CACHE)
+def update_task(paths: ScoringPaths, model_version: str, run_id: str, config: ScoreConfig,
+                cluster: ClusterHandle | None) -> dict | None:
+    """Learn from the partitions the current model scored, as ``config.update`` says (see ``pipeline.updates``)."""
+    from pipeline.manifest import Manifest
+    from pipeline.registry import ModelRegistry
+    from pipeline.updates import plan_update, update_model
+
+    manifest = Manifest(paths.manifest)
+    entries = manifest.entries()
+    plan = plan_update(entries, model_version, config.update.policy())
+    if plan is None:
+        return None
+    registry = ModelRegistry(paths.models)
+    outputs = {e.partition_id: e.output_path for e in entries}
+    with task_client(cluster):
+        outcome = update_model(
+            registry=registry, manifest=manifest, current=registry.load(model_version), plan=plan,
+            outputs=outputs, staging=Path(paths.staging), policy=config.update.policy(),
+            drift_policy=config.drift.policy(), run_id=run_id, bad_rows=config.bad_rows,
+            storage_options=config.storage_options or None,
+        )
+    return outcome.to_dict()
 
 
 @task(name="export-manifest", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -104,7 +145,7 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
     """
     from pipeline.manifest import Manifest
     from pipeline.registry import ModelRegistry
-    from pipeline.reports import anomaly_rows, scoring_report
+    from pipeline.reports import anomaly_rows, drift_rows, scoring_report
 
     logger = get_run_logger()
     ws = config.workspace.ensure()
@@ -133,11 +174,28 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
                 todo, config.max_parallel, desc="partitions" if progress else None, unit="partition",
                 describe=lambda r: {"last": r["partition_id"], "status": r["status"]},
             )
+    arrival = {p.id: (p.modified or 0.0, p.id) for p in todo}
+    scored = sorted((r["partition_id"] for r in results if r["status"] == "scored"), key=arrival.get)
+    drift = sequential_task(paths, scored, loaded.version, config) if scored else {}
+    for pid in scored:
+        verdict = drift.get(pid)
+        if verdict and (verdict["drifted"] or verdict["sequential_alarm"]):
+            logger.warning("partition %s drifted (%s)", pid, ", ".join(verdict["reasons"]))
+            events.drift_detected(pid, loaded.version, verdict)
+    update = None
+    if scored and config.update.mode != "never":
+        update = update_task(paths, loaded.version, run_id, config, None)
+        if update is not None:
+            logger.info("model update: %s", update["reason"])
+            events.model_updated(update)
     results.sort(key=lambda r: r["partition_id"])
+    for r in results:
+        r["drift"] = drift.get(r["partition_id"], r.get("drift"))
     export_manifest_task(paths)
     out = ws.run_report("score", report_to)
-    report = scoring_report(results, out, model_version=loaded.version, threshold=threshold)
+    report = scoring_report(results, out, model_version=loaded.version, threshold=threshold, update=update)
     publish_table("partition-anomalies", anomaly_rows(results), f"Anomalies per partition, model {loaded.version}")
+    publish_table("partition-drift", drift_rows(results), f"Drift per partition, model {loaded.version}")
     publish_markdown("scoring-summary", report.markdown, "Scoring run summary")
     summary = {
         "model_version": loaded.version,
@@ -147,6 +205,8 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
         "reconciled": reconciled,
         "already_scored": sorted(done),
         "report": report.files,
+        "scored_in_order": scored,
+        "update": update,
     }
     failed = [r for r in results if r["status"] == "failed"]
     if failed:

@@ -251,6 +251,10 @@ class TestResult:
     def to_dict(self) -> dict:
         return {k: _json_float(v) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TestResult":
+        return cls(**{k: (math.nan if d[k] is None and k != "name" else d[k]) for k in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class PartitionDrift:
@@ -273,6 +277,19 @@ class PartitionDrift:
     def with_sequential(self, record: dict) -> "PartitionDrift":
         reasons = tuple(r for r in self.reasons if r != "sequential") + (("sequential",) if record["alarm"] else ())
         return PartitionDrift(self.n_rows, self.tests, self.drifted, record, reasons)
+
+    #: the tests a verdict holds, in the order they are run
+    TESTS = ("anomaly_rate", "loglik_ks", "occupancy_g")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PartitionDrift":
+        """The verdict :meth:`to_dict` stored (as the manifest holds it)."""
+        seq = d.get("sequential")
+        if seq is not None:
+            seq = {k: (math.nan if v is None and k in ("z", "statistic", "threshold", "p_value") else v)
+                   for k, v in seq.items()}
+        tests = tuple(TestResult.from_dict(d[name]) for name in cls.TESTS if name in d)
+        return cls(int(d["n_rows"]), tests, bool(d["drifted"]), seq, tuple(d.get("reasons", ())))
 
     def to_dict(self) -> dict:
         return {

@@ -49,6 +49,7 @@ __all__ = [
     "Partition",
     "Discovery",
     "discover_partitions",
+    "partition_at",
     "safe_child",
 ]
 
@@ -195,6 +196,15 @@ class Discovery:
     def ids(self) -> list[str]:
         """Ids of :attr:`partitions`, in order."""
         return [p.id for p in self.partitions]
+
+
+def partition_at(partition_id: str, url: str) -> Partition:
+    """The partition recorded as ``partition_id`` read from ``url`` (its format from the suffix)."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    split = _split_suffix(name)
+    if split is None:
+        raise ValueError(f"{url!r} does not end in a partition suffix ({', '.join(FORMAT_SUFFIXES)})")
+    return Partition(validate_partition_id(partition_id), url, split[1], None, None)
 
 
 def _is_ignored(name: str) -> bool:

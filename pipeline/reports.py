@@ -192,10 +192,52 @@ def anomaly_rows(results: list[dict]) -> list[dict]:
     ]
 
 
-def scoring_report(results: list[dict], out: Path, *, model_version: str, threshold: float | None) -> Report:
-    """``scoring.md`` in ``out``: counts of the run and its failed partitions."""
+def _p(drift: dict | None, test: str):
+    t = (drift or {}).get(test) or {}
+    return None if t.get("p_adjusted") is None else float(f"{t['p_adjusted']:.3g}")
+
+
+def drift_rows(results: list[dict]) -> list[dict]:
+    """One table row per scored partition: its drift tests and verdict."""
+    rows = []
+    for r in results:
+        d = r.get("drift")
+        if r["status"] != "scored" or d is None:
+            continue
+        seq = d.get("sequential") or {}
+        rows.append({
+            "partition": r["partition_id"],
+            "rows": r["n_rows"],
+            "anomaly %": round(100.0 * r["n_anomalies"] / r["n_rows"], 3) if r["n_rows"] else None,
+            "p anomaly rate": _p(d, "anomaly_rate"),
+            "p log-lik (KS)": _p(d, "loglik_ks"),
+            "p occupancy (G)": _p(d, "occupancy_g"),
+            "CUSUM": None if seq.get("statistic") is None else round(seq["statistic"], 3),
+            "drifted": bool(d["drifted"] or d.get("sequential_alarm")),
+            "why": ", ".join(d.get("reasons", [])),
+        })
+    return rows
+
+
+def _update_lines(update: dict | None) -> list[str]:
+    if update is None:
+        return []
+    lines = ["", "## Model update", "",
+             f"- from `{update['parent']}` ({update['rule']}): {len(update['partitions'])} partitions, "
+             f"{update['n_rows']:,} rows absorbed; held back: `{update['held_back']}`",
+             f"- candidate: `{update['version']}`" if update["version"] else "- no candidate registered",
+             f"- {update['reason']}"]
+    if update.get("recommendation"):
+        lines.append(f"- **{update['recommendation']}**")
+    return lines
+
+
+def scoring_report(results: list[dict], out: Path, *, model_version: str, threshold: float | None,
+                   update: dict | None = None) -> Report:
+    """``scoring.md`` in ``out``: counts of the run, drifted and failed partitions, the model update."""
     scored = [r for r in results if r["status"] == "scored"]
     failed = [r for r in results if r["status"] == "failed"]
+    drifted = [row for row in drift_rows(results) if row["drifted"]]
     md = "\n".join([
         "# Scoring run",
         "",
@@ -203,7 +245,9 @@ def scoring_report(results: list[dict], out: Path, *, model_version: str, thresh
         f"- partitions scored: {len(scored)}, failed: {len(failed)}, "
         f"skipped (scored elsewhere): {sum(r['status'] == 'skipped' for r in results)}",
         f"- rows scored: {sum(r['n_rows'] for r in scored):,}, anomalies: {sum(r['n_anomalies'] for r in scored):,}",
+        *(["", "## Drifted partitions", ""] + [f"- `{r['partition']}`: {r['why']}" for r in drifted] if drifted else []),
         *(["", "## Failed partitions", ""] + [f"- `{r['partition_id']}`: {r['error']}" for r in failed] if failed else []),
+        *_update_lines(update),
     ])
     write_text(out / "scoring.md", md + "\n")
     return Report(md, {"markdown": str(out / "scoring.md")})

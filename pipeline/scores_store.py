@@ -456,6 +456,21 @@ def scores_marker(path) -> dict | None:
     return None
 
 
+def read_scores_attrs(path) -> dict:
+    """The caller's attributes of a scores store (source, model version, threshold ...), no arrays read.
+
+    Raises
+    ------
+    ScoresStoreError
+        ``path`` is not a scores store.
+    """
+    if scores_marker(path) is None:
+        _store_fail(path, f"it has no {SCORES_FORMAT!r} marker (not a gmm-stream scores store)",
+                    "pass a store written by pipeline.scores_store.write_scores")
+    doc = json.loads((Path(path) / "zarr.json").read_text())
+    return {k: v for k, v in doc["attributes"].items() if k != _MARKER_KEY}
+
+
 def is_scores_store(path) -> bool:
     """Quick check (metadata and chunk count, no data read): is ``path`` a complete scores store?"""
     try:

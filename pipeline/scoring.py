@@ -116,24 +116,37 @@ class _Run:
     drift_policy: DriftPolicy | None
 
 
-def _stage(run: _Run, staged: Path):
-    """Validate the partition against the model's features into ``staged``; (array, report)."""
-    names = getattr(run.model.model, "feature_names_in_", None)
+def stage(partition: Partition, model, staged: Path, *, bad_rows: str = "error", storage_options=None):
+    """Validate ``partition`` against ``model``'s features into the Zarr array ``staged``; (array, report).
+
+    Parameters
+    ----------
+    partition : Partition
+    model : GaussianMixture
+        Fitted; its feature names (or count, for positional sources) are required.
+    staged : Path
+        Replaced if it exists; the caller deletes it when done.
+    """
+    names = getattr(model, "feature_names_in_", None)
     names = list(names) if names is not None else None
     ingested = ingest(
-        run.partition.url, staged, format=run.partition.format,
-        feature_names=_positional_names(run.partition, names, run.storage_options),
-        expected_features=names, bad_rows=run.bad_rows, overwrite=True,
-        storage_options=run.storage_options,
+        partition.url, staged, format=partition.format,
+        feature_names=_positional_names(partition, names, storage_options),
+        expected_features=names, bad_rows=bad_rows, overwrite=True,
+        storage_options=storage_options,
         compression="none",  # staged once, read once, then deleted
     )
     staged_array = open_zarr_array(ingested.path)
-    if staged_array.shape[1] != run.model.model.n_features_in_:
+    if staged_array.shape[1] != model.n_features_in_:
         raise ValueError(
-            f"Partition {run.partition.id} has {staged_array.shape[1]} features but the model "
-            f"expects {run.model.model.n_features_in_}: send partitions with the training features."
+            f"Partition {partition.id} has {staged_array.shape[1]} features but the model "
+            f"expects {model.n_features_in_}: send partitions with the training features."
         )
     return staged_array, ingested.report
+
+
+def _stage(run: _Run, staged: Path):
+    return stage(run.partition, run.model.model, staged, bad_rows=run.bad_rows, storage_options=run.storage_options)
 
 
 def _score_and_write(run: _Run, staged_array, report, out: Path):

@@ -1,0 +1,304 @@
+"""Model updates from scored partitions: the policy, the candidate, and whether it is promoted.
+
+An update never reads the partitions for its statistics: every scores
+store keeps the sufficient statistics of its partition under the model
+that scored it (computed by the scoring pass).  The steps:
+
+1. **Which partitions.**  The partitions the current version scored are
+   not in it yet (a version absorbs the partitions its parent scored).  In
+   arrival order, the newest is *held back*: the candidate is built from the
+   others and judged on it.  So an update needs two such partitions.
+2. **When.**  ``mode``: ``never``; ``always``; ``on_drift`` -- some partition
+   among them drifted or raised the sequential alarm.  ``min_rows``: the
+   absorbed partitions hold at least that many rows.
+3. **The candidate.**  Their statistics (all around the current means),
+   older ones forgotten as the stream moved on (each scaled by
+   ``2 ** (-rows after it / half_life)``), merged, and one step of
+   ``GaussianMixture.partial_fit_statistics`` with ``half_life``: the
+   running statistics of the current model (its training data, or the
+   data of its own update) are forgotten by the new rows, then the M-step.
+   An update that would collapse a component is refused with the reason;
+   the current model stays.
+4. **Promotion.**  The candidate is promoted when its mean log-likelihood on
+   the held-back partition is higher than the current model's (scored
+   by the current model in the scoring pass).  Otherwise it stays a
+   registered version, not current, and the reason is recorded.
+5. **Its threshold and drift reference** are calibrated on the rows it was
+   built from (the absorbed partitions, read again: the only read of an
+   update).  When the held-back partition still drifts under the candidate
+   (judged against the candidate's own reference), the update cannot
+   explain the change -- a component may have appeared -- and the outcome
+   says so and recommends ``gmm select`` on recent data.
+
+Registration, promotion and the record in the manifest are each atomic; a
+process killed in between leaves the previous version current, and the
+partitions are still unabsorbed for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gmm_engine import ComponentCollapseError
+
+from .drift import DriftPolicy, PartitionCounts, PartitionDrift, test_partition
+from .scores_store import read_statistics
+from .stream import history
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["UpdatePolicy", "UpdateOutcome", "plan_update", "build_candidate"]
+
+MODES = ("never", "on_drift", "always")
+
+
+@dataclass(frozen=True)
+class UpdatePolicy:
+    """When and how the model learns from scored partitions (see the module docs).
+
+    Attributes
+    ----------
+    mode : {'never', 'on_drift', 'always'}
+    half_life : float
+        Rows after which old data weighs half (the model's running statistics
+        and older partitions alike).
+    min_rows : int
+        Rows the absorbed partitions must hold, at least.
+    contamination : float or None
+        Of the candidate's threshold; None: the current model's.
+    """
+
+    mode: str = "never"
+    half_life: float = 1_000_000.0
+    min_rows: int = 1_000
+    contamination: float | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"update mode must be one of {MODES}, got {self.mode!r}")
+        if not self.half_life > 0:
+            raise ValueError(f"half_life must be a positive number of rows, got {self.half_life!r}")
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """The partitions an update would absorb and the one it is judged on, and the rule that fired."""
+
+    rule: str
+    absorb: tuple  # StreamPoint, oldest first
+    held_back: object  # StreamPoint
+
+    @property
+    def n_rows(self) -> int:
+        return sum(p.n_rows for p in self.absorb)
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """What an update did, as the run reports it and the manifest records it."""
+
+    parent: str
+    rule: str
+    partitions: tuple
+    n_rows: int
+    held_back: str | None
+    version: str | None = None
+    promoted: bool = False
+    reason: str = ""
+    candidate_loglik: float | None = None
+    current_loglik: float | None = None
+    unexplained: bool = False
+    recommendation: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in self.__dict__.items()} | {"partitions": list(self.partitions)}
+
+
+def _drifted(point) -> bool:
+    d = point.drift or {}
+    return bool(d.get("drifted") or d.get("sequential_alarm"))
+
+
+def plan_update(entries, current_version: str, policy: UpdatePolicy) -> UpdatePlan | None:
+    """The update the policy asks for now, or None (and why, logged)."""
+    if policy.mode == "never":
+        return None
+    mine = [p for p in history(entries) if p.model_version == current_version and p.n_rows > 0]
+    if len(mine) < 2:
+        logger.info("no update yet: %d partition(s) scored by %s, two are needed (one is held back to judge "
+                    "the candidate)", len(mine), current_version)
+        return None
+    absorb, held_back = tuple(mine[:-1]), mine[-1]
+    if policy.mode == "on_drift" and not any(_drifted(p) for p in mine):
+        return None
+    if sum(p.n_rows for p in absorb) < policy.min_rows:
+        logger.info("no update yet: %d rows to absorb, min_rows is %d", sum(p.n_rows for p in absorb),
+                    policy.min_rows)
+        return None
+    rule = "always" if policy.mode == "always" else (
+        "on_drift: " + ", ".join(p.partition_id for p in mine if _drifted(p)))
+    return UpdatePlan(rule, absorb, held_back)
+
+
+def decayed_statistics(plan: UpdatePlan, outputs: dict, half_life: float):
+    """The absorbed partitions' statistics, older ones forgotten by the rows after them, merged.
+
+    Parameters
+    ----------
+    outputs : dict
+        Partition id -> its scores store.
+    """
+    merged = None
+    rows_after = 0
+    for point in reversed(plan.absorb):
+        stats = read_statistics(outputs[point.partition_id])
+        if stats is None:
+            raise ValueError(f"the scores store of {point.partition_id} holds no statistics (scored before "
+                             "updates existed): it cannot be absorbed")
+        stats = stats.scaled(2.0 ** (-rows_after / half_life)) if rows_after else stats
+        merged = stats if merged is None else merged.merge(stats)
+        rows_after += point.n_rows
+    return merged
+
+
+def build_candidate(current, plan: UpdatePlan, outputs: dict, policy: UpdatePolicy):
+    """The candidate model (a copy of ``current.model`` moved by the absorbed statistics), or the refusal.
+
+    Returns
+    -------
+    (GaussianMixture or None, str)
+        The candidate, or None with the reason it was refused.
+    """
+    import copy
+
+    stats = decayed_statistics(plan, outputs, policy.half_life)
+    candidate = copy.deepcopy(current.model)
+    try:
+        candidate.partial_fit_statistics(stats, half_life=policy.half_life)
+    except ComponentCollapseError as exc:
+        return None, f"the update would collapse a component ({exc}); the current model stays"
+    return candidate, ""
+
+
+def judge(candidate, current, held_back_rows, held_back_point, reference, policy: DriftPolicy, threshold):
+    """(candidate's mean log-likelihood on the held-back rows, the current's, whether drift remains unexplained)."""
+    with warnings.catch_warnings():
+        # the staged rows were checked against the model's feature names when they were staged
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+        ll = candidate.score_samples(held_back_rows)
+        comp = candidate.predict(held_back_rows)
+    ll = np.asarray(ll)
+    counts = PartitionCounts.from_chunk(ll, np.asarray(comp), ll <= threshold, reference)
+    remains: PartitionDrift = test_partition(counts, reference, policy)
+    return float(ll.mean()), float(held_back_point.mean_loglik), remains
+
+
+def recommendation(remains: PartitionDrift, held_back: str) -> str:
+    return (f"the updated model does not explain the drift of {held_back} ({', '.join(remains.reasons)} still "
+            "significant under its own reference): a new component may have appeared; run `gmm select` on "
+            "recent data")
+
+
+def _staged_rows(points, model, staging, outputs, bad_rows, storage_options):
+    """The rows of ``points`` staged again (validated as scoring did), each a Zarr array."""
+    from .partitions import partition_at, safe_child
+    from .scores_store import read_scores_attrs
+    from .scoring import stage
+
+    staged = []
+    for point in points:
+        url = read_scores_attrs(outputs[point.partition_id])["source_url"]
+        target = safe_child(staging, point.partition_id, ".update.zarr")
+        array, _ = stage(partition_at(point.partition_id, url), model, target, bad_rows=bad_rows,
+                         storage_options=storage_options)
+        staged.append((target, array))
+    return staged
+
+
+def update_model(*, registry, manifest, current, plan: UpdatePlan, outputs: dict, staging, policy: UpdatePolicy,
+                 drift_policy: DriftPolicy, run_id: str, bad_rows: str = "error",
+                 storage_options=None) -> UpdateOutcome:
+    """Build, calibrate, register and perhaps promote a candidate for ``plan``; record the attempt.
+
+    Parameters
+    ----------
+    registry : ModelRegistry
+    manifest : Manifest
+    current : LoadedModel
+        The current version (it scored the plan's partitions).
+    outputs : dict
+        Partition id -> scores store.
+    staging : Path
+        Where the absorbed and held-back partitions are staged again (removed after).
+    """
+    import shutil
+
+    import dask.array as da
+
+    from gmm_engine import zarr_to_dask
+
+    from .threshold import calibrate_threshold
+
+    ids = tuple(p.partition_id for p in plan.absorb)
+    base = dict(parent=current.version, rule=plan.rule, partitions=ids, n_rows=plan.n_rows,
+                held_back=plan.held_back.partition_id)
+    candidate, refused = build_candidate(current, plan, outputs, policy)
+    if candidate is None:
+        outcome = UpdateOutcome(**base, reason=refused)
+        _record(manifest, outcome, run_id)
+        return outcome
+    staged = _staged_rows([*plan.absorb, plan.held_back], current.model, staging, outputs, bad_rows,
+                          storage_options)
+    try:
+        absorbed = da.concatenate([zarr_to_dask(z) for _, z in staged[:-1]])
+        held_back = np.asarray(staged[-1][1][:])
+        contamination = policy.contamination or current.metadata["anomaly"]["contamination"]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+            thr = calibrate_threshold(candidate, absorbed, contamination)
+        cand_ll, cur_ll, remains = judge(candidate, current, held_back, plan.held_back, thr.reference,
+                                         drift_policy, thr.threshold)
+    finally:
+        for target, _ in staged:
+            shutil.rmtree(target, ignore_errors=True)
+    promoted = cand_ll > cur_ll
+    reason = (f"promoted: it explains {plan.held_back.partition_id} better (mean log-likelihood {cand_ll:.4f} "
+              f"against {cur_ll:.4f} for {current.version})" if promoted else
+              f"not promoted: it explains {plan.held_back.partition_id} no better (mean log-likelihood "
+              f"{cand_ll:.4f} against {cur_ll:.4f} for {current.version})")
+    unexplained = bool(remains.drifted)
+    lineage = {"parent": current.version, "partitions": list(ids), "rows": plan.n_rows, "rule": plan.rule,
+               "half_life": policy.half_life, "held_back": plan.held_back.partition_id,
+               "held_back_loglik": {"candidate": cand_ll, "parent": cur_ll}}
+    metadata = {
+        "anomaly": thr.to_dict(), "drift_reference": thr.reference.to_dict(), "lineage": lineage,
+        "feature_names": current.metadata.get("feature_names"), "data": current.metadata.get("data"),
+        "lower_bounds": list(candidate.lower_bounds_),
+    }
+    version = registry.register(candidate, metadata, make_current=promoted, reason=reason,
+                                attachments={"drift_score_sample": thr.reference.score_sample})
+    outcome = UpdateOutcome(
+        **base, version=version, promoted=promoted, reason=reason, candidate_loglik=cand_ll,
+        current_loglik=cur_ll, unexplained=unexplained,
+        recommendation=recommendation(remains, plan.held_back.partition_id) if unexplained else None,
+        details={"threshold": thr.threshold, "held_back_drift": remains.to_dict()},
+    )
+    _record(manifest, outcome, run_id)
+    logger.info("update of %s from %d partitions (%d rows): candidate %s, %s", current.version, len(ids),
+                plan.n_rows, version, reason)
+    if unexplained:
+        logger.warning("%s", outcome.recommendation)
+    return outcome
+
+
+def _record(manifest, outcome: UpdateOutcome, run_id: str) -> None:
+    manifest.record_update(parent=outcome.parent, version=outcome.version, rule=outcome.rule,
+                           partitions=outcome.partitions, n_rows=outcome.n_rows, promoted=outcome.promoted,
+                           reason=outcome.reason, run_id=run_id)
