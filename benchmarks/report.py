@@ -59,6 +59,32 @@ def _table(rows, header):
 # cost model
 
 
+def _scenario_rows(N, workers, t_row, row_bytes, result_bytes, n_chunks, read_rate, per_task):
+    """The cost model's table rows for 1 and 8 threads per worker, and the read rate below which reading dominates."""
+    rows = []
+    crossover = {}
+    for threads in (1, 8):
+        T = workers * threads
+        compute = N * t_row / T
+        net = 1.25e9  # 10 Gbit/s per worker
+        rate = min(threads * (read_rate or 1e9), net)
+        io = N * row_bytes / workers / rate
+        tasks = min(n_chunks, MAX_TASKS_PER_THREAD * T)
+        merges = sum(math.ceil(tasks / 16**i) for i in range(1, 8) if tasks / 16 ** (i - 1) > 1)
+        moved = (tasks + merges) * result_bytes
+        depth = max(1, math.ceil(math.log(max(tasks, 2), 16)))
+        reduce_s = depth * 16 * result_bytes / net + depth * 16 * 2e-4  # transfers + additions on the critical path
+        sched = (tasks + merges) * (per_task or 1e-3)
+        total = max(compute, io) + reduce_s + sched
+        crossover[threads] = N * row_bytes / workers / compute  # read rate below which reading dominates
+        rows.append([
+            f"{workers} x {threads} thread(s)", fmt(compute), fmt(io), fmt(tasks + merges), fmt(moved / 1e6),
+            fmt(reduce_s), fmt(sched), fmt(total),
+            "compute" if compute >= max(io, sched) else ("I/O" if io >= sched else "scheduler"),
+        ])
+    return rows, crossover
+
+
 def cost_model(stored) -> str:
     """Per-iteration cost on a real cluster, from constants measured in this run."""
     full, d64, ovh = (stored.get(k) for k in ("full", "full_d64", "overhead"))
@@ -91,27 +117,7 @@ def cost_model(stored) -> str:
     per_task = None
     if ovh and "per_task_s" in ovh["raw"]:
         per_task = ovh["raw"]["per_task_s"]
-    rows = []
-    crossover = {}
-    for threads in (1, 8):
-        T = workers * threads
-        compute = N * t_row / T
-        net = 1.25e9  # 10 Gbit/s per worker
-        rate = min(threads * (read_rate or 1e9), net)
-        io = N * row_bytes / workers / rate
-        tasks = min(n_chunks, MAX_TASKS_PER_THREAD * T)
-        merges = sum(math.ceil(tasks / 16**i) for i in range(1, 8) if tasks / 16 ** (i - 1) > 1)
-        moved = (tasks + merges) * result_bytes
-        depth = max(1, math.ceil(math.log(max(tasks, 2), 16)))
-        reduce_s = depth * 16 * result_bytes / net + depth * 16 * 2e-4  # transfers + additions on the critical path
-        sched = (tasks + merges) * (per_task or 1e-3)
-        total = max(compute, io) + reduce_s + sched
-        crossover[threads] = N * row_bytes / workers / compute  # read rate below which reading dominates
-        rows.append([
-            f"{workers} x {threads} thread(s)", fmt(compute), fmt(io), fmt(tasks + merges), fmt(moved / 1e6),
-            fmt(reduce_s), fmt(sched), fmt(total),
-            "compute" if compute >= max(io, sched) else ("I/O" if io >= sched else "scheduler"),
-        ])
+    rows, crossover = _scenario_rows(N, workers, t_row, row_bytes, result_bytes, n_chunks, read_rate, per_task)
     lines = [
         f"Model: one E-step row costs `K (a D(D+1) + b D)` core-seconds, with `a = {a:.3e}` and `b = {b:.3e}` "
         f"fitted to this run's in-memory full fits (D={D1}, K={K1}: {t1 * 1e9:.0f} ns per row per core; "

@@ -3,8 +3,9 @@
 Each test starts ``gmm serve`` (a real local Prefect server, a 5 s interval)
 over a work directory whose ``incoming/`` already holds every partition,
 and waits for the first scheduled run to score them all.  The driver is
-``benchmarks/load.py``, shared with ``benchmarks/run.py --only load``, which
-records the throughput in BENCHMARKS.md; speed is never asserted here.
+the package ``benchmarks/load/``, shared with ``benchmarks/run.py --only
+load`` (``benchmarks/bench_load.py``), which records the throughput in
+BENCHMARKS.md; speed is never asserted here.
 Every wait in the driver is bounded (``LoadSpec.timeout``, ``stall_seconds``);
 pytest-timeout is the backstop.
 """
