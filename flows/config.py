@@ -58,6 +58,9 @@ class ClusterConfig(_Strict):
     dashboard_address: str = Field("127.0.0.1:0", description="Embedded cluster; port 0 picks a free one.")
     connect_timeout: Annotated[float, Field(gt=0)] = 10.0
     tls: TLSConfig | None = None
+    local_max_bytes: Annotated[int, Field(ge=0)] = Field(
+        256 * 2**20, description="Embedded cluster only: data up to this size (in memory) is processed in the "
+                                 "flow's own process with threads, without starting a LocalCluster; 0: always start one.")
 
     @model_validator(mode="after")
     def _tls_needs_address(self):
@@ -222,8 +225,8 @@ class ScoreConfig(_WithWorkdir):
     bad_rows: Literal["error", "drop"] = "error"
     max_parallel: Annotated[int, Field(ge=1)] = 4
     local_max_rows: Annotated[int, Field(ge=0)] = Field(
-        65_536, description="Partitions of at most this many rows are scored in the flow's process "
-                             "(a Dask graph costs more than their arithmetic); 0 scores all on Dask.")
+        1_048_576, description="Partitions of at most this many rows are scored in the flow's process "
+                               "(a Dask graph costs more than their arithmetic); 0 scores all on Dask.")
     storage_options: dict[str, Any] = Field(default_factory=dict)
     drift: DriftConfig = DriftConfig()
     update: UpdateConfig = UpdateConfig()

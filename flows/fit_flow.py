@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from pipeline.cluster import ClusterHandle
+from pipeline.data import array_bytes
 
 from .artifacts import publish_markdown
 from .cluster import flow_cluster, task_client
@@ -92,7 +93,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
     ws = config.workspace.ensure()
     data = ws.resolve(config.data, ws.train)
     ckpt = ws.checkpoint_run(run_name(config))
-    with flow_cluster(config.cluster, config.workdir) as cluster:
+    with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(data)) as cluster:
         if init_dir is None:
             existing = ckpt / "init"
             if resume and (existing / "model.json").is_file():

@@ -4,6 +4,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.cluster import ClusterHandle
+from pipeline.data import array_bytes
 
 from .cluster import flow_cluster, task_client
 from .config import FitConfig, ModelConfig
@@ -29,5 +30,6 @@ def initialize_flow(config: FitConfig) -> str:
     """Initial parameters (``init_params``, best of ``n_init``) saved under checkpoints/<run>/init."""
     ws = config.workspace.ensure()
     out = ws.checkpoint_run(run_name(config)) / "init"
-    with flow_cluster(config.cluster, config.workdir) as cluster:
-        return initialize_task(ws.resolve(config.data, ws.train), config.model, str(out), cluster)
+    data = ws.resolve(config.data, ws.train)
+    with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(data)) as cluster:
+        return initialize_task(data, config.model, str(out), cluster)

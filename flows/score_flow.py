@@ -132,6 +132,14 @@ def export_manifest_task(paths: ScoringPaths) -> str:
     return paths.manifest_export
 
 
+def _largest(partitions, config: ScoreConfig) -> int | None:
+    """The in-memory size of the largest partition from metadata, or None if one cannot be told."""
+    from pipeline.partitions import estimated_bytes
+
+    sizes = [estimated_bytes(p, config.storage_options or None) for p in partitions]
+    return None if any(s is None for s in sizes) else max(sizes, default=0)
+
+
 @flow(name="score-partitions")
 def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, progress: bool = False) -> dict:
     """Find unscored partitions, score them in parallel on Dask, record them.
@@ -168,7 +176,7 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
     run_id = _run_id()
     results: list[dict] = []
     if todo:
-        with flow_cluster(config.cluster, config.workdir) as cluster:
+        with flow_cluster(config.cluster, config.workdir, data_bytes=_largest(todo, config)) as cluster:
             results = run_bounded(
                 lambda p: score_partition_task.submit(p, loaded.version, paths, run_id, config, cluster),
                 todo, config.max_parallel, desc="partitions" if progress else None, unit="partition",

@@ -5,6 +5,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from pipeline.cluster import ClusterHandle
+from pipeline.data import array_bytes
 
 from .artifacts import publish_markdown
 from .cluster import flow_cluster, task_client
@@ -52,7 +53,7 @@ def select_model_flow(config: SelectConfig, report_to: str | None = None, progre
     ws = config.workspace.ensure()
     data = ws.resolve(config.data, ws.train)
     grid = [(k, ct) for ct in config.grid.covariance_types for k in sorted(set(config.grid.n_components))]
-    with flow_cluster(config.cluster, config.workdir) as cluster:
+    with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(data)) as cluster:
         prep = prepare_selection_task(data, str(ws.selection), config, cluster)
         # bounded: each candidate is an EM fit on the cluster; a grid of 28 at once only thrashes it
         table = run_bounded(

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
+
+import numpy as np
 
 from gmm_engine import open_zarr_array, zarr_to_dask
 
@@ -62,3 +65,14 @@ def data_fingerprint(data: str) -> dict:
     }
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
     return {"path": str(data), **{k: meta[k] for k in ("shape", "dtype", "feature_names")}, "digest": digest}
+
+
+def array_bytes(path: str) -> int | None:
+    """Bytes of the local Zarr array at ``path`` in memory, from its metadata alone; None for a URL or unreadable metadata."""
+    if "://" in str(path):
+        return None
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+        return int(np.prod(meta["shape"])) * np.dtype(meta["data_type"]).itemsize
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -49,6 +49,7 @@ __all__ = [
     "Partition",
     "Discovery",
     "discover_partitions",
+    "estimated_bytes",
     "partition_at",
     "safe_child",
 ]
@@ -196,6 +197,40 @@ class Discovery:
     def ids(self) -> list[str]:
         """Ids of :attr:`partitions`, in order."""
         return [p.id for p in self.partitions]
+
+
+def estimated_bytes(partition: Partition, storage_options: dict | None = None) -> int | None:
+    """The size of ``partition``'s rows in memory, from its metadata alone; None when unknown.
+
+    .npy and Zarr: shape x item size; Parquet: the row groups' uncompressed
+    size; CSV: the file size (text is at least as long as its float64
+    values).  Remote partitions are not looked into (None).
+    """
+    if not is_local(partition.url):
+        return None
+    path = Path(partition.url[len("file://"):] if partition.url.startswith("file://") else partition.url)
+    try:
+        if partition.format == "npy":
+            import numpy as np
+
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                from gmm_engine.npy import read_npy_header
+
+                shape, _, dtype = read_npy_header(fh, version)
+            return int(np.prod(shape)) * dtype.itemsize
+        if partition.format == "zarr":
+            from .data import array_bytes
+
+            return array_bytes(str(path))
+        if partition.format == "parquet":
+            import pyarrow.parquet as pq
+
+            md = pq.read_metadata(path)
+            return int(sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)))
+        return int(path.stat().st_size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def partition_at(partition_id: str, url: str) -> Partition:

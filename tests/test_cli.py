@@ -91,3 +91,29 @@ def test_the_server_kept_for_a_work_directory_is_started_once_reused_and_stopped
         time.sleep(1)
     assert not (work / "prefect" / "server.json").exists()
     assert (work / "prefect" / "prefect.db").exists()  # the run history stays
+
+
+def test_small_data_is_fitted_and_scored_without_starting_a_cluster(tmp_path, monkeypatch):
+    """A LocalCluster costs seconds: data that fits in memory is computed in the flow's own process."""
+    from flows import cluster as flow_cluster_mod
+    from pipeline.demo_data import write_partition
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Dask cluster was started for small data")
+
+    monkeypatch.setattr(flow_cluster_mod, "cluster", refuse)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    work = tmp_path / "w"
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(500, 3)) + 6 * k for k in range(2)])
+    write_zarr(work / "data" / "train.zarr", X, ["a", "b", "c"])
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(f"workdir: {work}\nmodel:\n  n_components: 2\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", "--config", str(cfg), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    (work / "incoming").mkdir(exist_ok=True)
+    write_partition(work / "incoming", "p1", X[:100], ["a", "b", "c"], "parquet")
+    res = runner.invoke(app, ["score", "--workdir", str(work), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "scored 1 partitions" in res.output
