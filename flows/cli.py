@@ -255,6 +255,75 @@ def demo(
     typer.echo(f"  summary: {Path(cfg.workdir) / 'report' / 'summary.json'}")
 
 
+models_app = typer.Typer(name="models", help="Registered model versions: lineage, roll back or forward.",
+                         no_args_is_help=True)
+app.add_typer(models_app)
+
+
+@models_app.command("list")
+def models_list(workdir: Optional[Path] = WorkdirOpt):
+    """Every registered version: its parent, the partitions it absorbed, when and why it was made current."""
+    from pipeline.registry import ModelRegistry
+    from pipeline.reports import model_rows, text_table
+    from pipeline.workspace import Workspace
+
+    registry = ModelRegistry(Workspace(workdir or Path("gmm-work")).models)
+    try:
+        rows = model_rows(registry)
+    except Exception as exc:
+        _fail(exc)
+    if not rows:
+        _fail(ValueError(f"No model is registered under {registry.root}: run `gmm fit` or `gmm select` first."))
+    typer.echo(text_table(rows))
+
+
+@models_app.command("use")
+def models_use(version: str = typer.Argument(..., help="A registered version (see `gmm models list`)."),
+               workdir: Optional[Path] = WorkdirOpt):
+    """Make VERSION the current model (roll back or forward); atomic, and recorded in the history."""
+    from pipeline.registry import ModelRegistry
+    from pipeline.workspace import Workspace
+
+    registry = ModelRegistry(Workspace(workdir or Path("gmm-work")).models)
+    previous = registry.current_version()
+    try:
+        registry.set_current(version, reason=f"set by `gmm models use` (was {previous})")
+    except Exception as exc:
+        _fail(exc)
+    typer.echo(f"Current model: {version} (was {previous}).")
+
+
+@app.command()
+def status(
+    workdir: Optional[Path] = WorkdirOpt,
+    last: int = typer.Option(20, help="Partitions to print (the newest); the PNG shows all."),
+    png: Optional[Path] = typer.Option(None, help="Where to write the plot (default <workdir>/report/status.png)."),
+):
+    """The stream at a glance: recent partitions in arrival order, their drift tests, the model that scored them."""
+    from pipeline.manifest import Manifest
+    from pipeline.plots import plot_stream
+    from pipeline.registry import ModelRegistry
+    from pipeline.reports import status_rows, text_table
+    from pipeline.stream import history
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(workdir or Path("gmm-work"))
+    if not ws.manifest.exists():
+        _fail(FileNotFoundError(f"No partitions have been scored in {ws.root} yet: run `gmm score` first."))
+    try:
+        points = history(Manifest(ws.manifest).entries())
+        registry = ModelRegistry(ws.models)
+        current = registry.current_version()
+        reference = registry.drift_reference(current) if current else None
+        expected = reference.expected_rate if reference is not None else None
+        typer.echo(text_table(status_rows(points, last)) or "No partition has been scored yet.")
+        if points:
+            out = plot_stream(points, _cli_path(str(png)) if png else ws.report / "status.png", expected_rate=expected)
+            typer.echo(f"Current model: {current}. Plot: {out}")
+    except Exception as exc:
+        _fail(exc)
+
+
 server_app = typer.Typer(name="server", help="The Prefect server kept for a work directory.",
                          no_args_is_help=True)
 app.add_typer(server_app)

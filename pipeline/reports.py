@@ -272,3 +272,60 @@ def ingest_markdown(path: str, report: dict) -> str:
         ("non-numeric columns left out", ", ".join(f"`{c}`" for c in r["non_numeric_columns"]) or "none"),
     ]
     return "# Ingest\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# the stream and the models
+
+
+def status_rows(points, limit: int | None = None) -> list[dict]:
+    """The stream in arrival order, newest last: one row per partition (``gmm status``)."""
+    shown = points[-limit:] if limit else points
+    rows = []
+    for p in shown:
+        d = p.drift or {}
+        seq = d.get("sequential") or {}
+        rows.append({
+            "#": p.position, "partition": p.partition_id, "rows": p.n_rows,
+            "mean log-lik": round(p.mean_loglik, 4) if math.isfinite(p.mean_loglik) else None,
+            "anomaly %": round(100 * p.anomaly_rate, 3) if p.n_rows else None,
+            "p rate": _p(d, "anomaly_rate"), "p KS": _p(d, "loglik_ks"), "p G": _p(d, "occupancy_g"),
+            "CUSUM": None if seq.get("statistic") is None else round(seq["statistic"], 2),
+            "drifted": "yes" if (d.get("drifted") or d.get("sequential_alarm")) else ("no" if d else "-"),
+            "model": p.model_version,
+        })
+    return rows
+
+
+def model_rows(registry) -> list[dict]:
+    """Every registered version with its lineage and when and why it was (last) made current."""
+    current = registry.current_version()
+    promotions = {}
+    for event in registry.history():
+        promotions[event["version"]] = event
+    rows = []
+    for version in registry.versions():
+        meta = registry.metadata(version)
+        lineage = meta.get("lineage") or {}
+        made = promotions.get(version)
+        rows.append({
+            "version": version, "current": version == current,
+            "parent": lineage.get("parent") or ("imported" if lineage.get("imported_from") else "-"),
+            "partitions": len(lineage.get("partitions", [])), "rows": lineage.get("rows"),
+            "rule": lineage.get("rule") or ("fit/select" if not lineage else "-"),
+            "made current": made["at"] if made else "never",
+            "why": made["reason"] if made else "",
+        })
+    return rows
+
+
+def text_table(rows: list[dict]) -> str:
+    """Rows as an aligned plain-text table (for the terminal)."""
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    cells = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join([line, "  ".join("-" * w for w in widths), *body])

@@ -162,3 +162,33 @@ def test_the_sequential_detector_continues_across_runs_in_arrival_order(stream):
     points = history(manifest.entries())
     assert [(p.partition_id, p.position) for p in points] == [("a", 0), ("c", 1), ("b", 2)]
     assert all(p.drift["sequential"]["threshold"] == 5.0 for p in points)
+
+
+def test_models_and_status_commands_show_the_stream_and_roll_back(stream):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    ws, reg, truth, rng = stream
+    first = reg.current_version()
+    manifest, current = _score_new(ws, reg, {"p0": _moved(truth, rng, 6_000), "p1": _moved(truth, rng, 6_000)})
+    policy = UpdatePolicy(mode="on_drift", half_life=6_000.0, min_rows=1)
+    plan = plan_update(manifest.entries(), current.version, policy)
+    outputs = {e.partition_id: e.output_path for e in manifest.entries()}
+    outcome = update_model(registry=reg, manifest=manifest, current=current, plan=plan, outputs=outputs,
+                           staging=ws / "staging", policy=policy, drift_policy=DriftPolicy(), run_id="run-2")
+    _score_new(ws, reg, {"p2": _moved(truth, rng, 3_000)})  # scored by the promoted version
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "list", "--workdir", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert first in res.output and outcome.version in res.output and "on_drift: p0, p1" in res.output
+    res = runner.invoke(app, ["status", "--workdir", str(ws)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert [ln.split()[1] for ln in lines[2:5]] == ["p0", "p1", "p2"] and "yes" in lines[2]
+    assert (ws / "report" / "status.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = runner.invoke(app, ["models", "use", first, "--workdir", str(ws)])
+    assert res.exit_code == 0 and f"Current model: {first}" in res.output
+    assert reg.current_version() == first and reg.history()[-1]["reason"].startswith("set by `gmm models use`")
+    res = runner.invoke(app, ["models", "use", "nope", "--workdir", str(ws)])
+    assert res.exit_code == 1 and "No model version 'nope'" in res.output

@@ -11,6 +11,7 @@ trace          :func:`plot_loglik_trace`: EM convergence
 histogram      :func:`plot_score_histogram`: scores and the threshold
 projection     :func:`plot_projection` and its geometry
                (:func:`ellipse_geometry`, :func:`projection_axes`)
+stream         :func:`plot_stream`: scored partitions in arrival order
 =============  ===========================================================
 
 Every ``plot_*`` function checks its arguments before drawing (a rejected
@@ -26,6 +27,7 @@ from gmm_engine import COVARIANCE_TYPES
 from .histogram import plot_score_histogram
 from .projection import ellipse_geometry, plot_projection, projection_axes
 from .selection import plot_selection
+from .stream import plot_stream
 from .trace import plot_loglik_trace
 
 __all__ = [
@@ -35,5 +37,6 @@ __all__ = [
     "plot_projection",
     "plot_score_histogram",
     "plot_selection",
+    "plot_stream",
     "projection_axes",
 ]
