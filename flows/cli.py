@@ -220,6 +220,33 @@ def serve(
 
 
 @app.command()
+def deploy(
+    config: Optional[Path] = ConfigOpt,
+    pool: str = typer.Option(..., "--pool", help="Work pool of the Prefect server (a process pool is created if missing)."),
+    interval: Optional[float] = typer.Option(None, help="Seconds between scheduled runs."),
+    cron: Optional[str] = typer.Option(None, help="Cron schedule instead of an interval."),
+    workdir: Optional[Path] = WorkdirOpt,
+    verbose: bool = VerboseOpt,
+):
+    """Deploy score-partitions to a work pool of a Prefect server; its workers then run the schedule."""
+    cfg = _load(ServeConfig, config, {"interval_seconds": interval, "cron": cron,
+                                       "score.workdir": workdir and str(workdir)})
+    _start(cfg.score, preflight.score, verbose, keep_server=cfg.api_url is None)
+    if cfg.api_url:
+        import os
+
+        os.environ["PREFECT_API_URL"] = cfg.api_url
+    from .deploy import deploy as do_deploy
+
+    try:
+        out = do_deploy(cfg, pool)
+    except Exception as exc:
+        _fail(exc)
+    typer.echo(f"Deployed {out['name']} to the {out['pool_type']} work pool {out['pool']!r} on {out['api_url']} "
+               f"({out['schedule']}). Start a worker: prefect worker start --pool {out['pool']}")
+
+
+@app.command()
 def demo(
     config: Optional[Path] = ConfigOpt,
     workdir: Optional[Path] = WorkdirOpt,
