@@ -278,6 +278,7 @@ def demo(
                f"threshold {_fmt(s['model']['threshold'])}")
     typer.echo(f"  anomalies over {a['n_rows']:,} scored rows in {s['partitions_scored']} partitions: "
                f"precision {_fmt(a['precision'])}, recall {_fmt(a['recall'])}")
+    _echo_stream(s)
     typer.echo(f"  timings (s): {json.dumps(s['timings_seconds'])}")
     typer.echo(f"  summary: {Path(cfg.workdir) / 'report' / 'summary.json'}")
 
@@ -393,6 +394,23 @@ def server_status(workdir: Optional[Path] = WorkdirOpt):
         typer.echo(f"No Prefect server runs for {_home(workdir).parent}.")
         raise typer.Exit(1)
     typer.echo(f"Running: {server.api_url} (pid {server.pid}, since {server.started_at}).")
+
+
+def _echo_stream(s: dict) -> None:
+    """The demo's stream: per partition moved or not, drifted or not, the version that scored it."""
+    d = s["drift"]
+    typer.echo(f"  stream of {len(s['stream'])} partitions, one tick each: component moved from partition "
+               f"{d['truth_at']}, drift detected at {d['detected_at']}, {d['false_alarms']} false alarms")
+    for row in s["stream"]:
+        truth = "moved " if row["moved"] else "steady"
+        verdict = "DRIFT" if row["drifted"] else "ok   "
+        typer.echo(f"    {row['index']:>3} {row['partition']:<10} {truth} {verdict} {','.join(row['why']):<40} "
+                   f"model ...{(row['model_version'] or '')[-8:]}")
+    for u in s["updates"]:
+        typer.echo(f"  update from {', '.join(u['partitions'])}: {u['reason']}")
+    b, a = s["before_update"], s["after_update"]
+    typer.echo(f"  anomalies on moved partitions: before the update precision {_fmt(b['precision'])}, recall "
+               f"{_fmt(b['recall'])}; after it precision {_fmt(a['precision'])}, recall {_fmt(a['recall'])}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -209,6 +209,8 @@ class UpdateConfig(_Strict):
     min_rows: Annotated[int, Field(ge=1)] = Field(1_000, description="Rows an update must absorb, at least.")
     contamination: Annotated[float, Field(gt=0, lt=0.5)] | None = Field(
         None, description="Of the updated model's threshold; default the current model's.")
+    min_gain: Annotated[float, Field(ge=0)] = Field(
+        0.01, description="Nats per row the updated model must gain on the held-back partition to be promoted.")
 
     def policy(self):
         from pipeline.updates import UpdatePolicy
@@ -275,13 +277,24 @@ class DemoConfig(_WithWorkdir):
     true_components: Annotated[int, Field(ge=1)] = 4
     true_covariance_type: CovarianceType = "full"
     anomaly_fraction: Annotated[float, Field(gt=0, lt=0.2)] = 0.005
-    n_partitions: Annotated[int, Field(ge=1)] = 3
-    partition_rows: Annotated[int, Field(ge=100)] = 100_000
+    n_partitions: Annotated[int, Field(ge=1)] = Field(12, description="Partitions arriving one scheduled tick at a time.")
+    partition_rows: Annotated[int, Field(ge=100)] = 50_000
+    drift_at: Annotated[int, Field(ge=1)] | None = Field(
+        7, description="From this partition on (1-based) one component has moved; null: a stream without drift.")
+    drift_shift: Annotated[float, Field(gt=0)] = Field(3.0, description="How far it moves, in its standard deviations.")
+    update: UpdateConfig = UpdateConfig(mode="on_drift", half_life=10_000, min_rows=1_000)
     grid: GridConfig = GridConfig(n_components=[2, 3, 4, 5, 6])
     select_sample_rows: Annotated[int, Field(ge=1000)] = 200_000
     max_iter: Annotated[int, Field(ge=1)] = 100
     seed: Annotated[int, Field(ge=0)] = 0
     cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _drift_in_the_stream(self):
+        if self.drift_at is not None and self.drift_at > self.n_partitions:
+            raise ValueError(f"drift_at={self.drift_at} is past the last of the {self.n_partitions} partitions: set "
+                             "drift_at to at most n_partitions, or to null for a stream without drift")
+        return self
 
 
 # ---------------------------------------------------------------------------

@@ -7,9 +7,15 @@
    the grid, by BIC;
 3. ``initialize`` and ``fit`` the selected model on all the data
    (checkpointed EM, threshold calibrated, registered as current);
-4. ``score-partitions`` over the incoming partitions;
-5. compare the selection with the truth and the anomaly flags with the
-   injected anomalies; write ``report/summary.json`` and the plots.
+4. the stream: the incoming partitions arrive one scheduled tick at a
+   time, and each tick runs ``score-partitions`` (drift tests, the
+   sequential detector, and model updates under ``config.update``); from
+   partition ``drift_at`` on, one component has moved by ``drift_shift`` of
+   its standard deviations;
+5. compare the selection with the truth, the drift verdicts with where the
+   component moved, and the anomaly flags with the injected anomalies
+   (before and after the model followed the move); write
+   ``report/summary.json`` and the plots.
 
 Everything runs on one embedded LocalCluster started here and shared by
 the subflows (they receive its address).
@@ -21,6 +27,8 @@ import time
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+
+from pipeline.data import array_bytes
 
 from .artifacts import publish_markdown
 from .cluster import flow_cluster, shared_config
@@ -53,16 +61,15 @@ def demo_data_task(config: DemoConfig, progress: bool = False) -> dict:
         n_components=config.true_components, covariance_type=config.true_covariance_type,
         anomaly_fraction=config.anomaly_fraction, n_partitions=config.n_partitions,
         partition_rows=config.partition_rows, seed=config.seed, progress=progress,
+        drift_at=config.drift_at, drift_shift=config.drift_shift,
     )
     return {"train": d.train_path, "truth": d.truth_path, "partitions": d.partitions,
             "feature_names": d.feature_names, "n_rows": d.n_rows, "n_anomalies": d.n_anomalies,
             "true_mixture": d.truth.to_dict()}
 
 
-def _summary(config: DemoConfig, data, ingested, sel, fit, scored, metrics, timings, dashboard) -> dict:
+def _summary(config: DemoConfig, data, ingested, sel, fit, ids, metrics, stream, timings, dashboard) -> dict:
     winner = sel["selected"]
-    ids = sorted({r["partition_id"] for r in scored["results"] if r["status"] == "scored"}
-                 | set(scored["already_scored"]))
     return {
         "selected": {"n_components": winner["n_components"], "covariance_type": winner["covariance_type"],
                      "criterion": "bic", "bic": winner["bic"]},
@@ -84,11 +91,40 @@ def _summary(config: DemoConfig, data, ingested, sel, fit, scored, metrics, timi
                   "contamination": config.anomaly_fraction},
         "anomaly": metrics,
         "partitions_scored": len(ids),
-        "partitions": scored["results"],
-        "plots": {**sel["report"], **fit["plots"]},
+        **stream,
+        "plots": {**sel["report"], **fit["plots"], "stream_plot": stream.get("stream_plot")},
         "timings_seconds": {k: round(v, 2) for k, v in timings.items()},
         "dashboard": dashboard,
     }
+
+
+def _ticks(score_cfg: ScoreConfig, partitions, ws, progress: bool) -> list[str]:
+    """The stream: each partition arrives in ``incoming/``, then one scheduled tick scores what is there."""
+    from pipeline.demo_data import arrive
+
+    logger = get_run_logger()
+    scored = []
+    for i, (pid, path, *_rest) in enumerate(partitions, start=1):
+        arrive(ws.root, path)
+        out = score_partitions_flow(score_cfg, report_to=str(ws.report), progress=False)
+        scored += [r["partition_id"] for r in out["results"] if r["status"] == "scored"]
+        update = out["update"]
+        logger.info("tick %d/%d: %s scored by %s%s", i, len(partitions), pid, out["model_version"],
+                    f"; update: {update['reason']}" if update else "")
+    return scored
+
+
+def _stream_summary(ws, partitions, original_version: str) -> dict:
+    from pipeline.demo_data import evaluate_stream
+    from pipeline.manifest import Manifest
+    from pipeline.plots import plot_stream
+    from pipeline.stream import history
+
+    manifest = Manifest(ws.manifest)
+    entries = manifest.entries()
+    out = evaluate_stream(ws.root, partitions, entries, manifest.updates(), original_version)
+    out["stream_plot"] = str(plot_stream(history(entries), ws.report / "stream.png"))
+    return out
 
 
 @flow(name="demo")
@@ -109,7 +145,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
     train = ingested["path"]
     anomaly = AnomalyConfig(contamination=config.anomaly_fraction)
     base = ModelConfig(max_iter=config.max_iter, random_state=config.seed)
-    with flow_cluster(config.cluster, config.workdir) as cluster:
+    with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(train)) as cluster:
         # the subflows reach the cluster started (or reached) here, with the same TLS files
         shared = shared_config(cluster, config.cluster, config.workdir)
         t = time.perf_counter()
@@ -131,19 +167,20 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         fit = fit_flow(fit_cfg, init_dir=init_dir, report_to=str(ws.report), progress=progress)
         timings["fit"] = time.perf_counter() - t
         t = time.perf_counter()
-        scored = score_partitions_flow(ScoreConfig(workdir=ws.root, cluster=shared),
-                                       report_to=str(ws.report), progress=progress)
-        timings["score"] = time.perf_counter() - t
-    ids = sorted({r["partition_id"] for r in scored["results"] if r["status"] == "scored"}
-                 | set(scored["already_scored"]))
+        score_cfg = ScoreConfig(workdir=ws.root, cluster=shared, update=config.update)
+        ids = _ticks(score_cfg, data["partitions"], ws, progress)
+        timings["stream"] = time.perf_counter() - t
     metrics = anomaly_metrics(ws.root, ids)
+    stream = _stream_summary(ws, data["partitions"], fit["version"])
     timings["total"] = time.perf_counter() - t0
-    summary = _summary(config, data, ingested, sel, fit, scored, metrics, timings, cluster.dashboard_link)
+    summary = _summary(config, data, ingested, sel, fit, ids, metrics, stream, timings,
+                       cluster.dashboard_link if cluster is not None else None)
     write_json(ws.report / "summary.json", _clean(summary))
     publish_markdown("demo-summary", (
         f"# Demo\n\nSelected K={winner['n_components']} {winner['covariance_type']} "
         f"(truth K={config.true_components} {config.true_covariance_type}); anomaly precision "
         f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f} over {metrics['n_rows']:,} rows "
-        f"in {len(ids)} partitions.\n"))
+        f"in {len(ids)} partitions; drift truth at {stream['drift']['truth_at']}, detected at "
+        f"{stream['drift']['detected_at']}, {stream['drift']['false_alarms']} false alarms.\n"))
     logger.info("demo finished in %.1f s; summary in %s", timings["total"], ws.report / "summary.json")
     return summary

@@ -117,7 +117,7 @@ def sample_rows(truth: TrueMixture, n: int, anomaly_fraction: float, cutoff: flo
 class DemoData:
     train_path: str
     truth_path: str
-    partitions: list  # of (partition id, path, n_rows, n_anomalies)
+    partitions: list  # of (partition id, path, n_rows, n_anomalies, moved), in arrival order
     truth: TrueMixture
     feature_names: list
     n_rows: int
@@ -186,8 +186,9 @@ def reset_demo_workdir(root) -> Path:
 def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
                     covariance_type: str, anomaly_fraction: float, n_partitions: int,
                     partition_rows: int, seed: int = 0, chunk_rows: int = 250_000,
-                    anomaly_quantile: float = 0.001, progress: bool = False) -> DemoData:
-    """Write ``raw/train.parquet`` (+ truth) and ``incoming/`` partitions under a fresh ``root``.
+                    anomaly_quantile: float = 0.001, progress: bool = False,
+                    drift_at: int | None = None, drift_shift: float = 3.0) -> DemoData:
+    """Write ``raw/train.parquet`` (+ truth) and the partitions that will arrive, under a fresh ``root``.
 
     The training rows are a raw source for :func:`pipeline.ingest.ingest`,
     which turns them into the out-of-core Zarr array the model is fitted
@@ -203,11 +204,17 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     anomaly_quantile : float
         Anomalies are kept only below this quantile of the true log-density
         of normal rows.
+    drift_at : int, optional
+        From this partition on (1-based, in arrival order), component 0 has
+        moved by ``drift_shift`` of its standard deviations along the first
+        feature (its rows are not anomalies: the data itself moved).
+    drift_shift : float
 
     Returns
     -------
     DemoData
-        ``train_path`` is the Parquet file.
+        ``train_path`` is the Parquet file; the partitions wait in
+        ``raw/arrivals/`` (:func:`arrive` moves one into ``incoming/``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -247,19 +254,38 @@ def write_demo_data(root, *, n_rows: int, n_features: int, n_components: int,
     if bar is not None:
         bar.close()
 
-    incoming = ws.incoming
-    incoming.mkdir(parents=True, exist_ok=True)
+    ws.incoming.mkdir(parents=True, exist_ok=True)
+    arrivals = arrivals_dir(root)
+    arrivals.mkdir(parents=True, exist_ok=True)
     (ws.data / "partition_truth").mkdir(parents=True, exist_ok=True)
     parts = []
+    sd = float(np.sqrt(truth.covariances[0][0, 0]))
     for i in range(n_partitions):
         fmt = PARTITION_FORMATS[i % len(PARTITION_FORMATS)]
         pid = f"part-{i + 1:04d}"
         X, comp, anom = sample_rows(truth, partition_rows, anomaly_fraction, cutoff, rng)
-        path = write_partition(incoming, pid, X.astype(np.float32), names, fmt)
+        moved = drift_at is not None and i + 1 >= drift_at
+        if moved:
+            X[comp == 0, 0] += drift_shift * sd
+        path = write_partition(arrivals, pid, X.astype(np.float32), names, fmt)
         np.save(ws.data / "partition_truth" / f"{pid}.npy", anom)
-        parts.append((pid, str(path), partition_rows, int(anom.sum())))
+        parts.append((pid, str(path), partition_rows, int(anom.sum()), bool(moved)))
     logger.info("demo data: %d training rows (%d anomalies), %d partitions", n_rows, n_anom, n_partitions)
     return DemoData(str(train), str(truth_path), parts, truth, names, n_rows, n_anom, cutoff)
+
+
+def arrivals_dir(root) -> Path:
+    """Where the demo's partitions wait before they arrive in ``incoming/``."""
+    return Workspace(root).raw / "arrivals"
+
+
+def arrive(root, path) -> Path:
+    """Move one waiting partition into ``incoming/`` (one rename: it appears whole)."""
+    import os
+
+    target = Workspace(root).incoming / Path(path).name
+    os.replace(path, target)
+    return target
 
 
 def write_partition(directory, pid: str, X: np.ndarray, names: list, fmt: str) -> Path:
@@ -334,3 +360,56 @@ def anomaly_metrics(root, partition_ids) -> dict:
     f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "true_positives": tp,
             "false_positives": fp, "false_negatives": fn, "n_rows": n, "n_injected": tp + fn}
+
+
+def evaluate_stream(root, partitions, entries, updates, original_version: str) -> dict:
+    """How the stream went against the truth: drift verdicts, updates, anomalies before and after.
+
+    Parameters
+    ----------
+    root : path of the demo work directory
+    partitions : list of (id, path, n_rows, n_anomalies, moved), in arrival order
+    entries : manifest entries (their ``drift`` verdicts and ``model_version``)
+    updates : the manifest's update attempts
+    original_version : the model fitted before the stream
+
+    Returns
+    -------
+    dict
+        ``stream`` (per partition: arrival index, moved, drifted, why, version),
+        ``drift`` (``truth_at``, ``detected_at``: 1-based arrival indices or
+        None, ``false_alarms``), ``updates``, ``before_update`` and
+        ``after_update`` (precision and recall of the anomaly flags on the
+        moved partitions scored by the original model, and by an updated one).
+    """
+    by_id = {e.partition_id: e for e in entries}
+    stream, truth_at, detected_at, false_alarms = [], None, None, 0
+    for i, (pid, _path, _n, _anom, moved) in enumerate(partitions, start=1):
+        e = by_id.get(pid)
+        d = (e.drift or {}) if e is not None else {}
+        drifted = bool(d.get("drifted") or d.get("sequential_alarm"))
+        if moved and truth_at is None:
+            truth_at = i
+        if drifted and truth_at is None:
+            false_alarms += 1
+        if drifted and truth_at is not None and detected_at is None:
+            detected_at = i
+        stream.append({"index": i, "partition": pid, "moved": moved, "drifted": drifted,
+                       "why": d.get("reasons", []), "model_version": e.model_version if e else None})
+    moved_ids = [s["partition"] for s in stream if s["moved"] and s["model_version"]]
+    before = [p for p in moved_ids if by_id[p].model_version == original_version]
+    after = [p for p in moved_ids if by_id[p].model_version != original_version]
+    return {
+        "stream": stream,
+        "drift": {"truth_at": truth_at, "detected_at": detected_at, "false_alarms": false_alarms},
+        "updates": [{k: u[k] for k in ("version", "promoted", "partitions", "reason")} for u in updates],
+        "before_update": _precision_recall(root, before),
+        "after_update": _precision_recall(root, after),
+    }
+
+
+def _precision_recall(root, ids) -> dict:
+    if not ids:
+        return {"precision": None, "recall": None, "partitions": []}
+    m = anomaly_metrics(root, ids)
+    return {"precision": m["precision"], "recall": m["recall"], "partitions": list(ids)}

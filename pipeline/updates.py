@@ -19,13 +19,15 @@ that scored it (computed by the scoring pass).  The steps:
    data of its own update) are forgotten by the new rows, then the M-step.
    An update that would collapse a component is refused with the reason;
    the current model stays.
-4. **Promotion.**  The candidate is promoted when its mean log-likelihood on
-   the held-back partition is higher than the current model's (scored
-   by the current model in the scoring pass).  Otherwise it stays a
+4. **Promotion.**  The candidate is promoted when it explains the
+   held-back partition better than the current model: its per-row
+   log-likelihood there is higher by at least ``min_gain`` nats on average,
+   and by more than two standard errors of the per-row gains (the current
+   model's scores are those the scoring pass stored).  Otherwise it stays a
    registered version, not current, and the reason is recorded.
 5. **Its threshold and drift reference** are calibrated on the rows it was
-   built from (the absorbed partitions, read again: the only read of an
-   update).  When the held-back partition still drifts under the candidate
+   built from, as far as they still count: the absorbed partitions within
+   one half-life of the newest (read again: the only read of an update).  When the held-back partition still drifts under the candidate
    (judged against the candidate's own reference), the update cannot
    explain the change -- a component may have appeared -- and the outcome
    says so and recommends ``gmm select`` on recent data.
@@ -47,7 +49,7 @@ import numpy as np
 from gmm_engine import ComponentCollapseError
 
 from .drift import DriftPolicy, PartitionCounts, PartitionDrift, test_partition
-from .scores_store import read_statistics
+from .scores_store import read_scores, read_statistics
 from .stream import history
 
 logger = logging.getLogger(__name__)
@@ -71,12 +73,18 @@ class UpdatePolicy:
         Rows the absorbed partitions must hold, at least.
     contamination : float or None
         Of the candidate's threshold; None: the current model's.
+    min_gain : float
+        Nats per row the candidate must gain on the held-back partition to
+        be promoted (and the gain must exceed two standard errors of the
+        per-row gains): an update that changes nothing is not worth a
+        version change.
     """
 
     mode: str = "never"
     half_life: float = 1_000_000.0
     min_rows: int = 1_000
     contamination: float | None = None
+    min_gain: float = 0.01
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -187,23 +195,51 @@ def build_candidate(current, plan: UpdatePlan, outputs: dict, policy: UpdatePoli
     return candidate, ""
 
 
-def judge(candidate, current, held_back_rows, held_back_point, reference, policy: DriftPolicy, threshold):
-    """(candidate's mean log-likelihood on the held-back rows, the current's, whether drift remains unexplained)."""
+@dataclass(frozen=True)
+class Judgement:
+    """The candidate against the current model on the held-back partition."""
+
+    candidate_loglik: float
+    current_loglik: float
+    gain_se: float
+    remains: PartitionDrift  # the held-back partition's drift tests under the candidate's own reference
+
+    @property
+    def gain(self) -> float:
+        return self.candidate_loglik - self.current_loglik
+
+    def better(self, min_gain: float) -> bool:
+        return self.gain >= min_gain and self.gain > 2.0 * self.gain_se
+
+
+def judge(candidate, held_back_rows, current_scores, reference, policy: DriftPolicy, threshold) -> Judgement:
+    """The candidate on the held-back rows, paired with the current model's stored scores of the same rows."""
     with warnings.catch_warnings():
         # the staged rows were checked against the model's feature names when they were staged
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
-        ll = candidate.score_samples(held_back_rows)
-        comp = candidate.predict(held_back_rows)
-    ll = np.asarray(ll)
-    counts = PartitionCounts.from_chunk(ll, np.asarray(comp), ll <= threshold, reference)
-    remains: PartitionDrift = test_partition(counts, reference, policy)
-    return float(ll.mean()), float(held_back_point.mean_loglik), remains
+        ll = np.asarray(candidate.score_samples(held_back_rows))
+        comp = np.asarray(candidate.predict(held_back_rows))
+    gains = ll - np.asarray(current_scores, dtype=np.float64)
+    counts = PartitionCounts.from_chunk(ll, comp, ll <= threshold, reference)
+    se = float(gains.std(ddof=1) / math.sqrt(gains.size)) if gains.size > 1 else math.inf
+    return Judgement(float(ll.mean()), float(np.mean(current_scores)), se, test_partition(counts, reference, policy))
 
 
 def recommendation(remains: PartitionDrift, held_back: str) -> str:
     return (f"the updated model does not explain the drift of {held_back} ({', '.join(remains.reasons)} still "
             "significant under its own reference): a new component may have appeared; run `gmm select` on "
             "recent data")
+
+
+def _within_half_life(absorb, half_life: float) -> list:
+    """The newest absorbed partitions whose rows still weigh at least one half (at least the newest)."""
+    recent, rows_after = [], 0
+    for point in reversed(absorb):
+        if recent and rows_after >= half_life:
+            break
+        recent.insert(0, point)
+        rows_after += point.n_rows
+    return recent
 
 
 def _staged_rows(points, model, staging, outputs, bad_rows, storage_options):
@@ -254,29 +290,32 @@ def update_model(*, registry, manifest, current, plan: UpdatePlan, outputs: dict
         outcome = UpdateOutcome(**base, reason=refused)
         _record(manifest, outcome, run_id)
         return outcome
-    staged = _staged_rows([*plan.absorb, plan.held_back], current.model, staging, outputs, bad_rows,
-                          storage_options)
+    recent = _within_half_life(plan.absorb, policy.half_life)
+    staged = _staged_rows([*recent, plan.held_back], current.model, staging, outputs, bad_rows, storage_options)
     try:
-        absorbed = da.concatenate([zarr_to_dask(z) for _, z in staged[:-1]])
+        built_from = da.concatenate([zarr_to_dask(z) for _, z in staged[:-1]])
         held_back = np.asarray(staged[-1][1][:])
         contamination = policy.contamination or current.metadata["anomaly"]["contamination"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
-            thr = calibrate_threshold(candidate, absorbed, contamination)
-        cand_ll, cur_ll, remains = judge(candidate, current, held_back, plan.held_back, thr.reference,
-                                         drift_policy, thr.threshold)
+            thr = calibrate_threshold(candidate, built_from, contamination)
+        verdict = judge(candidate, held_back, read_scores(outputs[plan.held_back.partition_id])["log_likelihood"],
+                        thr.reference, drift_policy, thr.threshold)
     finally:
         for target, _ in staged:
             shutil.rmtree(target, ignore_errors=True)
-    promoted = cand_ll > cur_ll
-    reason = (f"promoted: it explains {plan.held_back.partition_id} better (mean log-likelihood {cand_ll:.4f} "
-              f"against {cur_ll:.4f} for {current.version})" if promoted else
-              f"not promoted: it explains {plan.held_back.partition_id} no better (mean log-likelihood "
-              f"{cand_ll:.4f} against {cur_ll:.4f} for {current.version})")
+    cand_ll, cur_ll, remains = verdict.candidate_loglik, verdict.current_loglik, verdict.remains
+    promoted = verdict.better(policy.min_gain)
+    compared = (f"mean log-likelihood {cand_ll:.4f} against {cur_ll:.4f} for {current.version}, gain "
+                f"{verdict.gain:.4f} +- {verdict.gain_se:.4f} nats per row")
+    reason = (f"promoted: it explains {plan.held_back.partition_id} better ({compared})" if promoted else
+              f"not promoted: it explains {plan.held_back.partition_id} no better, by at least {policy.min_gain:g} "
+              f"nats per row and two standard errors ({compared})")
     unexplained = bool(remains.drifted)
     lineage = {"parent": current.version, "partitions": list(ids), "rows": plan.n_rows, "rule": plan.rule,
                "half_life": policy.half_life, "held_back": plan.held_back.partition_id,
-               "held_back_loglik": {"candidate": cand_ll, "parent": cur_ll}}
+               "held_back_loglik": {"candidate": cand_ll, "parent": cur_ll, "gain_se": verdict.gain_se},
+               "calibrated_on": [p.partition_id for p in recent]}
     metadata = {
         "anomaly": thr.to_dict(), "drift_reference": thr.reference.to_dict(), "lineage": lineage,
         "feature_names": current.metadata.get("feature_names"), "data": current.metadata.get("data"),

@@ -160,7 +160,7 @@ def test_cli_demo_small(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     cfg = tmp_path / "demo.yaml"
-    cfg.write_text("n_rows: 40000\nn_partitions: 3\npartition_rows: 4000\nselect_sample_rows: 15000\n"
+    cfg.write_text("n_rows: 40000\nn_partitions: 3\npartition_rows: 4000\nselect_sample_rows: 15000\ndrift_at: null\n"
                    "grid:\n  n_components: [3, 4, 5]\n  covariance_types: [full, diag]\n")
     res = CliRunner().invoke(app, ["demo", "--config", str(cfg), "--workdir", str(tmp_path / "w"),
                                    "--no-progress"])
