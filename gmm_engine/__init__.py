@@ -37,6 +37,14 @@ Weights, streams and updates (beyond scikit-learn):
 
 >>> ll, comp, resp, stats = score_rows(model, partition, with_stats=True)  # doctest: +SKIP
 >>> model.partial_fit_statistics(stats.compute(), half_life=1e6)          # doctest: +SKIP
+
+Variational Bayes: :class:`BayesianGaussianMixture` (scikit-learn's, out of
+core on the same kernels; ``sample_weight`` as repeated rows) and its
+``effective_n_components(floor=EFFECTIVE_WEIGHT_FLOOR)``, the components
+holding more than 1% of the weight:
+
+>>> bgm = BayesianGaussianMixture(n_components=12).fit("data.zarr")  # doctest: +SKIP
+>>> bgm.effective_n_components()                                    # doctest: +SKIP
 """
 
 from ._version import __version__
@@ -62,6 +70,8 @@ _PUBLIC = {
     "ModelFormatError": (".exceptions", "ModelFormatError"),
     "NotFittedError": (".exceptions", "NotFittedError"),
     "GaussianMixture": (".mixture", "GaussianMixture"),
+    "BayesianGaussianMixture": (".bayesian_mixture", "BayesianGaussianMixture"),
+    "EFFECTIVE_WEIGHT_FLOOR": (".bayesian_mixture", "EFFECTIVE_WEIGHT_FLOOR"),
     "InformationCriteria": (".mixture", "InformationCriteria"),
     "load_model": (".mixture", "load_model"),
 }

@@ -5,7 +5,9 @@ The entries mirror scikit-learn's ``sklearn.mixture._gaussian_mixture``
 validation messages) and add what the chunked engine needs: the shape of
 the shifted scatter statistic (and how it moves to another shift), the
 covariance from merged statistics, and the per-chunk kernels (their
-layout: :mod:`gmm_engine._kernel_params`).
+layout: :mod:`gmm_engine._kernel_params`).  The Wishart prior and posterior
+of ``BayesianGaussianMixture`` are mixed into each entry from
+:mod:`gmm_engine._wishart`.
 
 Shapes, with K components and D features:
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from ._kernel_params import KernelParams, kernel_rows, kernel_weights, pad_last, rows_layout, skip_threshold
 from ._lazy import on_first_use
+from ._wishart import DiagWishart, FullWishart, SphericalWishart, TiedWishart
 from .exceptions import ComponentCollapseError
 
 
@@ -238,7 +241,7 @@ def _outer_terms(nk, sums, delta):
     return cross + np.swapaxes(cross, 1, 2) + nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
 
 
-class _Full(CovarianceType):
+class _Full(FullWishart, CovarianceType):
     name = "full"
     init_allows_nd = True
     fused_rows_max_features = 48
@@ -336,7 +339,7 @@ class _Full(CovarianceType):
         return scatter
 
 
-class _Tied(CovarianceType):
+class _Tied(TiedWishart, CovarianceType):
     name = "tied"
     one_hot_start_reads_all_rows = True
     fused_rows_max_features = 48
@@ -438,7 +441,7 @@ class _Tied(CovarianceType):
         return scatter
 
 
-class _Diag(CovarianceType):
+class _Diag(DiagWishart, CovarianceType):
     name = "diag"
 
     def rebase_scatter(self, scatter, nk, sums, delta):
@@ -535,7 +538,7 @@ class _Diag(CovarianceType):
         return scatter
 
 
-class _Spherical(_Diag):
+class _Spherical(SphericalWishart, _Diag):
     name = "spherical"
 
     def rebase_scatter(self, scatter, nk, sums, delta):

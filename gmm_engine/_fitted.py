@@ -23,6 +23,11 @@ after a fit changes what the next fit does, not what the arrays are).
   attribute replaced after the fit must fail here, not read past an array.
 * :func:`em_state` reads the whole state back as an ``EMState``: what a
   checkpoint holds and where EM continues from.
+* ``BayesianGaussianMixture`` has the same Gaussian attributes and
+  history, plus its posterior (``weight_concentration_``,
+  ``mean_precision_``, ``degrees_of_freedom_``) and priors (``*_prior_``):
+  :func:`set_fitted_variational` writes them all, :func:`fitted_variational`
+  reads the posterior back checked.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import math
 
 import numpy as np
 
-from . import _covariance
+from . import _covariance, _variational
 from ._em import EMState
 from ._params import GMMParams
 
@@ -51,7 +56,14 @@ def set_fitted(est, state: EMState, names=None, online=None):
         The running statistics of ``partial_fit`` (``online_state_``);
         None when there are none.
     """
-    params = state.params
+    _set_gaussian(est, state.params, names)
+    _set_history(est, state)
+    est.online_state_ = online
+    return est
+
+
+def _set_gaussian(est, params: GMMParams, names) -> None:
+    """The mixture's arrays, its feature count and names (shared by both estimators)."""
     est._fitted_covariance_type = params.covariance_type
     est.weights_ = params.weights
     est.means_ = params.means
@@ -63,13 +75,15 @@ def set_fitted(est, state: EMState, names=None, online=None):
         est.feature_names_in_ = np.asarray(list(names), dtype=object)
     elif hasattr(est, "feature_names_in_"):
         del est.feature_names_in_
+
+
+def _set_history(est, state) -> None:
+    """Convergence, iteration count, lower bounds and passes of an EM or variational state."""
     est.converged_ = bool(state.converged)
     est.n_iter_ = int(state.n_iter)
     est.lower_bound_ = float(state.lower_bound)
     est.lower_bounds_ = [float(v) for v in state.lower_bounds]
     est.n_passes_ = int(state.n_passes)
-    est.online_state_ = online
-    return est
 
 
 def fitted_covariance_type(est) -> str:
@@ -158,4 +172,72 @@ def em_state(est) -> EMState:
         change=(lbs[-1] - lbs[-2]) if len(lbs) > 1 else float("nan"),
         converged=bool(est.converged_),
         n_passes=int(getattr(est, "n_passes_", 0)),
+    )
+
+
+# ---------------------------------------------------------------------------
+# BayesianGaussianMixture: the variational posterior and the priors
+
+
+def set_fitted_variational(est, state, prior, names=None):
+    """Set every fitted attribute of a ``BayesianGaussianMixture`` from a variational state; returns ``est``.
+
+    Parameters
+    ----------
+    est : BayesianGaussianMixture
+    state : VariationalState
+        Its posterior (:class:`~gmm_engine._variational.VariationalParams`),
+        iteration count, lower bound(s), convergence and pass count.
+    prior : VariationalPrior
+        The priors of the fit (the ``*_prior_`` attributes).
+    names : sequence of str, optional
+        The input's feature names; None removes ``feature_names_in_``.
+    """
+    vp = state.params
+    _set_gaussian(est, vp.gaussian, names)
+    _set_history(est, state)
+    est._fitted_weight_concentration_prior_type = vp.prior_type
+    est.weight_concentration_ = _variational.WEIGHT_PRIORS[vp.prior_type].as_attribute(vp.weight_concentration)
+    est.mean_precision_ = np.array(vp.mean_precision, dtype=np.float64)
+    dof = vp.degrees_of_freedom
+    est.degrees_of_freedom_ = float(dof) if np.ndim(dof) == 0 else np.array(dof, dtype=np.float64)
+    est.weight_concentration_prior_ = prior.weight_concentration
+    est.mean_precision_prior_ = prior.mean_precision
+    est.mean_prior_ = np.array(prior.mean, dtype=np.float64)
+    est.degrees_of_freedom_prior_ = prior.degrees_of_freedom
+    est.covariance_prior_ = prior.covariance if np.ndim(prior.covariance) == 0 else np.array(prior.covariance)
+    return est
+
+
+def fitted_variational(est, *, covariances=True):
+    """The variational posterior of a fitted ``BayesianGaussianMixture``, checked as :func:`fitted_params` checks.
+
+    Raises
+    ------
+    ValueError
+        An attribute is not numeric, or its shape disagrees with the
+        others; the message says which and how to fix it.
+    """
+    gaussian = fitted_params(est, covariances=covariances)
+    prior_type = getattr(est, "_fitted_weight_concentration_prior_type", est.weight_concentration_prior_type)
+    K = gaussian.n_components
+    arrays = _numeric_arrays(est, ("weight_concentration_", "mean_precision_", "degrees_of_freedom_"))
+    expected = {
+        "weight_concentration_": _variational.WEIGHT_PRIORS[prior_type].concentration_shape(K),
+        "mean_precision_": (K,),
+        "degrees_of_freedom_": _covariance.get(gaussian.covariance_type).dof_shape(K),
+    }
+    problems = [f"{attr} has shape {arrays[attr].shape}, expected {shape}"
+                for attr, shape in expected.items() if arrays[attr].shape != shape]
+    if problems:
+        raise ValueError(
+            f"The fitted parameters of this {type(est).__name__} do not agree with each other: "
+            f"{'; '.join(problems)} (for {K} components, covariance_type={gaussian.covariance_type!r} "
+            f"and weight_concentration_prior_type={prior_type!r}, the ones they were fitted with). "
+            "An attribute was changed after fitting: refit the model."
+        )
+    dof = arrays["degrees_of_freedom_"]
+    return _variational.VariationalParams(
+        prior_type, gaussian, arrays["weight_concentration_"], arrays["mean_precision_"],
+        float(dof) if dof.ndim == 0 else dof,
     )

@@ -439,6 +439,37 @@ def kmeans_stats(data, summary, K, covariance_type, rs):
     return stats
 
 
+def initial_statistics(data: ChunkedData, summary: DataSummary, *, n_components: int, covariance_type: str,
+                       init_params: str, rs: np.random.RandomState):
+    """The statistics of scikit-learn's initial responsibilities for ``init_params``.
+
+    Returns
+    -------
+    stats : SufficientStatistics
+    chosen : ndarray of shape (K, D) or None
+        The rows with a responsibility of 1 ('random_from_data',
+        'k-means++'), whose tied covariance reads every row
+        (:func:`tied_one_hot_covariance`); None for the other methods.
+    """
+    K, D = n_components, data.n_features
+    chosen = None
+    if init_params == "kmeans":
+        stats = kmeans_stats(data, summary, K, covariance_type, rs)
+    elif init_params == "random":
+        key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
+        shift = np.broadcast_to(summary.mean, (K, D)).copy()
+        stats = data.map_reduce(_random_resp_chunk, shift, key, covariance_type)
+    elif init_params == "random_from_data":
+        chosen = draw_rows(data, rs, K, replace=False)[1]
+        stats = _one_hot_stats(chosen, covariance_type)
+    elif init_params == "k-means++":
+        chosen, _ = kmeans_plusplus_rows(data, K, rs)
+        stats = _one_hot_stats(chosen, covariance_type)
+    else:  # pragma: no cover - validated by the estimator
+        raise ValueError(f"unknown init_params {init_params!r}")
+    return stats, chosen
+
+
 def initial_params(
     data: ChunkedData,
     summary: DataSummary,
@@ -458,7 +489,7 @@ def initial_params(
     validated arrays (or None).
     """
     cov = _covariance.get(covariance_type)
-    K, D = n_components, data.n_features
+    K = n_components
     if weights_init is not None and means_init is not None and precisions_init is not None:
         return GMMParams.from_precisions_cholesky(
             covariance_type,
@@ -466,23 +497,12 @@ def initial_params(
             means_init,
             cov.precision_cholesky_from_precisions(precisions_init),
         )
-    if init_params == "kmeans":
-        stats = kmeans_stats(data, summary, K, covariance_type, rs)
-    elif init_params == "random":
-        key = int(rs.randint(0, 2**63 - 1, dtype=np.int64))
-        shift = np.broadcast_to(summary.mean, (K, D)).copy()
-        stats = data.map_reduce(_random_resp_chunk, shift, key, covariance_type)
-    elif init_params == "random_from_data":
-        chosen = draw_rows(data, rs, K, replace=False)[1]
-        stats = _one_hot_stats(chosen, covariance_type)
-    elif init_params == "k-means++":
-        chosen, _ = kmeans_plusplus_rows(data, K, rs)
-        stats = _one_hot_stats(chosen, covariance_type)
-    else:  # pragma: no cover - validated by the estimator
-        raise ValueError(f"unknown init_params {init_params!r}")
+    stats, chosen = initial_statistics(
+        data, summary, n_components=K, covariance_type=covariance_type, init_params=init_params, rs=rs,
+    )
     # scikit-learn's weights nk / n_samples: with row weights, their sum
     params = m_step(stats, reg_covar, n_samples=summary.weight)
-    one_hot = init_params in ("random_from_data", "k-means++")
+    one_hot = chosen is not None
     if one_hot and cov.one_hot_start_reads_all_rows and precisions_init is None:
         # scikit-learn's tied start from one row per component reads every row
         # (for the other types only the chosen rows count; for 'kmeans' and

@@ -122,15 +122,15 @@ def zarr_to_dask(z):
                          name=False, meta=np.empty((0, 0), dtype=z.dtype))
 
 
-def _lazy_input(X, min_samples):
-    """Validate a dask array's metadata (no data read) and fix its dtype."""
+def _lazy_input(X, min_samples, name="GaussianMixture"):
+    """Validate a dask array's metadata (no data read) and fix its dtype; messages name the estimator ``name``."""
     if len(X.shape) == 2 and any(math.isnan(c) for c in X.chunks[0]):
         raise ValueError(
             "The dask array has unknown chunk sizes; call X.compute_chunk_sizes() "
-            "(or X = X.persist()) before passing it to GaussianMixture."
+            f"(or X = X.persist()) before passing it to {name}."
         )
-    check_dim_and_dtype(X.shape, X.dtype, array_repr=repr(X))
-    check_n_samples(X.shape[0], X.shape[1], X.shape, min_samples)
+    check_dim_and_dtype(X.shape, X.dtype, name, array_repr=repr(X))
+    check_n_samples(X.shape[0], X.shape[1], X.shape, min_samples, name)
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     if X.numblocks[1] != 1:
@@ -164,7 +164,8 @@ def _chunked(X, lazy, weights, persist=False):
     return DaskData(X, persist=persist, weights=weights)
 
 
-def training_data(X, *, persist=False, check_features=None, sample_weight=None, min_samples=2):
+def training_data(X, *, persist=False, check_features=None, sample_weight=None, min_samples=2,
+                  name="GaussianMixture"):
     """The data a fit passes over, and the input's feature names.
 
     Parameters
@@ -180,6 +181,8 @@ def training_data(X, *, persist=False, check_features=None, sample_weight=None, 
         Row weights, validated here (lazy ones from their metadata; their
         values by the scan).
     min_samples : int
+    name : str
+        The estimator named in scikit-learn's messages.
 
     Returns
     -------
@@ -189,7 +192,10 @@ def training_data(X, *, persist=False, check_features=None, sample_weight=None, 
     """
     X, names_source = _resolve(X)
     lazy = is_dask_array(X)
-    X = _lazy_input(X, min_samples=min_samples) if lazy else check_numpy(X, min_samples=min_samples)
+    if lazy:
+        X = _lazy_input(X, min_samples=min_samples, name=name)
+    else:
+        X = check_numpy(X, min_samples=min_samples, name=name)
     names = get_feature_names(names_source)  # raises on mixed name types
     if check_features is not None:
         check_features(X.shape[1])
@@ -220,7 +226,8 @@ def scoring_input(X, estimator, *, in_memory=False):
     if in_memory and is_dask_array(X):
         X = np.asarray(names_source[...]) if is_zarr_array(names_source) else X.compute(scheduler="sync")
     lazy = is_dask_array(X)
-    X = _lazy_input(X, min_samples=1) if lazy else check_numpy(X, min_samples=1)
+    name = type(estimator).__name__
+    X = _lazy_input(X, min_samples=1, name=name) if lazy else check_numpy(X, min_samples=1, name=name)
     check_n_features(estimator, X.shape[1])
     # The kernels trust the parameter shapes (no bounds checks): refuse
     # attributes that disagree with X however they came to be.

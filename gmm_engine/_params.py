@@ -73,6 +73,19 @@ class GMMParams:
         )
 
 
+def gaussian_estimates(stats: SuffStats, reg_covar: float):
+    """scikit-learn's ``_estimate_gaussian_parameters`` from merged statistics: ``(nk, means, covariances)``.
+
+    ``nk`` (K,) are the soft counts plus ``10 eps``, ``means`` (K, D) the
+    responsibility-weighted means and ``covariances`` (the type's shape)
+    the weighted covariances around them plus ``reg_covar``; no Cholesky
+    factor is taken (the variational M-step adds its prior first).
+    """
+    nk = stats.nk + _NK_EPS
+    d = stats.sums / nk[:, None]
+    return nk, stats.shift + d, _covariance.get(stats.covariance_type).covariances(nk, d, stats.scatter, reg_covar)
+
+
 def m_step(stats: SuffStats, reg_covar: float, n_samples: int | None = None) -> GMMParams:
     """Parameters maximising the expected log-likelihood of merged statistics.
 
@@ -97,10 +110,7 @@ def m_step(stats: SuffStats, reg_covar: float, n_samples: int | None = None) -> 
         ``reg_covar``.
     """
     cov = _covariance.get(stats.covariance_type)
-    nk = stats.nk + _NK_EPS
-    d = stats.sums / nk[:, None]
-    means = stats.shift + d
-    covariances = cov.covariances(nk, d, stats.scatter, reg_covar)
+    nk, means, covariances = gaussian_estimates(stats, reg_covar)
     weights = nk / (n_samples if n_samples is not None else nk.sum())
     return GMMParams(
         stats.covariance_type,

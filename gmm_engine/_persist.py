@@ -20,6 +20,11 @@ Layout of a model directory::
                       scalars, step count, rows and weight seen and mode are
                       the document's ``online`` section
 
+The document's ``estimator`` names the class: ``BayesianGaussianMixture``
+documents add a ``variational`` section and arrays
+(:mod:`gmm_engine._persist_variational`); each class's ``load`` refuses the
+other's directories, and ``gmm_engine.load_model`` reads either.
+
 Arrays are plain ``.npy`` files read with ``allow_pickle=False``; nothing
 is ever pickled.  Loading checks the format marker and version, the
 document checksum, every array's checksum, dtype and shape against the
@@ -59,6 +64,9 @@ from .npy import load_npy_bytes
 FORMAT = "gmm-stream.gaussian-mixture"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
+#: the document's "estimator": which class a model directory holds (documents of
+#: any other name, e.g. a subclass's, hold a GaussianMixture)
+GAUSSIAN, VARIATIONAL = "GaussianMixture", "BayesianGaussianMixture"
 
 _ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 #: user initial parameters, stored as they were given (numeric .npy arrays)
@@ -236,8 +244,14 @@ def _fitted_section(estimator, fitted: GMMParams) -> dict:
     }
 
 
-def _model_files(estimator, metadata: dict) -> dict:
-    """Every file of the model directory: name -> bytes, ``model.json`` last."""
+def _model_files(estimator, metadata: dict, *, params_section=None, extend=None) -> dict:
+    """Every file of the model directory: name -> bytes, ``model.json`` last.
+
+    ``params_section(params, files, arrays)`` writes the constructor
+    parameters (the Gaussian mixture's by default); ``extend(doc, files,
+    arrays)``, when given, adds an estimator's own sections and arrays
+    before the document is checksummed.
+    """
     # the fitted arrays, checked against each other, with the covariance type and
     # component count they have (the parameters may have been changed since the fit)
     fitted = fitted_params(estimator)
@@ -248,7 +262,7 @@ def _model_files(estimator, metadata: dict) -> dict:
         "library_version": __version__,
         "estimator": type(estimator).__name__,
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "params": _params_section(estimator.get_params(deep=False), files, arrays),
+        "params": (params_section or _params_section)(estimator.get_params(deep=False), files, arrays),
         "fitted": _fitted_section(estimator, fitted),
         "arrays": arrays,
         "metadata": metadata,
@@ -268,12 +282,14 @@ def _model_files(estimator, metadata: dict) -> dict:
         doc["online"], online_arrays = _online.to_files(online)
         for name, arr in online_arrays.items():
             files[name + ".npy"], arrays[name] = _npy_entry(arr, name + ".npy")
+    if extend is not None:
+        extend(doc, files, arrays)
     doc["checksum"] = _doc_checksum(doc)
     files[MODEL_FILE] = json.dumps(doc, indent=2, sort_keys=True).encode()
     return files
 
 
-def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
+def save_model(estimator, path, *, metadata=None, overwrite=False, model_files=None) -> Path:
     """Write a fitted estimator to ``path`` (a directory); see the module docs.
 
     Parameters
@@ -289,6 +305,10 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
         Replace an existing model directory at ``path``.  Anything else at
         ``path`` (a file, a foreign directory, a model directory holding
         other files) is refused with ``FileExistsError``.
+    model_files : callable, optional
+        ``model_files(estimator, metadata) -> {file name: bytes}``, the
+        directory's files (``model.json`` last); the Gaussian mixture's by
+        default (``_persist_variational`` gives the variational one's).
 
     Returns
     -------
@@ -309,7 +329,7 @@ def save_model(estimator, path, *, metadata=None, overwrite=False) -> Path:
                 f"{path} already exists; pass overwrite=True to replace it or choose a new path"
             )
         _check_replaceable(path)
-    files = _model_files(estimator, metadata)
+    files = (model_files or _model_files)(estimator, metadata)
     with publish_dir(path, replaceable=_check_replaceable if overwrite else None,
                      exists_hint="Pass overwrite=True to replace it, or choose a new path") as tmp:
         for fname, data in files.items():
@@ -322,7 +342,8 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _fail(path, problem, fix="re-save the model with GaussianMixture.save(path)"):
+def _fail(path, problem, fix="re-save the model with the save(path) of the estimator that wrote it "
+          "(GaussianMixture.save or BayesianGaussianMixture.save)"):
     exc = ModelFormatError(f"Cannot load model from {path}: {problem}. To fix: {fix}.")
     exc.problem = problem
     raise exc
@@ -444,13 +465,27 @@ def _fitted_arrays(path, doc, ctype, K, D) -> dict:
     return arrays
 
 
-def load_model(cls, path):
-    """Read, verify and rebuild a fitted estimator; returns ``(estimator, metadata)``."""
-    path = Path(path)
-    doc = read_model_document(path)
+def model_kind(doc: dict) -> str:
+    """:data:`VARIATIONAL` or :data:`GAUSSIAN`: the estimator a model document holds."""
+    return VARIATIONAL if doc.get("estimator") == VARIATIONAL else GAUSSIAN
+
+
+def check_model_kind(path, doc: dict, expected: str) -> None:
+    """Refuse to load a model directory as the other estimator, naming the loader that reads it."""
+    kind = model_kind(doc)
+    if kind != expected:
+        _fail(path, f"it holds a {kind}, not a {expected}",
+              f"load it with {kind}.load(path), or with gmm_engine.load_model(path), which reads either")
+
+
+def fitted_shape(path, doc: dict):
+    """``(covariance_type, n_components, n_features)`` of the fitted arrays, checked.
+
+    The estimator's parameters are checked, then the type and count of the
+    fitted arrays (they differ after set_params; files that do not record
+    them: the same).
+    """
     params, fitted = doc["params"], doc["fitted"]
-    # the estimator's parameters, then the type and count of the fitted arrays
-    # (they differ after set_params; files that do not record them: the same)
     for section in (params, fitted):
         ctype = section.get("covariance_type", params.get("covariance_type"))
         if not isinstance(ctype, str) or ctype not in _covariance.COVARIANCE_TYPES:
@@ -460,6 +495,16 @@ def load_model(cls, path):
             _fail(path, "n_components or n_features_in_ is missing or not an integer")
         if K < 1 or D < 1:
             _fail(path, f"n_components={K} and n_features_in_={D} must be positive")
+    return ctype, K, D
+
+
+def load_model(cls, path):
+    """Read, verify and rebuild a fitted ``GaussianMixture``; returns ``(estimator, metadata)``."""
+    path = Path(path)
+    doc = read_model_document(path)
+    check_model_kind(path, doc, GAUSSIAN)
+    params, fitted = doc["params"], doc["fitted"]
+    ctype, K, D = fitted_shape(path, doc)
     arrays = _fitted_arrays(path, doc, ctype, K, D)
     _check_fitted_section(path, fitted)
     kwargs = {k: params[k] for k in (*_SCALAR_PARAMS, *_OPTIONAL_FLOAT_PARAMS) if k in params}

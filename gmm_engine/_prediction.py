@@ -2,7 +2,9 @@
 
 :class:`Prediction` is the part of ``GaussianMixture`` that reads the
 fitted parameters (through :func:`~gmm_engine._fitted.fitted_params`,
-checked) and never changes them.  Per-row outputs map a block function of
+checked) and never changes them; its base :class:`Scoring` (scores,
+labels, posteriors, draws, without the information criteria) is also
+``BayesianGaussianMixture``'s.  Per-row outputs map a block function of
 :mod:`gmm_engine._blocks` over X (lazily for dask input); weighted totals
 (``sample_weight``) are one pass of :func:`~gmm_engine._stats.loglik_chunk`
 that also checks lazy X and weights.
@@ -21,16 +23,25 @@ from ._stats import loglik_chunk, refuse_bad_rows
 from ._validation import check_is_fitted, check_random_state
 
 
-class Prediction:
-    """Scoring, prediction, information criteria and sampling of a fitted mixture."""
+class Scoring:
+    """Scoring, prediction and sampling of a fitted mixture (scikit-learn's ``BaseMixture`` methods).
+
+    The rows are scored with :meth:`_kernel_params`: the fitted Gaussian
+    mixture's here; ``BayesianGaussianMixture`` overrides it with its
+    variational constants.
+    """
+
+    def _kernel_params(self):
+        """The kernels' parameters every score of this model is computed with (checked fitted arrays)."""
+        return fitted_params(self, covariances=False).kernel_params()
 
     def _apply(self, fn, X, per_component=False, dtype=np.float64):
         """fn over the rows of X: one value per row, or one per row and component."""
         X, lazy = scoring_input(X, self)
-        params = fitted_params(self, covariances=False)
+        kp = self._kernel_params()
         # the fitted component count, whatever n_components says now
-        width = params.n_components if per_component else None
-        return map_rows(fn, X, params.kernel_params(), lazy=lazy, width=width, dtype=dtype)
+        width = kp.n_components if per_component else None
+        return map_rows(fn, X, kp, lazy=lazy, width=width, dtype=dtype)
 
     def score_samples(self, X):
         """Log-likelihood of every row under the model.
@@ -79,11 +90,37 @@ class Prediction:
     def _weighted_total(self, X, sample_weight):
         """(sum w log p(x), sum w, rows) of X, from one pass that also checks lazy X and weights."""
         data = fitted_data(X, self, sample_weight=sample_weight)
-        kp = fitted_params(self, covariances=False).kernel_params()
+        kp = self._kernel_params()
         total = data.map_reduce(loglik_chunk, kp, not data.values_checked)
         if total.checks is not None:
             refuse_bad_rows(total.checks, data)
         return total.loglik, total.sum_weights, data.n_samples
+
+    def sample(self, n_samples=1):
+        """Draw rows from the fitted mixture (scikit-learn's draws for a given seed).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of every row.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                "Invalid value for 'n_samples': %d . The sampling requires at least one "
+                "sample." % n_samples
+            )
+        params = fitted_params(self)
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, params.weights)
+        X = _covariance.get(params.covariance_type).sample(rng, params.means, params.covariances, counts)
+        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
+        return X, y
+
+
+class Prediction(Scoring):
+    """:class:`Scoring` and the information criteria of a fitted Gaussian mixture (``GaussianMixture``'s extras)."""
 
     def n_parameters(self) -> int:
         """Free parameters of the fitted model: ``(K - 1) + K D`` plus the covariances'.
@@ -118,25 +155,3 @@ class Prediction:
     def aic(self, X, sample_weight=None):
         """Akaike information criterion on X (weighted, see :meth:`information_criteria`); lower is better."""
         return self.information_criteria(X, sample_weight).aic
-
-    def sample(self, n_samples=1):
-        """Draw rows from the fitted mixture (scikit-learn's draws for a given seed).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-            Component of every row.
-        """
-        check_is_fitted(self)
-        if n_samples < 1:
-            raise ValueError(
-                "Invalid value for 'n_samples': %d . The sampling requires at least one "
-                "sample." % n_samples
-            )
-        params = fitted_params(self)
-        rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, params.weights)
-        X = _covariance.get(params.covariance_type).sample(rng, params.means, params.covariances, counts)
-        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
-        return X, y

@@ -144,6 +144,13 @@ PARAMETER_CONSTRAINTS = {
     "learning_decay": [_Interval(numbers.Real, 0.5, 1.0, "right")],
     "learning_offset": [_Interval(numbers.Real, 0.0, None, "left")],
     "half_life": [_Interval(numbers.Real, 0.0, None, "neither"), _NONE],
+    # BayesianGaussianMixture's priors (scikit-learn's constraints, in its order)
+    "weight_concentration_prior_type": [_Options({"dirichlet_process", "dirichlet_distribution"})],
+    "weight_concentration_prior": [_NONE, _Interval(numbers.Real, 0.0, None, "neither")],
+    "mean_precision_prior": [_NONE, _Interval(numbers.Real, 0.0, None, "neither")],
+    "mean_prior": [_NONE, _ARRAY_LIKE],
+    "degrees_of_freedom_prior": [_NONE, _Interval(numbers.Real, 0.0, None, "neither")],
+    "covariance_prior": [_NONE, _ARRAY_LIKE, _Interval(numbers.Real, 0.0, None, "neither")],
 }
 
 
@@ -270,7 +277,7 @@ def is_path_like(X) -> bool:
 
 
 def non_finite_message(
-    n_nan_rows, n_inf_rows, n_rows, bad_rows, what="X", dtype=np.float64, scope=None
+    n_nan_rows, n_inf_rows, n_rows, bad_rows, what="X", dtype=np.float64, scope=None, name="GaussianMixture"
 ) -> str:
     """Say what is wrong (NaN or infinity), in how many rows, where, and the fix.
 
@@ -288,6 +295,8 @@ def non_finite_message(
         Input dtype, named as scikit-learn does for infinities.
     scope : str, optional
         What part of the input was inspected (e.g. one chunk), when not all of it.
+    name : str
+        The estimator that refuses them.
     """
     kinds = []
     if n_nan_rows:
@@ -300,7 +309,7 @@ def non_finite_message(
     where = f" of {scope}" if scope else ""
     return (
         f"Input {what} contains {' and '.join(kinds)} in {n_bad} of {n_rows} rows{where} "
-        f"(row indices {shown}{more}). GaussianMixture does not accept missing or "
+        f"(row indices {shown}{more}). {name} does not accept missing or "
         "infinite values: impute or remove these rows first, for example with "
         "pipeline.ingest(..., bad_rows='drop'), which drops them and records how many."
     )
@@ -384,7 +393,7 @@ def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
         raise DataValidationError(
             non_finite_message(
                 int(nan_rows.sum()), int((~nan_rows).sum()), arr.shape[0], bad[:10].tolist(),
-                dtype=arr.dtype,
+                dtype=arr.dtype, name=name,
             )
         )
     return arr

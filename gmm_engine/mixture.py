@@ -562,9 +562,12 @@ Zarr array, of shape (n_samples, n_features)
 def load_model(path):
     """Load a saved model and the metadata stored with it.
 
+    The document's ``estimator`` says which class to rebuild: a
+    ``GaussianMixture`` or a ``BayesianGaussianMixture``.
+
     Returns
     -------
-    model : GaussianMixture
+    model : GaussianMixture or BayesianGaussianMixture
     metadata : dict
 
     Raises
@@ -572,4 +575,9 @@ def load_model(path):
     ModelFormatError
         The directory is missing, corrupt, tampered with or not a model.
     """
+    if _persist.model_kind(_persist.read_model_document(path)) == _persist.VARIATIONAL:
+        from ._persist_variational import load_variational
+        from .bayesian_mixture import BayesianGaussianMixture  # it imports this module
+
+        return load_variational(BayesianGaussianMixture, path)
     return _persist.load_model(GaussianMixture, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 
 from ._blocks import COMPONENT, LOG_LIKELIHOOD, RESPONSIBILITY, map_rows, rows_block
-from ._fitted import fitted_params
 from ._fused_scoring import LazyStatistics, rows_and_stats_lazy, rows_and_stats_numpy
 from ._input import scoring_input
 
@@ -33,7 +32,7 @@ def score_rows(model, X, *, in_memory=False, with_stats=False):
 
     Parameters
     ----------
-    model : GaussianMixture
+    model : GaussianMixture or BayesianGaussianMixture
         Fitted.
     X : array-like, dask array, zarr array or path of a Zarr array, \
 of shape (n_samples, n_features)
@@ -60,7 +59,7 @@ of shape (n_samples, n_features)
         ``dask.array.store`` of them) and each chunk runs once.
     """
     X, lazy = scoring_input(X, model, in_memory=in_memory)
-    kp = fitted_params(model, covariances=False).kernel_params()
+    kp = model._kernel_params()  # the model's own scores (variational constants for a BayesianGaussianMixture)
     if not with_stats:
         return _columns(map_rows(rows_block, X, kp, lazy=lazy, width=3))
     if lazy:
