@@ -186,6 +186,9 @@ def build_candidate(current, plan: UpdatePlan, outputs: dict, policy: UpdatePoli
     """
     import copy
 
+    if not hasattr(current.model, "partial_fit_statistics"):
+        return None, (f"a {type(current.model).__name__} is not updated from statistics; the current model stays "
+                      "(refit it with `gmm fit` on recent data)")
     stats = decayed_statistics(plan, outputs, policy.half_life)
     candidate = copy.deepcopy(current.model)
     try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import write_zarr
 
-from gmm_engine import GaussianMixture, ModelFormatError
+from gmm_engine import GaussianMixture, ModelFormatError, load_model, open_zarr_array
 from pipeline import registry as registry_mod
 from pipeline.registry import ModelRegistry, is_version_name
 from pipeline.training import register_model
@@ -100,7 +100,7 @@ def test_the_drift_reference_is_registered_with_the_model_and_verified(registry)
     version = reg.current_version()
     ref = reg.drift_reference(version)
     model = reg.load(version).model
-    X = np.asarray(__import__("zarr").open_array(data, mode="r")[:])
+    X = np.asarray(open_zarr_array(data)[:])
     scores = model.score_samples(X)
     assert ref.loglik_mean == pytest.approx(scores.mean(), rel=1e-12)
     assert np.isin(ref.score_sample, scores).all() and ref.n_components == 3
@@ -110,4 +110,6 @@ def test_the_drift_reference_is_registered_with_the_model_and_verified(registry)
     sample.write_bytes(bytes(raw))
     with pytest.raises(ModelFormatError, match="attachment attachments/drift_score_sample.npy does not match its checksum"):
         reg.drift_reference(version)
-    assert reg.load(version).model.n_components == 3  # the model itself is untouched
+    with pytest.raises(ModelFormatError, match="does not match its checksum"):
+        reg.load(version)  # a version with a damaged reference is not used for scoring
+    assert load_model(reg.path_of(version))[0].n_components == 3  # the model itself is untouched
