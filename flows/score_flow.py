@@ -68,22 +68,45 @@ def discover_task(incoming: str, storage_options: dict) -> Discovery:
     return found
 
 
-@task(name="score-partition", cache_policy=NO_CACHE)
-def score_partition_task(partition: Partition, model_version: str, paths: ScoringPaths, run_id: str,
-                         config: ScoreConfig, cluster: ClusterHandle | None) -> dict:
-    """Claim, stage, score, publish and record one partition (see ``pipeline.scoring``)."""
+#: partitions of at most this many bytes are scored several per task ...
+SMALL_PARTITION_BYTES = 4 * 2**20
+#: ... up to this many: a task run costs Prefect tens of milliseconds, such a partition a few
+BATCH_SIZE = 64
+
+
+def batches(partitions, config: ScoreConfig) -> list[list[Partition]]:
+    """The partitions in task-sized batches, in order: small ones together, the others one per task."""
+    from pipeline.partitions import estimated_bytes
+
+    out, small = [], []
+    for p in partitions:
+        size = estimated_bytes(p, config.storage_options or None)
+        if size is not None and size <= SMALL_PARTITION_BYTES:
+            small.append(p)
+            if len(small) == BATCH_SIZE:
+                out.append(small)
+                small = []
+        else:
+            out.append([p])
+    return out + ([small] if small else [])
+
+
+@task(name="score-partitions-batch", cache_policy=NO_CACHE)
+def score_batch_task(partitions: list[Partition], model_version: str, paths: ScoringPaths, run_id: str,
+                     config: ScoreConfig, cluster: ClusterHandle | None) -> list[dict]:
+    """Claim, stage, score, publish and record a batch of partitions (see ``pipeline.scoring``)."""
     from pipeline.registry import ModelRegistry
-    from pipeline.scoring import score_partition
+    from pipeline.scoring import score_partitions
 
     model = ModelRegistry(paths.models).load_cached(model_version)
     with task_client(cluster):
-        result = score_partition(
-            partition, model, outputs_dir=paths.outputs, staging_dir=paths.staging,
+        results = score_partitions(
+            partitions, model, outputs_dir=paths.outputs, staging_dir=paths.staging,
             manifest_path=paths.manifest, run_id=run_id, bad_rows=config.bad_rows,
             storage_options=config.storage_options or None, local_max_rows=config.local_max_rows,
             drift_policy=config.drift.policy(),
         )
-    return result.to_dict()
+    return [r.to_dict() for r in results]
 
 
 @task(name="sequential-drift", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -177,11 +200,12 @@ def score_partitions_flow(config: ScoreConfig, report_to: str | None = None, pro
     results: list[dict] = []
     if todo:
         with flow_cluster(config.cluster, config.workdir, data_bytes=_largest(todo, config)) as cluster:
-            results = run_bounded(
-                lambda p: score_partition_task.submit(p, loaded.version, paths, run_id, config, cluster),
-                todo, config.max_parallel, desc="partitions" if progress else None, unit="partition",
-                describe=lambda r: {"last": r["partition_id"], "status": r["status"]},
+            per_batch = run_bounded(
+                lambda batch: score_batch_task.submit(batch, loaded.version, paths, run_id, config, cluster),
+                batches(todo, config), config.max_parallel, desc="batches" if progress else None, unit="batch",
+                describe=lambda rs: {"last": rs[-1]["partition_id"], "scored": sum(r["status"] == "scored" for r in rs)},
             )
+            results = [r for batch in per_batch for r in batch]
     arrival = {p.id: (p.modified or 0.0, p.id) for p in todo}
     scored = sorted((r["partition_id"] for r in results if r["status"] == "scored"), key=arrival.get)
     drift = sequential_task(paths, scored, loaded.version, config) if scored else {}

@@ -43,6 +43,7 @@ __all__ = [
     "write_text",
     "write_json",
     "publish_dir",
+    "sync_filesystem",
     "local_path",
     "remove_entry",
     "sweep",
@@ -222,7 +223,7 @@ def write_json(path, obj) -> Path:
 
 
 @contextmanager
-def publish_dir(final_path, *, replaceable=None, exists_hint: str | None = None):
+def publish_dir(final_path, *, replaceable=None, exists_hint: str | None = None, durable: bool = True):
     """Build a directory under a temporary name; on a clean exit, move it to ``final_path``.
 
     Parameters
@@ -236,6 +237,12 @@ def publish_dir(final_path, *, replaceable=None, exists_hint: str | None = None)
         that appears while the directory is being built.
     exists_hint : str, optional
         The end of the ``FileExistsError`` message: how to proceed.
+    durable : bool, default=True
+        fsync the tree before the rename and the parent after it.  False
+        keeps the all-or-nothing visibility (the rename) but leaves the
+        flush to the caller: :func:`sync_filesystem` once after publishing
+        many small directories, before anything relies on them surviving a
+        power loss; or nothing at all for scratch data deleted after use.
 
     Yields
     ------
@@ -262,7 +269,8 @@ def publish_dir(final_path, *, replaceable=None, exists_hint: str | None = None)
     tmp.mkdir()
     try:
         yield tmp
-        _fsync_tree(tmp)
+        if durable:
+            _fsync_tree(tmp)
         if replaceable is not None and os.path.lexists(final):
             replaceable(final)  # still ours to replace at the moment of the swap
             old = final.parent / temp_name(final.name, OLD)
@@ -278,8 +286,38 @@ def publish_dir(final_path, *, replaceable=None, exists_hint: str | None = None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_path(final.parent, directory=True)
+    if durable:
+        _fsync_path(final.parent, directory=True)
     logger.debug("published %s", final)
+
+
+_syncfs = None
+
+
+def sync_filesystem(path) -> None:
+    """Flush everything written to the filesystem holding ``path`` (Linux ``syncfs``; else ``os.sync``).
+
+    One call makes durable every directory published with ``durable=False``
+    on that filesystem since the last one: for many small outputs it costs
+    one flush instead of one fsync per file.
+    """
+    global _syncfs
+    if _syncfs is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).syncfs
+            fn.argtypes = [ctypes.c_int]
+            fn.restype = ctypes.c_int
+            _syncfs = fn
+        except (AttributeError, OSError):
+            _syncfs = False
+    if _syncfs:
+        fd = os.open(local_path(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            if _syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()
 
 
 def remove_entry(path) -> bool:

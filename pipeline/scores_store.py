@@ -2,7 +2,8 @@
 
 Layout::
 
-    zarr.json            attrs: caller's attrs + {"gmm_stream": {format marker, n_rows}}
+    zarr.json            attrs: caller's attrs + {"gmm_stream": {format marker, n_rows,
+                         and "statistics": the partition's sufficient statistics, lossless}}
     log_likelihood/      (n,) float64
     component/           (n,) int32 or int64
     responsibility/      (n,) float64
@@ -65,7 +66,7 @@ SCORE_ARRAYS = {
 }
 _DEFAULT_CHUNK_ROWS = 1 << 20
 _GUARD_NAME = ".write-guard"
-#: the group of a scores store holding the partition's sufficient statistics
+#: the marker entry of a scores store holding the partition's sufficient statistics
 STATISTICS = "statistics"
 #: how an existing store is refused (after "<path> already exists and is never overwritten. ")
 _EXISTS_HINT = (
@@ -289,19 +290,21 @@ def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path, lat
     return float(mean), int(count), dict(zip(names, values))
 
 
-def _write_statistics(group, stats) -> None:
-    """The partition's sufficient statistics, lossless: float64 arrays and their scalars as attributes."""
+def _statistics_entry(stats) -> dict:
+    """The partition's sufficient statistics as the marker keeps them: JSON lists and scalars, lossless.
+
+    Python writes every float64 as its shortest round-tripping decimal, so
+    the lists read back bit for bit; the statistics are small (K x D x D at
+    most) and travel with the one metadata write the store makes anyway.
+    """
     arrays, scalars = stats.to_arrays()
-    sub = group.create_group(STATISTICS)
-    for name, arr in arrays.items():
-        z = sub.create_array(name, shape=arr.shape, chunks=arr.shape or (1,), dtype=arr.dtype,
-                             config={"write_empty_chunks": True})
-        z[...] = arr
-    sub.update_attributes(scalars)
+    return {**scalars, "arrays": {name: {"shape": list(a.shape), "values": a.ravel().tolist()}
+                                  for name, a in arrays.items()}}
 
 
 def write_scores(final_path, *, log_likelihood, component, responsibility, is_anomaly, attrs: dict,
-                 chunk_rows: int | None = None, statistics=None, extra: dict | None = None) -> ScoresSummary:
+                 chunk_rows: int | None = None, statistics=None, extra: dict | None = None,
+                 durable: bool = True) -> ScoresSummary:
     """Write per-row scores as a Zarr v3 group, atomically.
 
     Parameters
@@ -332,6 +335,11 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
     extra : dict, optional
         Further values of the same pass (lazy or not), computed with the
         scores and returned in ``ScoresSummary.extra``; not stored.
+    durable : bool
+        fsync the store before publishing it (default).  With False it is
+        still published whole or not at all; the caller flushes it
+        (``gmm_engine.atomic.sync_filesystem``, once for many stores) before
+        recording it anywhere.
 
     Returns
     -------
@@ -364,23 +372,20 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
 
     import zarr
 
-    with publish_dir(final_path, exists_hint=_EXISTS_HINT) as tmp:
+    with publish_dir(final_path, exists_hint=_EXISTS_HINT, durable=durable) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         guard = tmp / _GUARD_NAME
         guard.touch()
         later = {**(extra or {}), **({STATISTICS: statistics} if statistics is not None else {})}
         mean, count, computed = _write_arrays(group, arrays, n, chunk_rows, guard, later)
         stats = computed.pop(STATISTICS, None)
+        marker = {"format": SCORES_FORMAT, "format_version": SCORES_FORMAT_VERSION, "n_rows": n,
+                  "arrays": list(SCORE_ARRAYS)}
         if stats is not None:
-            _write_statistics(group, stats)
+            marker[STATISTICS] = _statistics_entry(stats)
         guard.unlink()
         # one metadata write (attrs.update would rewrite zarr.json once per key)
-        group.update_attributes({**attrs, _MARKER_KEY: {
-            "format": SCORES_FORMAT,
-            "format_version": SCORES_FORMAT_VERSION,
-            "n_rows": n,
-            "arrays": list(SCORE_ARRAYS),
-        }})
+        group.update_attributes({**attrs, _MARKER_KEY: marker})
     logger.info("wrote scores for %d rows to %s", n, final_path)
     return ScoresSummary(Path(final_path), n, count, mean, stats, computed)
 
@@ -521,16 +526,18 @@ def read_statistics(path):
     ScoresStoreError
         The store is not a scores store, or its statistics are damaged.
     """
-    import zarr
-
     from gmm_engine import SufficientStatistics
 
-    group, _ = _open_checked(path)
-    if STATISTICS not in group.group_keys():
+    marker = scores_marker(path)
+    if marker is None:
+        _store_fail(path, f"it has no {SCORES_FORMAT!r} marker (not a gmm-stream scores store)",
+                    "pass a store written by pipeline.scores_store.write_scores")
+    entry = marker.get(STATISTICS)
+    if entry is None:
         return None
-    sub = group[STATISTICS]
     try:
-        arrays = {name: sub[name][...] for name in sub.array_keys()}
-        return SufficientStatistics.from_arrays(arrays, dict(sub.attrs))
-    except (ValueError, KeyError, zarr.errors.BaseZarrError) as exc:
+        arrays = {name: np.asarray(a["values"], dtype=np.float64).reshape(a["shape"])
+                  for name, a in entry["arrays"].items()}
+        return SufficientStatistics.from_arrays(arrays, {k: v for k, v in entry.items() if k != "arrays"})
+    except (ValueError, KeyError, TypeError) as exc:
         _store_fail(path, f"its statistics cannot be read ({exc})")

@@ -1,20 +1,29 @@
 """Scoring incoming partitions: per-row log-likelihood, component, responsibility, flag.
 
-For one partition :func:`score_partition`
+:func:`score_partitions` scores a batch of partitions (:func:`score_partition`
+one):
 
-1. claims it in the manifest (exactly one run scores a partition; a claim
-   whose run died is taken over), renewing the lease while it works;
-2. stages it: :func:`pipeline.ingest.ingest` validates it against the
+1. claims them in the manifest in one transaction (exactly one run scores
+   a partition; a claim whose run died is taken over), renewing the
+   leases while it works;
+2. stages each: :func:`pipeline.ingest.ingest` validates it against the
    model's features (names, order, count, non-numeric columns, NaN/inf
-   rows per the bad-rows policy) into a Zarr array under ``staging/``;
-3. scores it in one pass per chunk on the current Dask scheduler, or in
-   this process when it is small (``local_max_rows``);
-4. writes the scores store atomically (a temporary store renamed into
-   place) and records it in the manifest with the model version and the
-   row count, anomaly count and mean log-likelihood counted while writing.
+   rows per the bad-rows policy) into a scratch Zarr array under
+   ``staging/`` (not flushed to disk: it is deleted after use);
+3. scores it in one pass per chunk, in this process when it is small
+   (``local_max_rows``) or on the current Dask scheduler; the same pass
+   gives its sufficient statistics (for model updates) and its drift
+   counts;
+4. publishes its scores store (a temporary store renamed into place);
+5. flushes the batch's stores to disk with one filesystem sync, then
+   records them in the manifest in one transaction, each with the model
+   version, the counts taken while writing and its drift verdict.
 
-A failure at any step is recorded in the manifest and reported; the
-partition stays unscored and the other partitions are unaffected.
+A run killed at any point leaves every partition either recorded with a
+complete store, or unrecorded (a store without an entry is an orphan that
+the next run's reconcile removes): scored once, or not at all.  A failure
+of one partition is recorded and reported; it stays unscored and the
+others are unaffected.
 """
 
 from __future__ import annotations
@@ -29,12 +38,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gmm_engine import open_zarr_array
+from gmm_engine.atomic import sync_filesystem
 from gmm_engine.scoring import score_rows
 
 from .cluster import scheduler_lost
 from .drift import DriftPolicy, PartitionCounts, partition_counts, test_partition
 from .ingest import ingest
-from .manifest import AlreadyScored, ClaimConflict, ClaimLost, Manifest, ManifestEntry, utc_now_iso
+from .manifest import Manifest, ManifestEntry, utc_now_iso
 from .registry import LoadedModel
 from .partitions import Partition, safe_child
 from .scores_store import write_scores
@@ -81,19 +91,21 @@ def _positional_names(partition: Partition, names, storage_options):
 
 
 @contextlib.contextmanager
-def _keep_lease(manifest: Manifest, partition_id: str, run_id: str, lease_seconds: float):
-    """Renew the claim every third of the lease until the block ends."""
+def _keep_leases(manifest: Manifest, partition_ids, run_id: str, lease_seconds: float):
+    """Renew the claims every third of the lease until the block ends."""
     stop = threading.Event()
+    live = list(partition_ids)
 
     def renew():
         while not stop.wait(lease_seconds / 3):
-            try:
-                manifest.renew(partition_id, run_id)
-            except Exception:  # the main thread will find out when it records
-                logger.exception("could not renew the claim on %s", partition_id)
-                return
+            for pid in list(live):
+                try:
+                    manifest.renew(pid, run_id)
+                except Exception:  # the main thread will find out when it records
+                    logger.exception("could not renew the claim on %s", pid)
+                    live.remove(pid)
 
-    t = threading.Thread(target=renew, name=f"lease-{partition_id}", daemon=True)
+    t = threading.Thread(target=renew, name=f"lease-{live[0] if live else 'none'}", daemon=True)
     t.start()
     try:
         yield
@@ -134,7 +146,7 @@ def stage(partition: Partition, model, staged: Path, *, bad_rows: str = "error",
         feature_names=_positional_names(partition, names, storage_options),
         expected_features=names, bad_rows=bad_rows, overwrite=True,
         storage_options=storage_options,
-        compression="none",  # staged once, read once, then deleted
+        compression="none", durable=False,  # staged once, read once, then deleted
     )
     staged_array = open_zarr_array(ingested.path)
     if staged_array.shape[1] != model.n_features_in_:
@@ -164,7 +176,7 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
     counts = partition_counts(ll, comp, flags, ref) if ref is not None and run.drift_policy is not None else None
     return write_scores(
         out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flags,
-        statistics=stats, extra={"drift": counts} if counts is not None else None,
+        statistics=stats, extra={"drift": counts} if counts is not None else None, durable=False,
         attrs={
             "partition_id": run.partition.id,
             "model_version": run.model.version,
@@ -188,28 +200,28 @@ def _verdict(run: _Run, summary) -> dict | None:
     return test_partition(counts, run.model.reference, run.drift_policy).to_dict()
 
 
-def _record(run: _Run, summary, out: Path, t0: float) -> PartitionResult:
-    """Record the published store in the manifest; withdraw it if another run took the partition over."""
-    pid = run.partition.id
-    drift = _verdict(run, summary)
-    entry = ManifestEntry(
-        partition_id=pid, model_version=run.model.version, output_path=str(out),
+def _entry(run: _Run, summary, out: Path) -> ManifestEntry:
+    return ManifestEntry(
+        partition_id=run.partition.id, model_version=run.model.version, output_path=str(out),
         n_rows=summary.n_rows, n_anomalies=summary.n_anomalies, mean_loglik=summary.mean_loglik,
         threshold=float(run.model.threshold), source_url=run.partition.url,
-        scored_at=utc_now_iso(), run_id=run.run_id, drift=drift,
+        scored_at=utc_now_iso(), run_id=run.run_id, drift=_verdict(run, summary),
     )
-    try:
-        run.manifest.record_success(entry)
-    except (ClaimLost, ClaimConflict, AlreadyScored) as exc:
+
+
+def _outcome(entry: ManifestEntry, error, seconds: float) -> PartitionResult:
+    """What recording an entry came to; a store whose partition another run took over is withdrawn."""
+    pid = entry.partition_id
+    if error is not None:
         # another run took the partition over while we worked (our lease
         # lapsed): withdraw our store so that run's result stands
-        shutil.rmtree(out, ignore_errors=True)
-        logger.warning("partition %s: %s; discarded this run's scores", pid, exc)
-        return PartitionResult(pid, "skipped", error=str(exc), seconds=time.perf_counter() - t0)
+        shutil.rmtree(entry.output_path, ignore_errors=True)
+        logger.warning("partition %s: %s; discarded this run's scores", pid, error)
+        return PartitionResult(pid, "skipped", error=str(error), seconds=seconds)
     logger.info("scored %s: %d rows, %d anomalies, mean log-likelihood %.4f",
                 pid, entry.n_rows, entry.n_anomalies, entry.mean_loglik)
     return PartitionResult(pid, "scored", entry.n_rows, entry.n_anomalies, entry.mean_loglik,
-                           str(out), None, time.perf_counter() - t0, drift)
+                           entry.output_path, None, seconds, entry.drift)
 
 
 def _fail(run: _Run, exc: Exception, t0: float) -> PartitionResult:
@@ -230,19 +242,30 @@ def _fail(run: _Run, exc: Exception, t0: float) -> PartitionResult:
     return PartitionResult(pid, "failed", error=message, seconds=time.perf_counter() - t0)
 
 
-def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, staging_dir,
-                    manifest_path, run_id: str, bad_rows: str = "error",
-                    storage_options: dict | None = None,
-                    lease_seconds: float = LEASE_SECONDS,
-                    local_max_rows: int = LOCAL_MAX_ROWS,
-                    drift_policy: DriftPolicy | None = DriftPolicy()) -> PartitionResult:
-    """Score one partition end to end (see the module docs).
+def _score_one(run: _Run, outputs_dir: Path, staging_dir: Path, t0: float):
+    """Stage, score and publish one claimed partition; its entry to record, or its failure."""
+    staged = safe_child(staging_dir, run.partition.id, ".zarr")
+    try:
+        staged_array, report = _stage(run, staged)
+        out = safe_child(outputs_dir, run.partition.id, ".zarr")
+        return _entry(run, _score_and_write(run, staged_array, report, out), out)
+    except Exception as exc:
+        return _fail(run, exc, t0)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def score_partitions(partitions, model: LoadedModel, *, outputs_dir, staging_dir, manifest_path, run_id: str,
+                     bad_rows: str = "error", storage_options: dict | None = None,
+                     lease_seconds: float = LEASE_SECONDS, local_max_rows: int = LOCAL_MAX_ROWS,
+                     drift_policy: DriftPolicy | None = DriftPolicy()) -> list[PartitionResult]:
+    """Score a batch of partitions end to end (see the module docs); one result per partition, in order.
 
     Parameters
     ----------
-    partition : Partition
+    partitions : sequence of Partition
     model : LoadedModel
-        The model, its metadata (threshold) and version.
+        The model, its metadata (threshold, drift reference) and version.
     outputs_dir, staging_dir : path
     manifest_path : path of the SQLite manifest
     run_id : str
@@ -253,28 +276,39 @@ def score_partition(partition: Partition, model: LoadedModel, *, outputs_dir, st
         Partitions with at most this many rows are scored in this process
         (NumPy), larger ones on the current Dask scheduler; 0 sends all to Dask.
     drift_policy : DriftPolicy or None
-        When the model has a drift reference, the partition's drift tests
+        When the model has a drift reference, each partition's drift tests
         (from the counts of the same pass) are recorded with its entry under
         this policy; None records none.
 
     Returns
     -------
-    PartitionResult
+    list of PartitionResult
     """
     t0 = time.perf_counter()
-    run = _Run(partition, model, Manifest(manifest_path), run_id, bad_rows, storage_options, local_max_rows,
-               drift_policy)
-    if not run.manifest.claim(partition.id, run_id, lease_seconds=lease_seconds):
-        logger.info("partition %s is scored or being scored by another run; skipping", partition.id)
-        return PartitionResult(partition.id, "skipped")
-    staged = safe_child(Path(staging_dir), partition.id, ".zarr")
-    try:
-        with _keep_lease(run.manifest, partition.id, run_id, lease_seconds):
-            staged_array, report = _stage(run, staged)
-            out = safe_child(Path(outputs_dir), partition.id, ".zarr")
-            summary = _score_and_write(run, staged_array, report, out)
-            return _record(run, summary, out, t0)
-    except Exception as exc:
-        return _fail(run, exc, t0)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    manifest = Manifest(manifest_path)
+    runs = {p.id: _Run(p, model, manifest, run_id, bad_rows, storage_options, local_max_rows, drift_policy)
+            for p in partitions}
+    held = manifest.claim_many(list(runs), run_id, lease_seconds=lease_seconds)
+    results = {pid: PartitionResult(pid, "skipped") for pid in runs if pid not in held}
+    for pid in results:
+        logger.info("partition %s is scored or being scored by another run; skipping", pid)
+    with _keep_leases(manifest, held, run_id, lease_seconds):
+        entries = []
+        for pid in held:
+            done = _score_one(runs[pid], Path(outputs_dir), Path(staging_dir), t0)
+            if isinstance(done, PartitionResult):
+                results[pid] = done
+            else:
+                entries.append(done)
+        if entries:
+            # the stores must survive a power loss before the manifest says they exist
+            sync_filesystem(outputs_dir)
+            seconds = time.perf_counter() - t0
+            for entry, error in manifest.record_successes(entries):
+                results[entry.partition_id] = _outcome(entry, error, seconds)
+    return [results[p.id] for p in partitions]
+
+
+def score_partition(partition: Partition, model: LoadedModel, **kwargs) -> PartitionResult:
+    """Score one partition end to end: :func:`score_partitions` of one (the same keyword arguments)."""
+    return score_partitions([partition], model, **kwargs)[0]

@@ -20,9 +20,9 @@ from .spec import N_COMPONENTS, N_FEATURES, TRAIN_ROWS, LoadRunError, LoadSpec, 
 
 
 def _score_directly(work: Path, incoming: Path, dest: Path, spec: LoadSpec, limit: int | None = None) -> dict:
-    """The score-partition task body over ``incoming``, without Prefect; outputs under ``dest``."""
+    """The scoring task body over ``incoming`` (the flow's batches), without Prefect; outputs under ``dest``."""
     from flows.config import ScoreConfig
-    from flows.score_flow import ScoringPaths, score_partition_task
+    from flows.score_flow import ScoringPaths, batches, score_batch_task
     from pipeline.cluster import cluster, connect
     from pipeline.partitions import discover_partitions
     from pipeline.registry import ModelRegistry
@@ -35,12 +35,14 @@ def _score_directly(work: Path, incoming: Path, dest: Path, spec: LoadSpec, limi
                          models=models)
     for d in ("scores", "staging"):
         (dest / d).mkdir(parents=True, exist_ok=True)
-    body = score_partition_task.fn
+    body = score_batch_task.fn
     config = ScoreConfig(workdir=work)
     with cluster(n_workers=spec.n_workers) as handle:
         t = time.perf_counter()
         with ThreadPoolExecutor(spec.max_parallel) as pool:
-            results = list(pool.map(lambda p: body(p, version, paths, "reference", config, handle), parts))
+            done = list(pool.map(lambda b: body(b, version, paths, "reference", config, handle),
+                                 batches(parts, config)))
+        results = [r for batch in done for r in batch]
         seconds = time.perf_counter() - t
         # fixed costs the task body pays per partition, measured on the same cluster
         load = _median_time(lambda: ModelRegistry(models).load(version), 20)

@@ -72,7 +72,7 @@ __all__ = [
 def ingest(
     source, dest, *, format=None, columns=None, feature_names=None, dtype=None, bad_rows="error",
     chunk_rows=None, compression="lz4", overwrite=False, expected_features=None,
-    storage_options=None, progress=False, batch_rows=None, block_size=None,
+    storage_options=None, progress=False, batch_rows=None, block_size=None, durable=True,
 ) -> IngestResult:
     """Stream ``source`` into a new chunked, compressed Zarr v3 array at ``dest``.
 
@@ -120,6 +120,10 @@ def ingest(
     block_size : int, optional
         Bytes of CSV text per batch (pyarrow block size); default 4 MiB. Must exceed the
         longest row. pyarrow reads ~30-40 blocks ahead, so memory grows with it.
+    durable : bool
+        fsync the array before publishing it (default).  False for a scratch copy that is
+        read once and deleted (a partition staged for scoring): it is still published
+        whole or not at all, but not flushed to disk.
 
     Returns
     -------
@@ -143,7 +147,7 @@ def ingest(
     fmt = format or detect_format(source, storage_options=storage_options)
     reader = open_reader(fmt, loc, batch_rows=batch_rows, block_size=block_size)
     plan = make_plan(reader, columns, feature_names, dtype, expected_features)
-    with publishing(dest_path, overwrite) as tmp:
+    with publishing(dest_path, overwrite, durable) as tmp:
         array, counts = stream_rows(reader, plan, tmp, bad_rows=bad_rows, chunk_rows=chunk_rows,
                                     progress=progress, codecs=codecs)
         report = _report(loc, fmt, plan, counts, bad_rows)

@@ -88,7 +88,7 @@ def _make_parents(parent: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def publishing(dest: Path, overwrite: bool):
+def publishing(dest: Path, overwrite: bool, durable: bool = True):
     """Yield an empty temporary directory; on a clean exit it becomes ``dest``.
 
     Parameters
@@ -97,6 +97,8 @@ def publishing(dest: Path, overwrite: bool):
         Absolute, from :func:`check_dest`.
     overwrite : bool
         Replace an existing Zarr store at ``dest`` (see :func:`zarr_store_only`).
+    durable : bool
+        fsync before publishing (False for scratch copies, deleted after use).
 
     Raises
     ------
@@ -110,7 +112,7 @@ def publishing(dest: Path, overwrite: bool):
     created = _make_parents(dest.parent)
     in_body = False
     try:
-        with publish_dir(dest, replaceable=zarr_store_only if overwrite else None) as tmp:
+        with publish_dir(dest, replaceable=zarr_store_only if overwrite else None, durable=durable) as tmp:
             in_body = True
             yield tmp
             in_body = False
