@@ -17,6 +17,7 @@ from ._blocks import map_rows, predict_block, proba_block, score_block
 from ._criteria import InformationCriteria
 from ._fitted import fitted_params
 from ._input import fitted_data, scoring_input
+from ._missing import marginalizes
 from ._stats import loglik_chunk, refuse_bad_rows
 from ._validation import check_is_fitted, check_random_state
 
@@ -30,7 +31,7 @@ class Prediction:
         params = fitted_params(self, covariances=False)
         # the fitted component count, whatever n_components says now
         width = params.n_components if per_component else None
-        return map_rows(fn, X, params.kernel_params(), lazy=lazy, width=width, dtype=dtype)
+        return map_rows(fn, X, params.kernel_params(missing=marginalizes(self)), lazy=lazy, width=width, dtype=dtype)
 
     def score_samples(self, X):
         """Log-likelihood of every row under the model.
@@ -79,7 +80,7 @@ class Prediction:
     def _weighted_total(self, X, sample_weight):
         """(sum w log p(x), sum w, rows) of X, from one pass that also checks lazy X and weights."""
         data = fitted_data(X, self, sample_weight=sample_weight)
-        kp = fitted_params(self, covariances=False).kernel_params()
+        kp = fitted_params(self, covariances=False).kernel_params(missing=data.missing)
         total = data.map_reduce(loglik_chunk, kp, not data.values_checked)
         if total.checks is not None:
             refuse_bad_rows(total.checks, data)
