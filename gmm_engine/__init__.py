@@ -29,6 +29,11 @@ Weights, streams and updates (beyond scikit-learn):
   from statistics computed under the current parameters, e.g. by
   ``gmm_engine.scoring.score_rows(model, X, with_stats=True)``, which gives
   them from the scoring pass itself.
+* ``GaussianMixture(missing='marginalize')``: rows with NaN entries are
+  fitted and scored by marginalising the missing features (Ghahramani &
+  Jordan 1994; infinities and rows with no observed feature stay refused);
+  ``score_rows(..., n_observed=True)`` also returns each row's count of
+  observed features.
 * :class:`SufficientStatistics`: ``merge``, ``rebased(shift)``,
   ``scaled(factor)``, ``n_samples``, ``sum_weights``, ``loglik``,
   ``mean_loglik``, and ``to_arrays()`` / ``from_arrays(arrays, scalars)``

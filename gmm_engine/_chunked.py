@@ -113,6 +113,10 @@ class ChunkedData:
         The rows and weights were checked for NaN, inf and invalid
         weights when the data was built (in memory); otherwise a scan, or
         the first pass itself, checks them.
+    missing : bool
+        Rows may hold NaN entries, which the passes marginalise
+        (``GaussianMixture(missing='marginalize')``, :mod:`gmm_engine._missing`);
+        the checks then refuse only infinities and rows with every feature NaN.
     """
 
     n_samples: int
@@ -120,6 +124,7 @@ class ChunkedData:
     dtype: np.dtype
     weights = None
     values_checked = False
+    missing = False
 
     @property
     def weighted(self) -> bool:

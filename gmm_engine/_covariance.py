@@ -234,6 +234,23 @@ class CovarianceType:
         """``covariances_`` from :meth:`to_coordinates`, or None when not positive definite."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    # -- missing values (gmm_engine._missing) ----------------------------------
+
+    #: the covariances are diagonal: a row's missing features are independent of
+    #: its observed ones, so their conditional mean is the component mean
+    diagonal_covariances = False
+
+    def scatter_from_components(self, per_component) -> np.ndarray:
+        """This type's scatter statistic from per-component scatters around the component means.
+
+        ``per_component`` is (K, D, D) (upper triangles suffice, as
+        :meth:`finish_scatter` mirrors them), or (K, D) diagonals when
+        :attr:`diagonal_covariances`: what the missing-value kernels
+        accumulate.  full and diag keep it, tied sums the components,
+        spherical the features.
+        """
+        return per_component
+
 
 def _outer_terms(nk, sums, delta):
     """Per component ``s delta^T + delta s^T + n delta delta^T`` (K, D, D)."""
@@ -429,6 +446,9 @@ class _Tied(TiedWishart, CovarianceType):
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_tied(X, kp.means_p, kp.prec_p, kp.logc, kp.center_p, kp.muw_p, mode, out)
 
+    def scatter_from_components(self, per_component):
+        return per_component.sum(axis=0)
+
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         K, D = shift.shape
         per_component = np.zeros((K, D, D))
@@ -443,6 +463,7 @@ class _Tied(TiedWishart, CovarianceType):
 
 class _Diag(DiagWishart, CovarianceType):
     name = "diag"
+    diagonal_covariances = True
 
     def rebase_scatter(self, scatter, nk, sums, delta):
         return scatter + 2.0 * sums * delta + nk[:, None] * delta * delta
@@ -582,6 +603,9 @@ class _Spherical(SphericalWishart, _Diag):
 
     def _logprob(self, X, kp, mode, out):
         kern.wlogprob_spherical(X, kp.means_p, kp.prec_p, kp.logc, mode, out)
+
+    def scatter_from_components(self, per_component):
+        return per_component.sum(axis=1)
 
     def accumulate(self, X, resp, shift, nk, sums, scatter):
         K, D = shift.shape

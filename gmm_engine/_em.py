@@ -104,7 +104,7 @@ def run_em(
     state = start
     while state.n_iter < max_iter and not state.converged:
         t0 = time.perf_counter()
-        stats = data.map_reduce(estep_chunk, state.params.kernel_params())
+        stats = data.map_reduce(estep_chunk, state.params.kernel_params(missing=data.missing))
         lower_bound = stats.loglik / stats.sum_weights
         params = m_step(stats, reg_covar)
         change = lower_bound - state.lower_bound
@@ -136,7 +136,7 @@ def evaluate_start(data: ChunkedData, params: GMMParams) -> EMState:
         ``n_iter=0``, ``lower_bound`` the mean log-likelihood under ``params``
         (what EM's first iteration would report), not converged.
     """
-    stats = data.map_reduce(estep_chunk, params.kernel_params())
+    stats = data.map_reduce(estep_chunk, params.kernel_params(missing=data.missing))
     return EMState(params, 0, stats.loglik / stats.sum_weights)
 
 

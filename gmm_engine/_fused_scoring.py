@@ -26,10 +26,11 @@ import uuid
 
 import numpy as np
 
-from ._blocks import COMPONENT, LOG_LIKELIHOOD, RESPONSIBILITY, check_block_finite
+from ._blocks import COMPONENT, LOG_LIKELIHOOD, N_OBSERVED, RESPONSIBILITY, check_block_finite
 from ._chunked import NUMPY_BLOCK_ROWS, merge_all, run_blocks
 from ._dask_compat import DataNode, Task, TaskRef
 from ._dask_plan import SPLIT_EVERY, merge_values
+from ._missing import observed_counts
 from ._stats import SufficientStatistics
 
 #: the per-row outputs: column of the kernel's (n, 3) rows, name, dtype
@@ -38,18 +39,37 @@ COLUMNS = (
     (COMPONENT, "component", np.int64),
     (RESPONSIBILITY, "responsibility", np.float64),
 )
+#: with ``observed``: the count of features each row has, from the same chunk task
+OBSERVED_COLUMN = (N_OBSERVED, "n-observed", np.int64)
 
 
-def rows_and_stats_numpy(X, kp):
-    """(rows (n, 3), SufficientStatistics) of an in-memory, checked X under ``kp``."""
+def _rows_and_stats(block, kp, observed, out=None):
+    """(rows (n, 3) or (n, 4) with the observed-feature counts, SufficientStatistics) of one block.
+
+    ``out`` (n, 3), C-contiguous, receives the rows in place when given
+    (without ``observed``).
+    """
+    rows = np.empty((block.shape[0], 3)) if out is None else out
+    stats = SufficientStatistics.from_estep(block, kp, rows=rows)
+    if observed:
+        rows = np.column_stack([rows, observed_counts(block)])
+    return rows, stats
+
+
+def rows_and_stats_numpy(X, kp, observed=False):
+    """(rows (n, 3), or (n, 4) with ``observed``, SufficientStatistics) of an in-memory, checked X under ``kp``."""
     n = X.shape[0]
-    out = np.empty((n, 3))
+    out = np.empty((n, 4 if observed else 3))
     starts = list(range(0, n, NUMPY_BLOCK_ROWS))
 
     def run(i):
         lo = starts[i]
         hi = min(lo + NUMPY_BLOCK_ROWS, n)
-        return SufficientStatistics.from_estep(X[lo:hi], kp, rows=out[lo:hi])
+        if not observed:
+            return _rows_and_stats(X[lo:hi], kp, False, out=out[lo:hi])[1]
+        rows, stats = _rows_and_stats(X[lo:hi], kp, True)
+        out[lo:hi] = rows
+        return stats
 
     return out, merge_all(run_blocks(run, len(starts)))
 
@@ -58,12 +78,11 @@ def rows_and_stats_numpy(X, kp):
 # what the lazy tasks run (top level: they travel to workers by reference)
 
 
-def _rows_and_stats_chunk(block, kp, start):
+def _rows_and_stats_chunk(block, kp, start, observed=False):
     """One chunk: checked for NaN and inf (its first sight), then one E-step kernel call."""
     block = np.asarray(block)
-    check_block_finite(block, start)
-    rows = np.empty((block.shape[0], 3))
-    return rows, SufficientStatistics.from_estep(block, kp, rows=rows)
+    check_block_finite(block, start, missing=kp.marginal is not None)
+    return _rows_and_stats(block, kp, observed)
 
 
 def _column(pair, column, dtype):
@@ -134,17 +153,19 @@ def _first(results):
     return results[0]
 
 
-def rows_and_stats_lazy(X, kp):
+def rows_and_stats_lazy(X, kp, observed=False):
     """The three per-row dask arrays and the :class:`LazyStatistics` of one pass over X.
 
     Parameters
     ----------
     X : dask array of shape (n, D), one chunk along the features, validated
     kp : KernelParams
+    observed : bool
+        Also a fourth per-row array, the count of observed features.
 
     Returns
     -------
-    (log_likelihood, component, responsibility, stats)
+    (log_likelihood, component, responsibility[, n_observed], stats)
     """
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
@@ -155,14 +176,15 @@ def rows_and_stats_lazy(X, kp):
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(int)
     layer = {kp_key: DataNode(kp_key, kp)}
     for i, (key, start) in enumerate(zip(chunk_keys, starts)):
-        layer[(pairs, i)] = Task((pairs, i), _rows_and_stats_chunk, TaskRef(key), TaskRef(kp_key), int(start))
+        layer[(pairs, i)] = Task((pairs, i), _rows_and_stats_chunk, TaskRef(key), TaskRef(kp_key), int(start),
+                                 bool(observed))
     base = HighLevelGraph.from_collections(pairs, layer, dependencies=[X])
 
     def graph_with(name, tasks):
         return HighLevelGraph({**base.layers, name: tasks}, {**base.dependencies, name: {pairs}})
 
     arrays = []
-    for column, label, dtype in COLUMNS:
+    for column, label, dtype in COLUMNS + ((OBSERVED_COLUMN,) if observed else ()):
         name = f"gmm-{label}-{token}"
         tasks = {(name, i): Task((name, i), _column, TaskRef((pairs, i)), column, dtype)
                  for i in range(len(chunk_keys))}

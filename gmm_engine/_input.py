@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from ._chunked import NumpyData
+from ._missing import marginalizes
 from ._validation import (
     check_dim_and_dtype,
     check_feature_names,
@@ -156,16 +157,19 @@ def _resolve(X):
     return X, X
 
 
-def _chunked(X, lazy, weights, persist=False):
+def _chunked(X, lazy, weights, persist=False, missing=False):
     if not lazy:
-        return NumpyData(X, weights=weights)
-    from ._dask_data import DaskData  # imports dask, which in-memory input never needs
+        data = NumpyData(X, weights=weights)
+    else:
+        from ._dask_data import DaskData  # imports dask, which in-memory input never needs
 
-    return DaskData(X, persist=persist, weights=weights)
+        data = DaskData(X, persist=persist, weights=weights)
+    data.missing = bool(missing)
+    return data
 
 
 def training_data(X, *, persist=False, check_features=None, sample_weight=None, min_samples=2,
-                  name="GaussianMixture"):
+                  name="GaussianMixture", missing=False):
     """The data a fit passes over, and the input's feature names.
 
     Parameters
@@ -183,6 +187,9 @@ def training_data(X, *, persist=False, check_features=None, sample_weight=None, 
     min_samples : int
     name : str
         The estimator named in scikit-learn's messages.
+    missing : bool
+        NaN entries are marginalised (``missing='marginalize'``): accepted
+        here, and the data's ``missing`` tells the passes.
 
     Returns
     -------
@@ -192,15 +199,13 @@ def training_data(X, *, persist=False, check_features=None, sample_weight=None, 
     """
     X, names_source = _resolve(X)
     lazy = is_dask_array(X)
-    if lazy:
-        X = _lazy_input(X, min_samples=min_samples, name=name)
-    else:
-        X = check_numpy(X, min_samples=min_samples, name=name)
+    X = (_lazy_input(X, min_samples=min_samples, name=name) if lazy
+         else check_numpy(X, min_samples=min_samples, name=name, missing=missing))
     names = get_feature_names(names_source)  # raises on mixed name types
     if check_features is not None:
         check_features(X.shape[1])
     weights = sample_weight_for(sample_weight, X, lazy)
-    return _chunked(X, lazy, weights, persist), names
+    return _chunked(X, lazy, weights, persist, missing), names
 
 
 def fitted_data(X, estimator, *, sample_weight=None):
@@ -212,7 +217,7 @@ def fitted_data(X, estimator, *, sample_weight=None):
     ``loglik_chunk``), not by a scan of its own.
     """
     X, lazy = scoring_input(X, estimator)
-    return _chunked(X, lazy, sample_weight_for(sample_weight, X, lazy))
+    return _chunked(X, lazy, sample_weight_for(sample_weight, X, lazy), missing=marginalizes(estimator))
 
 
 def scoring_input(X, estimator, *, in_memory=False):
@@ -220,6 +225,8 @@ def scoring_input(X, estimator, *, in_memory=False):
 
     With ``in_memory`` a Zarr array or dask array is read into memory
     first (its feature names are still checked) and scored as NumPy.
+    In-memory X may hold NaN entries when the estimator marginalises them
+    (``missing='marginalize'``).
     """
     check_is_fitted(estimator)
     X, names_source = _resolve(X)
@@ -227,7 +234,8 @@ def scoring_input(X, estimator, *, in_memory=False):
         X = np.asarray(names_source[...]) if is_zarr_array(names_source) else X.compute(scheduler="sync")
     lazy = is_dask_array(X)
     name = type(estimator).__name__
-    X = _lazy_input(X, min_samples=1, name=name) if lazy else check_numpy(X, min_samples=1, name=name)
+    X = (_lazy_input(X, min_samples=1, name=name) if lazy
+         else check_numpy(X, min_samples=1, name=name, missing=marginalizes(estimator)))
     check_n_features(estimator, X.shape[1])
     # The kernels trust the parameter shapes (no bounds checks): refuse
     # attributes that disagree with X however they came to be.

@@ -50,6 +50,10 @@ class KernelParams:
         left out of a statistic is below ``SKIP_REL`` times the component's
         previous soft count ``N w_k``: invisible at float64 precision unless
         the component loses all but 1e-4 of its mass in one iteration.
+    marginal : MarginalParams or None
+        Set with ``missing='marginalize'``: rows may hold NaN entries,
+        which the chunk functions marginalise (:mod:`gmm_engine._missing`);
+        None: NaN rows were refused before any kernel runs.
     """
 
     covariance_type: str
@@ -63,6 +67,7 @@ class KernelParams:
     center_p: np.ndarray | None = None
     muw_p: np.ndarray | None = None
     rmin: np.ndarray | None = None
+    marginal: object = None
 
     @property
     def n_components(self) -> int:

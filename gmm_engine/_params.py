@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _covariance
+from ._missing import MarginalParams
 from ._stats import SuffStats
 
 # scikit-learn adds 10 machine epsilons to every soft count so that an empty
@@ -47,14 +49,23 @@ class GMMParams:
     def precisions(self) -> np.ndarray:
         return _covariance.get(self.covariance_type).precisions(self.precisions_cholesky)
 
-    def kernel_params(self):
-        """The compact form the chunk kernels consume, built once per pass."""
+    def kernel_params(self, missing: bool = False):
+        """The compact form the chunk kernels consume, built once per pass.
+
+        ``missing=True`` adds what marginalising NaN entries needs
+        (``KernelParams.marginal``); the chunk functions then accept rows
+        with missing features.
+        """
         cov = _covariance.get(self.covariance_type)
-        return cov.kernel_params(
+        kp = cov.kernel_params(
             np.ascontiguousarray(self.weights, dtype=np.float64),
             np.ascontiguousarray(self.means, dtype=np.float64),
             np.asarray(self.precisions_cholesky, dtype=np.float64),
         )
+        if not missing:
+            return kp
+        marginal = MarginalParams.of(self.covariance_type, self.weights, self.means, self.precisions_cholesky)
+        return dataclasses.replace(kp, marginal=marginal)
 
     def n_parameters(self) -> int:
         return _covariance.get(self.covariance_type).n_parameters(

@@ -88,7 +88,7 @@ class PartialFit:
         if not hasattr(self, "means_"):
             return self._first_batch(X, sample_weight)
         data = fitted_data(X, self, sample_weight=sample_weight)
-        kp = fitted_params(self, covariances=False).kernel_params()
+        kp = fitted_params(self, covariances=False).kernel_params(missing=data.missing)
         if data.values_checked:
             batch = data.map_reduce(estep_chunk, kp)
         else:  # lazy input: the E-step pass checks the rows and weights it reads

@@ -40,6 +40,7 @@ class CountedData(ChunkedData):
         # the interface's class-level defaults would shadow the wrapped data's own
         self.weights = data.weights
         self.values_checked = data.values_checked
+        self.missing = data.missing
 
     def map_reduce(self, fn, *args, **kwargs):
         self.passes += 1

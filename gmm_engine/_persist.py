@@ -85,6 +85,7 @@ _SCALAR_PARAMS = {
     "persist": bool,
     "learning_decay": float,
     "learning_offset": float,
+    "missing": str,
 }
 #: scalar parameters that may also be None
 _OPTIONAL_FLOAT_PARAMS = ("half_life",)

@@ -60,7 +60,7 @@ from ._variational_em import VariationalState
 _FIX = "re-save the model with BayesianGaussianMixture.save(path)"
 #: the constructor's scalar parameters: the Gaussian mixture's that it shares, and its own
 _SCALARS = {
-    **{k: v for k, v in _SCALAR_PARAMS.items() if k not in ("learning_decay", "learning_offset")},
+    **{k: v for k, v in _SCALAR_PARAMS.items() if k not in ("learning_decay", "learning_offset", "missing")},
     "weight_concentration_prior_type": str,
 }
 _OPTIONAL_FLOATS = ("weight_concentration_prior", "mean_precision_prior", "degrees_of_freedom_prior")

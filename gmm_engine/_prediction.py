@@ -19,6 +19,7 @@ from ._blocks import map_rows, predict_block, proba_block, score_block
 from ._criteria import InformationCriteria
 from ._fitted import fitted_params
 from ._input import fitted_data, scoring_input
+from ._missing import marginalizes
 from ._stats import loglik_chunk, refuse_bad_rows
 from ._validation import check_is_fitted, check_random_state
 
@@ -33,7 +34,7 @@ class Scoring:
 
     def _kernel_params(self):
         """The kernels' parameters every score of this model is computed with (checked fitted arrays)."""
-        return fitted_params(self, covariances=False).kernel_params()
+        return fitted_params(self, covariances=False).kernel_params(missing=marginalizes(self))
 
     def _apply(self, fn, X, per_component=False, dtype=np.float64):
         """fn over the rows of X: one value per row, or one per row and component."""

@@ -209,7 +209,7 @@ def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams):
 
 def _em_pass(data: ChunkedData, params: GMMParams, reg_covar: float):
     """(mean log-likelihood of ``params``, ``F(params)``, the pass's statistics): one pass over the data."""
-    stats = data.map_reduce(estep_chunk, params.kernel_params())
+    stats = data.map_reduce(estep_chunk, params.kernel_params(missing=data.missing))
     return stats.loglik / stats.sum_weights, m_step(stats, reg_covar), stats
 
 

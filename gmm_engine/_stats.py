@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _covariance
-from ._validation import non_finite_message
+from . import _covariance, _missing
+from ._validation import missing_value_rows, non_finite_message, unusable_rows_message
 from ._weights import WeightSummary, raise_if_invalid
 from .exceptions import DataValidationError
 
@@ -118,8 +118,13 @@ class SufficientStatistics:
         rows : ndarray of shape (n, 3), float64, optional
             Receives every row's log-likelihood, most likely component and
             its responsibility, from the same kernel call.
+
+        With ``kp.marginal`` set, rows with NaN entries are marginalised
+        (:mod:`gmm_engine._missing`): their log-likelihood is that of their
+        observed features, and they add their completed rows and
+        conditional covariances.
         """
-        cov = _covariance.get(kp.covariance_type)
+        cov = _missing.kernels(kp)
         K, D = kp.means.shape
         nk = np.zeros(K)
         sums = np.zeros((K, D))
@@ -265,16 +270,41 @@ class SufficientStatistics:
 SuffStats = SufficientStatistics
 
 
-def _non_finite_rows(X, start):
-    """(finite row mask, NaN rows, inf-only rows, first bad global indices) of a chunk."""
+def _non_finite_rows(X, start, missing=False):
+    """(usable row mask, NaN rows, inf rows, first bad global indices, empty rows, incomplete rows) of a chunk.
+
+    Without ``missing`` a usable row is finite; NaN rows hold a NaN and inf
+    rows an infinity but no NaN (empty and incomplete rows: 0).  With
+    ``missing`` (marginalised) NaN entries are usable: the bad rows are
+    those with an infinity (inf rows) or with every feature NaN (empty
+    rows), NaN rows are 0, and incomplete rows are the usable ones with a
+    NaN.
+    """
     finite = np.isfinite(X).all(axis=1)
     if finite.all():
-        return finite, 0, 0, ()
+        return finite, 0, 0, (), 0, 0
+    if missing:
+        inf_rows, empty_rows = missing_value_rows(X)
+        usable = ~(inf_rows | empty_rows)
+        bad = tuple(int(start + i) for i in np.flatnonzero(~usable)[:MAX_BAD_ROWS_REPORTED])
+        return usable, 0, int(inf_rows.sum()), bad, int(empty_rows.sum()), int((usable & ~finite).sum())
     nan_rows = np.isnan(X).any(axis=1)
     n_nan = int(nan_rows.sum())
     n_inf = int((~finite & ~nan_rows).sum())
     bad = tuple(int(start + i) for i in np.flatnonzero(~finite)[:MAX_BAD_ROWS_REPORTED])
-    return finite, n_nan, n_inf, bad
+    return finite, n_nan, n_inf, bad, 0, 0
+
+
+def _observed_moments(good, w):
+    """Per feature over observed (not NaN) entries: (weight, mean, squared deviations), each (D,)."""
+    obs = ~np.isnan(good)
+    x = np.where(obs, good, 0.0).astype(np.float64)
+    wo = obs * (1.0 if w is None else w[:, None])
+    fw = wo.sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(fw > 0, (wo * x).sum(axis=0) / fw, 0.0)
+    m2 = (wo * (x - mean) ** 2).sum(axis=0)
+    return fw, mean, m2
 
 
 def _merge_weights(a, b):
@@ -308,6 +338,17 @@ class DataSummary:
         ``weights`` records them.
     weights : WeightSummary or None
         The checks of the row weights; None without weights.
+    n_empty_rows, n_incomplete_rows : int
+        With ``missing`` (``missing='marginalize'``; else 0): rows with every
+        feature NaN (bad), and usable rows with some NaN (marginalised).
+        NaN rows are then 0, inf rows those with an infinity, and "finite"
+        reads "usable" above.
+    feature_weight : ndarray of shape (D,) or None
+        With ``missing``: the weight of the observed entries of each
+        feature, over which ``mean`` and ``m2`` are taken; None without.
+
+    ``from_chunk(..., missing=True)`` summarises rows whose NaN entries
+    are to be marginalised (``missing`` above).
     """
 
     n_samples: int
@@ -319,16 +360,22 @@ class DataSummary:
     bad_rows: tuple
     weight: float
     weights: WeightSummary | None
+    n_empty_rows: int = 0
+    n_incomplete_rows: int = 0
+    feature_weight: np.ndarray | None = None
 
     @classmethod
-    def from_chunk(cls, X, start, weights=None):
+    def from_chunk(cls, X, start, weights=None, missing=False):
         X = np.asarray(X)
-        finite, n_nan, n_inf, bad = _non_finite_rows(X, start)
+        finite, n_nan, n_inf, bad, n_empty, n_incomplete = _non_finite_rows(X, start, missing)
         good = X if finite.all() else X[finite]
         m = good.shape[0]
+        fw = None
         if weights is None:
             total, checks = m, None
-            if m:
+            if missing:
+                fw, mean, m2 = _observed_moments(good, None)
+            elif m:
                 mean = good.mean(axis=0, dtype=np.float64)
                 m2 = ((good - mean) ** 2).sum(axis=0, dtype=np.float64)
         else:
@@ -339,22 +386,27 @@ class DataSummary:
             keep = np.isfinite(w) & (w > 0)
             good, w = good[keep], w[keep]
             total = float(w.sum())
-            if total > 0:
+            if missing:
+                fw, mean, m2 = _observed_moments(good, w)
+            elif total > 0:
                 mean = (w @ good) / total
                 m2 = w @ ((good - mean) ** 2)
-        if not total:
+        if not total and not missing:
             mean = np.zeros(X.shape[1])
             m2 = np.zeros(X.shape[1])
-        return cls(X.shape[0], m, mean, m2, n_nan, n_inf, bad, total, checks)
+        return cls(X.shape[0], m, mean, m2, n_nan, n_inf, bad, total, checks, n_empty, n_incomplete, fw)
 
     def merge(self, other: "DataSummary") -> "DataSummary":
         w = self.weight + other.weight
-        if w == 0:
-            mean, m2 = self.mean, self.m2
+        if self.feature_weight is not None:
+            mean, m2, fw = _merge_observed(self, other)
+        elif w == 0:
+            mean, m2, fw = self.mean, self.m2, None
         else:
             delta = other.mean - self.mean
             mean = self.mean + delta * (other.weight / w)
             m2 = self.m2 + other.m2 + delta**2 * (self.weight * other.weight / w)
+            fw = None
         bad = tuple(sorted(self.bad_rows + other.bad_rows))[:MAX_BAD_ROWS_REPORTED]
         return DataSummary(
             self.n_samples + other.n_samples,
@@ -366,15 +418,30 @@ class DataSummary:
             bad,
             w,
             _merge_weights(self.weights, other.weights),
+            self.n_empty_rows + other.n_empty_rows,
+            self.n_incomplete_rows + other.n_incomplete_rows,
+            fw,
         )
 
     @property
     def n_bad_rows(self) -> int:
-        return self.n_nan_rows + self.n_inf_rows
+        return self.n_nan_rows + self.n_inf_rows + self.n_empty_rows
 
     @property
     def variance(self) -> np.ndarray:
+        if self.feature_weight is not None:
+            return np.where(self.feature_weight > 0, self.m2 / np.maximum(self.feature_weight, 1e-300), 0.0)
         return self.m2 / (self.weight if self.weight > 0 else max(self.n_finite, 1))
+
+
+def _merge_observed(a: DataSummary, b: DataSummary):
+    """Chan et al.'s parallel update per feature, with each feature's observed weight: (mean, m2, weight)."""
+    fw = a.feature_weight + b.feature_weight
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(fw > 0, b.feature_weight / fw, 0.0)
+        cross = np.where(fw > 0, a.feature_weight * b.feature_weight / fw, 0.0)
+    delta = b.mean - a.mean
+    return a.mean + delta * share, a.m2 + b.m2 + delta**2 * cross, fw
 
 
 @dataclass(frozen=True, eq=False)
@@ -392,22 +459,24 @@ class RowChecks:
     n_inf_rows: int
     bad_rows: tuple
     weights: WeightSummary | None
+    n_empty_rows: int = 0
 
     @classmethod
-    def from_chunk(cls, X, start, weights=None):
-        _, n_nan, n_inf, bad = _non_finite_rows(np.asarray(X), start)
-        return cls(X.shape[0], n_nan, n_inf, bad, None if weights is None else WeightSummary.of(weights))
+    def from_chunk(cls, X, start, weights=None, missing=False):
+        _, n_nan, n_inf, bad, n_empty, _ = _non_finite_rows(np.asarray(X), start, missing)
+        return cls(X.shape[0], n_nan, n_inf, bad, None if weights is None else WeightSummary.of(weights), n_empty)
 
     def merge(self, other: "RowChecks") -> "RowChecks":
         bad = tuple(sorted(self.bad_rows + other.bad_rows))[:MAX_BAD_ROWS_REPORTED]
         return RowChecks(
             self.n_samples + other.n_samples, self.n_nan_rows + other.n_nan_rows,
             self.n_inf_rows + other.n_inf_rows, bad, _merge_weights(self.weights, other.weights),
+            self.n_empty_rows + other.n_empty_rows,
         )
 
     @property
     def n_bad_rows(self) -> int:
-        return self.n_nan_rows + self.n_inf_rows
+        return self.n_nan_rows + self.n_inf_rows + self.n_empty_rows
 
 
 def refuse_bad_rows(checks, data) -> None:
@@ -418,13 +487,20 @@ def refuse_bad_rows(checks, data) -> None:
     checks : DataSummary or RowChecks
         Over all of ``data``.
     data : ChunkedData
-        Names the dtypes in the messages.
+        Names the dtypes in the messages; with ``data.missing`` the bad rows
+        are those that cannot be marginalised.
 
     Raises
     ------
     DataValidationError
         X's message names the rows; the weights' is scikit-learn's.
     """
+    if checks.n_bad_rows and data.missing:
+        raise DataValidationError(
+            unusable_rows_message(
+                checks.n_inf_rows, checks.n_empty_rows, data.n_samples, list(checks.bad_rows), dtype=data.dtype,
+            )
+        )
     if checks.n_bad_rows:
         raise DataValidationError(
             non_finite_message(
@@ -476,20 +552,21 @@ def estep_chunk(block, start, kp, weights=None):
     return SufficientStatistics.from_estep(block, kp, weights)
 
 
-def summary_chunk(block, start, weights=None):
-    return DataSummary.from_chunk(block, start, weights)
+def summary_chunk(block, start, missing=False, weights=None):
+    return DataSummary.from_chunk(block, start, weights, missing)
 
 
 def checked_estep_chunk(block, start, kp, weights=None):
     """The E-step and the checks of the chunk, for passes over data no scan has seen."""
-    return CheckedStats(SufficientStatistics.from_estep(block, kp, weights), RowChecks.from_chunk(block, start, weights))
+    checks = RowChecks.from_chunk(block, start, weights, missing=kp.marginal is not None)
+    return CheckedStats(SufficientStatistics.from_estep(block, kp, weights), checks)
 
 
 def loglik_chunk(block, start, kp, check, weights=None):
     """Weighted log-likelihood total of a chunk under ``kp`` (one fused scoring kernel call)."""
-    checks = RowChecks.from_chunk(block, start, weights) if check else None
+    checks = RowChecks.from_chunk(block, start, weights, missing=kp.marginal is not None) if check else None
     ll = np.empty(block.shape[0])
-    _covariance.get(kp.covariance_type).score_samples(block, kp, ll)
+    _missing.kernels(kp).score_samples(block, kp, ll)
     if weights is None:
         return LoglikTotal(float(ll.sum()), float(block.shape[0]), checks)
     w = np.asarray(weights, dtype=np.float64)

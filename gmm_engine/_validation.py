@@ -151,6 +151,8 @@ PARAMETER_CONSTRAINTS = {
     "mean_prior": [_NONE, _ARRAY_LIKE],
     "degrees_of_freedom_prior": [_NONE, _Interval(numbers.Real, 0.0, None, "neither")],
     "covariance_prior": [_NONE, _ARRAY_LIKE, _Interval(numbers.Real, 0.0, None, "neither")],
+    # NaN entries: refused, or marginalised (gmm_engine._missing)
+    "missing": [_Options({"error", "marginalize"})],
 }
 
 
@@ -307,11 +309,56 @@ def non_finite_message(
     shown = ", ".join(str(r) for r in bad_rows)
     more = ", ..." if n_bad > len(bad_rows) else ""
     where = f" of {scope}" if scope else ""
+    marginalize = (
+        " To fit and score rows with missing features as they are, set missing='marginalize' "
+        "on the GaussianMixture."
+        if n_nan_rows else ""
+    )
     return (
         f"Input {what} contains {' and '.join(kinds)} in {n_bad} of {n_rows} rows{where} "
         f"(row indices {shown}{more}). {name} does not accept missing or "
         "infinite values: impute or remove these rows first, for example with "
         "pipeline.ingest(..., bad_rows='drop'), which drops them and records how many."
+        f"{marginalize}"
+    )
+
+
+def missing_value_rows(X):
+    """The rows ``missing='marginalize'`` cannot use: ``(inf_rows, empty_rows)``, boolean (n,) each.
+
+    ``inf_rows`` hold an infinity (whatever else); ``empty_rows`` have every
+    feature NaN and no infinity.  Other NaN entries are missing values.
+    """
+    X = np.asarray(X)
+    inf_rows = np.isinf(X).any(axis=1)
+    empty_rows = np.isnan(X).all(axis=1) & ~inf_rows
+    return inf_rows, empty_rows
+
+
+def unusable_rows_message(n_inf_rows, n_empty_rows, n_rows, bad_rows, what="X", dtype=np.float64, scope=None) -> str:
+    """:func:`non_finite_message` for ``missing='marginalize'``: the rows that cannot be marginalised.
+
+    Parameters
+    ----------
+    n_inf_rows, n_empty_rows : int
+        Rows holding an infinity, and rows with every feature NaN (and no infinity).
+    n_rows, bad_rows, what, dtype, scope
+        As for :func:`non_finite_message`.
+    """
+    kinds = []
+    if n_inf_rows:
+        kinds.append(f"{n_inf_rows} with infinity or a value too large for {np.dtype(dtype)!r}")
+    if n_empty_rows:
+        kinds.append(f"{n_empty_rows} with every feature missing (NaN)")
+    n_bad = n_inf_rows + n_empty_rows
+    shown = ", ".join(str(r) for r in bad_rows)
+    more = ", ..." if n_bad > len(bad_rows) else ""
+    where = f" of {scope}" if scope else ""
+    return (
+        f"Input {what} has {n_bad} of {n_rows} rows{where} that cannot be marginalised "
+        f"({'; '.join(kinds)}; row indices {shown}{more}). With missing='marginalize' NaN "
+        "entries are missing features, but an infinity is not a missing value and a row with "
+        "no observed feature has no likelihood: fix or remove these rows first."
     )
 
 
@@ -361,12 +408,14 @@ def check_n_samples(n_samples, n_features, shape, min_samples, name="GaussianMix
         )
 
 
-def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
+def check_numpy(X, *, min_samples=1, name="GaussianMixture", missing=False) -> np.ndarray:
     """scikit-learn's ``check_array`` for dense in-memory input.
 
     Returns a C-contiguous float32 or float64 array (other numeric dtypes
     become float64) and raises on sparse, complex, non-2D, too small or
-    non-finite input.
+    non-finite input.  With ``missing=True`` (``missing='marginalize'``)
+    NaN entries are accepted, infinities and rows with every feature NaN
+    are not (:func:`missing_value_rows`).
     """
     if _is_sparse(X):
         raise _sparse_error()
@@ -387,7 +436,9 @@ def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
     check_dim_and_dtype(arr.shape, arr.dtype, name, array_repr=arr)
     check_n_samples(arr.shape[0], arr.shape[1], arr.shape, min_samples, name)
     finite_rows = np.isfinite(arr).all(axis=1)
-    if not finite_rows.all():
+    if missing and not finite_rows.all():
+        _refuse_unusable_rows(arr, np.flatnonzero(~finite_rows))
+    elif not finite_rows.all():
         bad = np.flatnonzero(~finite_rows)
         nan_rows = np.isnan(arr[bad]).any(axis=1)
         raise DataValidationError(
@@ -397,6 +448,17 @@ def check_numpy(X, *, min_samples=1, name="GaussianMixture") -> np.ndarray:
             )
         )
     return arr
+
+
+def _refuse_unusable_rows(arr, candidates):
+    """Raise for the rows among ``candidates`` (the non-finite ones) that cannot be marginalised."""
+    inf_rows, empty_rows = missing_value_rows(arr[candidates])
+    bad = candidates[inf_rows | empty_rows]
+    if bad.size:
+        raise DataValidationError(
+            unusable_rows_message(int(inf_rows.sum()), int(empty_rows.sum()), arr.shape[0], bad[:10].tolist(),
+                                  dtype=arr.dtype)
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@ The estimator composes the engine's parts; each lives in its own module:
 :mod:`._weights`         ``sample_weight``: accepted forms and checks
 :mod:`._online`          stepwise EM: the running state of ``partial_fit``
 :mod:`._partial_fit`     ``partial_fit`` and ``partial_fit_statistics``
+:mod:`._missing`         ``missing='marginalize'``: NaN entries marginalised
 :mod:`._chunked`         passes over chunks: the interface, NumPy threads, the fold
 :mod:`._dask_data`       passes over a dask array (plan: ``_dask_plan``)
 :mod:`._blocks`          per-block scoring, mapped over the rows
@@ -44,6 +45,7 @@ from ._estimator_api import EstimatorAPI
 from ._fitted import em_state, fitted_covariance_type, set_fitted
 from ._initialization import initial_params
 from ._input import training_data
+from ._missing import ImputedData, marginalizes, refuse_unobserved_features
 from ._online import FORGETTING, STEPWISE, OnlineState
 from ._partial_fit import PartialFit
 from ._passes import CountedData
@@ -82,8 +84,9 @@ class GaussianMixture(PartialFit, Prediction, EstimatorAPI):
 
     Beyond scikit-learn: ``sample_weight`` (integer weights are repeated
     rows, zero weights removed rows) on fitting, scoring and the
-    information criteria, and :meth:`partial_fit`, stepwise (online) EM
-    on the sufficient statistics, one pass per batch.
+    information criteria, :meth:`partial_fit`, stepwise (online) EM
+    on the sufficient statistics, one pass per batch, and missing values
+    (NaN entries) fitted and scored by marginalisation (``missing``).
 
     Parameters
     ----------
@@ -152,6 +155,15 @@ default='kmeans'
         (``n_batch`` the batch's rows, counted by weight) before the
         batch's are added, so data ``half_life`` rows old weighs half: for
         a stream that drifts.
+    missing : {'error', 'marginalize'}, default='error'
+        'error' refuses rows with NaN, naming them (scikit-learn's
+        behaviour).  'marginalize' treats NaN entries as missing features
+        (Ghahramani & Jordan, 1994): every score, label and posterior is
+        that of a row's observed features (their marginal density), and
+        EM climbs the exact observed-data log-likelihood.  Infinities,
+        rows with every feature missing and features never observed stay
+        refused; the initialisation reads a missing entry as its
+        feature's mean.
 
     Attributes
     ----------
@@ -215,6 +227,7 @@ default='kmeans'
         learning_decay=0.7,
         learning_offset=10.0,
         half_life=None,
+        missing="error",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -235,6 +248,7 @@ default='kmeans'
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
         self.half_life = half_life
+        self.missing = missing
 
     # -- fitting -------------------------------------------------------------
 
@@ -378,7 +392,7 @@ Zarr array, of shape (n_samples, n_features)
         """
         data, names = training_data(X, persist=self.persist,
                                     check_features=self._check_warm_start if warm else None,
-                                    sample_weight=sample_weight)
+                                    sample_weight=sample_weight, missing=marginalizes(self))
         return CountedData(data, passes), names
 
     def _will_warm_start(self):
@@ -433,10 +447,14 @@ Zarr array, of shape (n_samples, n_features)
 
         Also gives the per-feature (weighted) mean and variance the
         initialisers need.  With weights, fewer rows of positive weight
-        than components are refused as too few rows are.
+        than components are refused as too few rows are.  With
+        ``missing='marginalize'`` only rows that cannot be marginalised, and
+        features never observed, are refused.
         """
-        summary = data.map_reduce(summary_chunk)
+        summary = data.map_reduce(summary_chunk, data.missing)
         refuse_bad_rows(summary, data)
+        if data.missing:
+            refuse_unobserved_features(summary)
         if summary.weights is not None and summary.weights.n_positive < self.n_components:
             raise ValueError(
                 "Expected n_samples >= n_components "
@@ -446,8 +464,14 @@ Zarr array, of shape (n_samples, n_features)
         return summary
 
     def _starts(self, data, summary, inits):
-        """``start(init) -> EMState``: initialisations drawn in turn from one random stream."""
+        """``start(init) -> EMState``: initialisations drawn in turn from one random stream.
+
+        With missing values the starts read each missing entry as its
+        feature's mean (:class:`~gmm_engine._missing.ImputedData`).
+        """
         rs = check_random_state(self.random_state)
+        if data.missing:
+            data = ImputedData(data, summary.mean)
         weights_init, means_init, precisions_init = inits
 
         def start(init):

@@ -10,24 +10,33 @@ sufficient statistics of the rows under the model
 (:mod:`gmm_engine._fused_scoring`): what
 ``GaussianMixture.partial_fit_statistics`` updates the model from, so an
 update never reads the data again.
+
+With ``missing='marginalize'`` rows with NaN entries are scored on their
+observed features (the log-likelihood is their marginal density, the
+component and responsibility the posterior given them), and
+``n_observed=True`` also returns how many features each row had.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from ._blocks import COMPONENT, LOG_LIKELIHOOD, RESPONSIBILITY, map_rows, rows_block
+from ._blocks import COMPONENT, LOG_LIKELIHOOD, N_OBSERVED, RESPONSIBILITY, map_rows, rows_block
 from ._fused_scoring import LazyStatistics, rows_and_stats_lazy, rows_and_stats_numpy
 from ._input import scoring_input
+from ._missing import marginalizes
 
-__all__ = ["score_rows", "LazyStatistics", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY"]
-
-
-def _columns(out):
-    return out[:, LOG_LIKELIHOOD], out[:, COMPONENT].astype(np.int64), out[:, RESPONSIBILITY]
+__all__ = ["score_rows", "LazyStatistics", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY", "N_OBSERVED"]
 
 
-def score_rows(model, X, *, in_memory=False, with_stats=False):
+def _columns(out, observed=False):
+    columns = (out[:, LOG_LIKELIHOOD], out[:, COMPONENT].astype(np.int64), out[:, RESPONSIBILITY])
+    return columns + ((out[:, N_OBSERVED].astype(np.int64),) if observed else ())
+
+
+def score_rows(model, X, *, in_memory=False, with_stats=False, n_observed=False):
     """Log-likelihood, most likely component and its responsibility of every row.
 
     Parameters
@@ -44,13 +53,21 @@ of shape (n_samples, n_features)
         Also return the sufficient statistics of X under the model, from
         the same pass (one E-step kernel call per chunk gives the rows and
         the statistics).
+    n_observed : bool
+        Also return, per row, the number of features that are not NaN:
+        ``n_features`` for a complete row, fewer for the incomplete rows a
+        model with ``missing='marginalize'`` scores (from the same chunk
+        tasks).
 
     Returns
     -------
     log_likelihood : ndarray or dask array of shape (n_samples,), float64
+        With ``missing='marginalize'``, of the row's observed features.
     component : ndarray or dask array of shape (n_samples,), int64
     responsibility : ndarray or dask array of shape (n_samples,), float64
         Lazy dask arrays (sharing one evaluation per chunk) for lazy input.
+    n_observed : ndarray or dask array of shape (n_samples,), int64
+        Only with ``n_observed``: the observed features of each row.
     stats : SufficientStatistics or LazyStatistics
         Only with ``with_stats``: around the model's means, unweighted, its
         ``loglik`` the sum of ``log_likelihood``.  For lazy input a dask
@@ -60,9 +77,11 @@ of shape (n_samples, n_features)
     """
     X, lazy = scoring_input(X, model, in_memory=in_memory)
     kp = model._kernel_params()  # the model's own scores (variational constants for a BayesianGaussianMixture)
+    observed = bool(n_observed)
     if not with_stats:
-        return _columns(map_rows(rows_block, X, kp, lazy=lazy, width=3))
+        fn = functools.partial(rows_block, observed=True) if observed else rows_block
+        return _columns(map_rows(fn, X, kp, lazy=lazy, width=4 if observed else 3), observed)
     if lazy:
-        return rows_and_stats_lazy(X, kp)
-    out, stats = rows_and_stats_numpy(X, kp)
-    return (*_columns(out), stats)
+        return rows_and_stats_lazy(X, kp, observed)
+    out, stats = rows_and_stats_numpy(X, kp, observed)
+    return (*_columns(out, observed), stats)

@@ -58,6 +58,7 @@ def test_get_set_params_and_clone():
         "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
         "weights_init", "means_init", "precisions_init", "random_state", "warm_start", "verbose",
         "verbose_interval", "persist", "acceleration", "learning_decay", "learning_offset", "half_life",
+        "missing",
     }
     assert gm.set_params(n_components=2, tol=1e-5) is gm
     assert gm.n_components == 2 and gm.tol == 1e-5

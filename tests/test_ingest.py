@@ -261,6 +261,7 @@ def test_float32_overflow_is_refused(tmp_path):
     "kwargs, match",
     [
         ({"bad_rows": "skip"}, r"bad_rows must be 'error' or 'drop'"),
+        ({"bad_rows": "impute"}, r"bad_rows must be 'error' or 'drop' or 'marginalize', got 'impute'"),
         ({"dtype": "int32"}, r"dtype must be 'float32' or 'float64'"),
         ({"format": "json"}, r"format must be one of"),
         ({"chunk_rows": 0}, r"chunk_rows must be a positive integer"),
@@ -430,6 +431,89 @@ def test_malformed_csv_row_is_refused(tmp_path):
     src = _write_text(tmp_path / "d.csv", "a,b\n1,2\n3\n")
     with pytest.raises(IngestError, match=r"Expected 2 columns, got 1.*Fix the file"):
         ingest(src, tmp_path / "out.zarr")
+
+
+# ---------------------------------------------------------------------------
+# bad_rows='marginalize': rows with missing values kept as NaN
+
+
+GAPS_CSV = "a,b,c\n1,2,3\n,5,6\n7,NA,\n8,9,10\n"
+# rows: 1 one empty cell, 2 a null ('NA') and an empty cell
+
+
+def test_marginalize_keeps_rows_with_missing_values_as_nan(tmp_path, caplog):
+    src = _write_text(tmp_path / "d.csv", GAPS_CSV)
+    with caplog.at_level(logging.INFO, logger="pipeline.ingest"):
+        res = ingest(src, tmp_path / "out.zarr", bad_rows="marginalize")
+    Y, z = _read(res.path)
+    expected = [[1, 2, 3], [np.nan, 5, 6], [7, np.nan, np.nan], [8, 9, 10]]
+    assert np.array_equal(Y, expected, equal_nan=True)
+    r = res.report
+    assert (r.n_rows_read, r.n_rows_written, r.n_bad_rows) == (4, 4, 0)
+    assert (r.n_incomplete_rows, r.n_missing_values, r.n_empty_rows) == (2, 3, 0)
+    assert r.bad_rows_policy == "marginalize"
+    assert z.attrs["ingest_report"]["n_incomplete_rows"] == 2
+    assert read_report(res.path) == r
+    assert any("Kept 2 of 4 rows" in m and "3 values" in m for m in caplog.messages)
+
+
+BAD_GAPS_CSV = "a,b\n1,2\n,3\n4,inf\n5,6\n-inf,nan\n7,8\n9,abc\n,\n10,11\n"
+# rows: 1 incomplete (kept), 2 inf, 4 -inf and nan, 6 'abc' (unparseable), 7 every value missing
+
+
+def test_marginalize_still_refuses_infinities_junk_and_rows_without_values(tmp_path):
+    src = _write_text(tmp_path / "d.csv", BAD_GAPS_CSV)
+    with pytest.raises(IngestError, match=r"4 of 9 rows of .* cannot be kept with missing values \(2 with "
+                                          r"infinity; 1 with every value missing; 1 with a non-numeric cell\): "
+                                          r"row indices 2, 4, 6, 7 .*'abc' at row 6.*bad_rows='drop'.*"
+                                          r"Nothing was written") as info:
+        ingest(src, tmp_path / "out.zarr", bad_rows="marginalize")
+    rep = info.value.report
+    assert (rep.n_bad_rows, rep.n_nan_rows, rep.n_inf_rows) == (4, 3, 1)
+    assert (rep.n_unparseable_rows, rep.n_empty_rows, rep.n_incomplete_rows) == (1, 1, 1)
+    assert rep.bad_row_examples == [2, 4, 6, 7]
+    assert _leftovers(tmp_path, ["d.csv"]) == []
+    # the other policies count the rows without values too
+    res = ingest(src, tmp_path / "drop.zarr", bad_rows="drop")
+    assert (res.report.n_bad_rows, res.report.n_empty_rows, res.report.n_incomplete_rows) == (5, 1, 0)
+
+
+def test_marginalize_keeps_npy_nan_and_parquet_nulls(tmp_path):
+    X = _data(n=30)
+    X[[3, 17], 1] = np.nan
+    X[25, [0, 2]] = np.nan
+    np.save(tmp_path / "d.npy", X)
+    res = ingest(tmp_path / "d.npy", tmp_path / "out.zarr", bad_rows="marginalize", batch_rows=8)
+    assert np.array_equal(_read(res.path)[0], X, equal_nan=True)
+    assert (res.report.n_incomplete_rows, res.report.n_missing_values, res.report.n_bad_rows) == (3, 4, 0)
+    t = pa.table({"a": pa.array([1.0, None, 3.0]), "b": pa.array([1, 2, None], pa.int64())})
+    pq.write_table(t, tmp_path / "d.parquet")
+    res = ingest(tmp_path / "d.parquet", tmp_path / "p.zarr", bad_rows="marginalize")
+    assert np.array_equal(_read(res.path)[0], [[1.0, 1.0], [np.nan, 2.0], [3.0, np.nan]], equal_nan=True)
+
+
+def test_marginalized_ingest_feeds_a_marginalizing_mixture(tmp_path):
+    from gmm_engine import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(200, 3)), rng.normal(size=(200, 3)) + 6.0])
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X = X[~np.isnan(X).all(axis=1)]
+    np.save(tmp_path / "d.npy", X)
+    res = ingest(tmp_path / "d.npy", tmp_path / "out.zarr", bad_rows="marginalize")
+    assert res.report.n_incomplete_rows == int(np.isnan(X).any(axis=1).sum())
+    gm = GaussianMixture(2, missing="marginalize", random_state=0).fit(res.path)
+    np.testing.assert_allclose(np.sort(gm.means_[:, 0]), [0.0, 6.0], atol=0.3)
+    assert np.all(np.isfinite(gm.score_samples(res.path)))
+
+
+def test_reports_written_before_marginalize_read_back_with_zero_counts():
+    old = {k: v for k, v in ValidationReport(
+        source="s", format="csv", n_rows_read=1, n_rows_written=1, n_bad_rows=0, n_nan_rows=0, n_inf_rows=0,
+        bad_row_examples=[], non_numeric_columns=[], feature_names=["a"], dtype="float64", bad_rows_policy="error",
+    ).to_dict().items() if k not in ("n_empty_rows", "n_incomplete_rows", "n_missing_values")}
+    back = ValidationReport.from_dict(old)
+    assert (back.n_empty_rows, back.n_incomplete_rows, back.n_missing_values) == (0, 0, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,10 @@ Guarantees
   output chunks.
 * Never silently altered data: rows with NaN, +/-inf, an empty or an
   unparseable numeric cell are refused (``bad_rows="error"``) or dropped and
-  counted (``bad_rows="drop"``); integers the output dtype cannot represent
+  counted (``bad_rows="drop"``); ``bad_rows="marginalize"`` keeps rows with
+  NaN or empty cells, as NaN, for ``GaussianMixture(missing='marginalize')``,
+  and counts them, but still refuses infinities, unparseable cells and rows
+  with every value missing; integers the output dtype cannot represent
   exactly and float64 values that would overflow float32 are refused.
 * Atomic: the array is written to a temporary sibling directory and renamed
   into place; ``dest`` never exists half-written, and after a failure
@@ -95,9 +98,13 @@ def ingest(
         Default float32 only when every kept source column is float32, else float64.
         Integers the dtype cannot hold exactly, and float64 values beyond the float32 range,
         are refused.
-    bad_rows : {'error', 'drop'}
+    bad_rows : {'error', 'drop', 'marginalize'}
         Rows with NaN, +/-inf, an empty or unparseable cell: refuse the ingest (after
         counting them all; nothing is written), or drop them and record the counts.
+        'marginalize' keeps the rows with some values missing (NaN, empty or null cells),
+        as NaN, for a ``GaussianMixture(missing='marginalize')`` to fit or score, and
+        records how many (``n_incomplete_rows``, ``n_missing_values``); rows with +/-inf,
+        an unparseable cell or every value missing are refused as under 'error'.
     chunk_rows : int, optional
         Rows per stored chunk (chunks span all features). Default about 32 MiB per chunk,
         or the whole array when it is smaller.
@@ -162,8 +169,9 @@ def _check_options(format, bad_rows, chunk_rows, batch_rows, block_size) -> None
         raise IngestError(f"format must be one of {FORMATS}, got {format!r}.")
     if bad_rows not in BAD_ROWS_POLICIES:
         raise IngestError(
-            f"bad_rows must be 'error' or 'drop', got {bad_rows!r}: 'error' refuses data "
-            "with NaN/inf/empty cells, 'drop' removes those rows and records the count."
+            f"bad_rows must be 'error' or 'drop' or 'marginalize', got {bad_rows!r}: 'error' refuses data "
+            "with NaN/inf/empty cells, 'drop' removes those rows and records the count, 'marginalize' keeps "
+            "rows with missing values as NaN (for GaussianMixture(missing='marginalize')) and records the count."
         )
     for opt, val in (("chunk_rows", chunk_rows), ("batch_rows", batch_rows),
                      ("block_size", block_size)):
@@ -189,10 +197,18 @@ def _report(loc, fmt, plan, counts, bad_rows) -> ValidationReport:
         bad_rows_policy=bad_rows,
         n_unparseable_rows=counts.n_unparseable,
         source_dtypes=dict(plan.source_dtypes),
+        n_empty_rows=counts.n_empty,
+        n_incomplete_rows=counts.n_incomplete,
+        n_missing_values=counts.n_missing,
     )
 
 
 def _log_outcome(report: ValidationReport, dest) -> None:
+    if report.n_incomplete_rows:
+        logger.info(
+            "Kept %d of %d rows of %s with missing values (%d values, stored as NaN) for marginalisation.",
+            report.n_incomplete_rows, report.n_rows_read, report.source, report.n_missing_values,
+        )
     if report.n_bad_rows:
         logger.warning(
             "Dropped %d of %d rows of %s with NaN, infinite, empty or unparseable "

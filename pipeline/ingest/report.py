@@ -8,8 +8,9 @@ as the ``ingest_report`` attribute of the array written (with
 writes those attributes, :func:`read_report` reads the report back.
 
 The two refusals of a fully read source live here because they are
-judgements on the report: bad rows under ``bad_rows="error"``, and nothing
-left to write.
+judgements on the report: bad rows under ``bad_rows="error"`` (or, under
+``bad_rows="marginalize"``, rows that cannot be kept with missing values),
+and nothing left to write.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class ValidationReport:
     n_rows_written : int
         Rows in the output array.
     n_bad_rows : int
-        Rows with NaN, +/-inf, or an empty/unparseable numeric cell;
-        ``n_bad_rows == n_nan_rows + n_inf_rows``.
+        Rows with NaN, +/-inf, or an empty/unparseable numeric cell (under
+        ``'marginalize'``: only rows with +/-inf, an unparseable cell, or
+        every value missing); ``n_bad_rows == n_nan_rows + n_inf_rows``.
     n_nan_rows : int
         Bad rows with at least one NaN, empty or unparseable cell.
     n_inf_rows : int
@@ -64,12 +66,20 @@ class ValidationReport:
     dtype : str
         Output dtype, ``'float32'`` or ``'float64'``.
     bad_rows_policy : str
-        ``'error'`` or ``'drop'``.
+        ``'error'``, ``'drop'`` or ``'marginalize'``.
     n_unparseable_rows : int
         Bad rows with a cell that is not a number (a subset of ``n_nan_rows``).
     source_dtypes : dict of str to str
         Source type of each output feature (e.g. ``'int64'``, ``'bool'``):
         which columns were converted to ``dtype``.
+    n_empty_rows : int
+        Rows with every value missing (bad rows, under every policy).
+    n_incomplete_rows : int
+        Under ``'marginalize'``: rows written with some values missing
+        (stored as NaN, for ``GaussianMixture(missing='marginalize')``); 0
+        otherwise.
+    n_missing_values : int
+        Under ``'marginalize'``: the missing values (NaN cells) written.
     """
 
     source: str
@@ -86,6 +96,9 @@ class ValidationReport:
     bad_rows_policy: str
     n_unparseable_rows: int = 0
     source_dtypes: dict[str, str] = field(default_factory=dict)
+    n_empty_rows: int = 0
+    n_incomplete_rows: int = 0
+    n_missing_values: int = 0
 
     def to_dict(self) -> dict:
         """A JSON-serialisable copy (what is stored as ``ingest_report``)."""
@@ -122,6 +135,8 @@ def check_written(report: ValidationReport, first_unparseable=None) -> None:
     IngestError
         With ``report`` attached.
     """
+    if report.n_bad_rows and report.bad_rows_policy == "marginalize":
+        raise IngestError(_unkept_rows_message(report, first_unparseable), report=report)
     if report.n_bad_rows and report.bad_rows_policy == "error":
         raise IngestError(_bad_rows_message(report, first_unparseable), report=report)
     if report.n_rows_written == 0:
@@ -153,6 +168,30 @@ def _bad_rows_message(report: ValidationReport, first_unparseable) -> str:
         f"or non-finite values ({'; '.join(kinds)}): row indices {rows}{more} (0-based data "
         f"rows).{detail} Fix the source, or pass bad_rows='drop' to drop these rows "
         "(the count is recorded in the report). Nothing was written."
+    )
+
+
+def _unkept_rows_message(report: ValidationReport, first_unparseable) -> str:
+    """``'marginalize'``'s refusal: the rows that cannot be kept with missing values."""
+    n_unparseable, n_empty = report.n_unparseable_rows, report.n_empty_rows
+    n_infinite = report.n_bad_rows - n_unparseable - n_empty
+    kinds = [text for count, text in (
+        (n_infinite, f"{n_infinite} with infinity"),
+        (n_empty, f"{n_empty} with every value missing"),
+        (n_unparseable, f"{n_unparseable} with a non-numeric cell"),
+    ) if count]
+    more = ", ..." if report.n_bad_rows > len(report.bad_row_examples) else ""
+    rows = ", ".join(str(r) for r in report.bad_row_examples)
+    detail = ""
+    if first_unparseable is not None:
+        name, row, cell = first_unparseable
+        detail = f" Column {name!r} has the non-numeric cell {cell!r} at row {row}."
+    return (
+        f"{report.n_bad_rows} of {report.n_rows_read} rows of {report.source} cannot be kept with missing "
+        f"values ({'; '.join(kinds)}): row indices {rows}{more} (0-based data rows).{detail} "
+        "bad_rows='marginalize' keeps NaN and empty cells as missing values, not infinities, cells that are "
+        "not numbers, or rows with no value at all. Fix the source, or pass bad_rows='drop' to drop every "
+        "row with a missing or non-finite value (the count is recorded in the report). Nothing was written."
     )
 
 
