@@ -53,7 +53,10 @@ from benchmarks.bench_cli import bench_cli  # noqa: E402
 from benchmarks.bench_cluster import bench_overhead, bench_scaling  # noqa: E402
 from benchmarks.bench_inmemory import bench_diag, bench_full, bench_full_d64, bench_predict  # noqa: E402
 from benchmarks.bench_load import bench_load  # noqa: E402
+from benchmarks.bench_missing import bench_missing  # noqa: E402
+from benchmarks.bench_online import bench_online  # noqa: E402
 from benchmarks.bench_ooc import bench_ooc, bench_ooc_lz4, bench_ooc_zstd  # noqa: E402
+from benchmarks.bench_selection import bench_selection  # noqa: E402
 from benchmarks.common import machine_info, mixture_spec, sample_rows  # noqa: E402
 
 logger = logging.getLogger("benchmarks")
@@ -119,6 +122,9 @@ BENCHMARKS = {
     "load": bench_load,  # bench_load.py (driver: load/)
     "acceleration": bench_acceleration,  # bench_acceleration.py
     "cli": bench_cli,  # bench_cli.py
+    "online": bench_online,  # bench_online.py
+    "missing": bench_missing,  # bench_missing.py
+    "selection": bench_selection,  # bench_selection.py
 }
 
 

@@ -151,13 +151,27 @@ class FitConfig(_WithWorkdir):
 
 
 class GridConfig(_Strict):
-    n_components: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6])
+    """The candidates of ``gmm select``: component counts and covariance types, and how the K range extends."""
+
+    n_components: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5, 6],
+        description="The initial K range, for every covariance type.")
     covariance_types: list[CovarianceType] = Field(default_factory=lambda: list(typing.get_args(CovarianceType)))
+    max_n_components: Annotated[int, Field(ge=1)] = Field(
+        16, description="The K range of the leading covariance type extends while the criterion still improves "
+                        "near its largest K, up to this cap (a warning when the cap stops it); the grid's largest "
+                        "n_components keeps the grid fixed.")
+    patience: Annotated[int, Field(ge=1)] = Field(
+        2, description="The range extends until this many K values above (and below) the best K have been tried.")
 
     @model_validator(mode="after")
-    def _non_empty(self):
+    def _consistent(self):
         if not self.n_components or not self.covariance_types:
             raise ValueError("the grid needs at least one n_components and one covariance type")
+        if max(self.n_components) > self.max_n_components:
+            raise ValueError(f"max_n_components ({self.max_n_components}) is below the grid's largest n_components "
+                             f"({max(self.n_components)}): raise max_n_components to at least "
+                             f"{max(self.n_components)}, or leave K values above it out of the grid")
         return self
 
 
@@ -176,9 +190,13 @@ class SelectConfig(_WithWorkdir):
     model: ModelConfig = ModelConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     make_current: bool = Field(True, description="Register the winner (threshold on all data) as the current model.")
-    max_parallel: Annotated[int, Field(ge=1)] = Field(
-        2, description="Candidates fitted at once (each is an EM fit spread over the whole cluster)."
-    )
+    drop_early: bool = Field(
+        True, description="Stop fitting candidates that cannot win (BIC or AIC): even gaining their best recent "
+                          "gain on every iteration left, they would end behind the leader.")
+    local_max_bytes: Annotated[int, Field(ge=0)] = Field(
+        256 * 2**20, description="Selection samples up to this many bytes are fitted in the flow's process on "
+                                 "local threads (a Dask graph per pass costs more than their arithmetic); larger "
+                                 "ones out of core on the cluster; 0 fits all on the cluster.")
 
 
 class DriftConfig(_Strict):

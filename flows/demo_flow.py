@@ -152,7 +152,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         sel = select_model_flow(SelectConfig(
             workdir=ws.root, data=train, cluster=shared, grid=config.grid, criterion="bic",
             sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
-        ), report_to=str(ws.report), progress=progress)
+        ), report_to=str(ws.report / "select"), progress=progress)  # each subflow's summary.json kept
         timings["select"] = time.perf_counter() - t
         winner = sel["selected"]
         fit_cfg = FitConfig(
@@ -164,7 +164,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
         init_dir = initialize_flow(fit_cfg)
         timings["initialize"] = time.perf_counter() - t
         t = time.perf_counter()
-        fit = fit_flow(fit_cfg, init_dir=init_dir, report_to=str(ws.report), progress=progress)
+        fit = fit_flow(fit_cfg, init_dir=init_dir, report_to=str(ws.report / "fit"), progress=progress)
         timings["fit"] = time.perf_counter() - t
         t = time.perf_counter()
         score_cfg = ScoreConfig(workdir=ws.root, cluster=shared, update=config.update)

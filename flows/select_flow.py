@@ -1,4 +1,15 @@
-"""The ``select-model`` flow: a grid of (K, covariance type), chosen by BIC, AIC or held-out fit."""
+"""The ``select-model`` flow: the grid of (K, covariance type) fitted jointly, chosen by BIC, AIC or held-out fit.
+
+One task prepares the compared rows (sample, split, trim), one runs the
+search (``pipeline.selection.search``: every pass over the training rows
+serves all live candidates, candidates that cannot win are dropped, the K
+range extends while the criterion improves at its edge), then the winner
+is registered and the run's report folder receives ``model_selection.md``,
+``selection.png`` and ``summary.json`` (the candidates table and what
+stopped the K range).
+"""
+
+import time
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -9,8 +20,7 @@ from pipeline.data import array_bytes
 
 from .artifacts import publish_markdown
 from .cluster import flow_cluster, task_client
-from .concurrency import run_bounded
-from .config import ModelConfig, SelectConfig
+from .config import SelectConfig
 from .fit_flow import register_task
 
 
@@ -25,46 +35,66 @@ def prepare_selection_task(data: str, out_dir: str, config: SelectConfig, cluste
             data, out_dir, holdout_fraction=config.holdout_fraction, sample_rows=config.sample_rows,
             contamination=config.anomaly.contamination, trim=config.trim,
             probe_params={**base, "n_components": max(config.grid.n_components), "covariance_type": "full"},
-            seed=base.get("random_state") or 0,
+            seed=base.get("random_state") or 0, local_max_bytes=config.local_max_bytes,
         ).to_dict()
 
 
-@task(name="evaluate-candidate", cache_policy=NO_CACHE)
-def evaluate_task(train: str, holdout: str, n_components: int, covariance_type: str,
-                  model: ModelConfig, out_dir: str, cluster: ClusterHandle | None) -> dict:
-    """Fit one candidate and score it: one row of the selection table."""
-    from pipeline.selection import evaluate_candidate
+def _pass_bar(progress: bool):
+    """``on_pass(passes, live, total)`` drawing a bar over the joint passes, and its closer; or (None, no-op)."""
+    if not progress:
+        return None, lambda: None
+    from tqdm.auto import tqdm
 
-    with task_client(cluster):
-        return evaluate_candidate(train, holdout, n_components, covariance_type, model.estimator_params(), out_dir)
+    bar = tqdm(desc="joint passes", unit="pass")
+
+    def on_pass(passes, live, total):
+        bar.update(passes - bar.n)
+        bar.set_postfix(live=live, candidates=total)
+
+    return on_pass, bar.close
+
+
+@task(name="search-models", cache_policy=NO_CACHE)
+def search_task(prep: dict, config: SelectConfig, out_dir: str, cluster: ClusterHandle | None,
+                progress: bool = False) -> dict:
+    """Fit the grid jointly, with early drops and an extending K range: every candidate's row."""
+    from pipeline.selection import SearchSettings, search
+
+    settings = SearchSettings(criterion=config.criterion, max_n_components=config.grid.max_n_components,
+                              patience=config.grid.patience, drop_early=config.drop_early)
+    on_pass, close = _pass_bar(progress)
+    try:
+        with task_client(cluster):
+            found = search(prep["train"], prep["holdout"], config.grid.n_components, config.grid.covariance_types,
+                           config.model.estimator_params(), out_dir, settings,
+                           local_max_bytes=config.local_max_bytes, on_pass=on_pass)
+    finally:
+        close()
+    return {"table": found.rows, "winner": found.winner, "k_range": found.k_range, "passes": found.passes}
 
 
 @flow(name="select-model")
 def select_model_flow(config: SelectConfig, report_to: str | None = None, progress: bool = False) -> dict:
-    """Fit a grid of (K, covariance type); choose by BIC, AIC or held-out log-likelihood.
+    """Fit a grid of (K, covariance type) jointly; choose by BIC, AIC or held-out log-likelihood.
 
-    At most ``config.max_parallel`` candidates are fitted at once; ``progress``
-    shows a bar over the candidates.
+    ``progress`` shows a bar over the joint passes, with the live candidates.
     """
+    from gmm_engine.atomic import write_json
     from pipeline.reports import selection_report
-    from pipeline.selection import choose
+    from pipeline.selection import selection_notes, selection_summary
 
     logger = get_run_logger()
+    t0 = time.perf_counter()
     ws = config.workspace.ensure()
     data = ws.resolve(config.data, ws.train)
-    grid = [(k, ct) for ct in config.grid.covariance_types for k in sorted(set(config.grid.n_components))]
     with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(data)) as cluster:
         prep = prepare_selection_task(data, str(ws.selection), config, cluster)
-        # bounded: each candidate is an EM fit on the cluster; a grid of 28 at once only thrashes it
-        table = run_bounded(
-            lambda kc: evaluate_task.submit(prep["train"], prep["holdout"], kc[0], kc[1], config.model,
-                                            str(ws.selection / "candidates"), cluster),
-            grid, config.max_parallel, desc="candidates" if progress else None, unit="candidate",
-            describe=lambda r: {"last": f"K={r['n_components']} {r['covariance_type']}", "status": r["status"]},
-        )
-        winner = choose(table, config.criterion)
-        logger.info("selected K=%d covariance_type=%s by %s", winner["n_components"],
-                    winner["covariance_type"], config.criterion)
+        found = search_task(prep, config, str(ws.selection / "candidates"), cluster, progress)
+        table, winner, k_range = found["table"], found["winner"], found["k_range"]
+        # a warning that the cap stopped the range is logged by the search (pipeline.selection)
+        logger.info("selected K=%d covariance_type=%s by %s after %d joint passes; the K range stopped by %s",
+                    winner["n_components"], winner["covariance_type"], config.criterion, found["passes"],
+                    k_range["stopped_by"])
         reg = None
         if config.make_current:
             reg = register_task(
@@ -73,7 +103,10 @@ def select_model_flow(config: SelectConfig, report_to: str | None = None, progre
                 f"selected by `gmm select` ({config.criterion.upper()})",
             )
         out = ws.run_report("select", report_to)
-        report = selection_report(table, winner, config.criterion, out, trim=prep)
+        report = selection_report(table, winner, config.criterion, out, trim=prep, notes=selection_notes(found))
+        summary = selection_summary(found, prep, config.criterion, time.perf_counter() - t0, reg)
+        write_json(out / "summary.json", summary)
     publish_markdown("model-selection", report.markdown, "BIC / AIC / held-out log-likelihood per candidate")
-    return {"table": table, "selected": winner, "criterion": config.criterion,
-            "selection_data": prep, "registered": reg, "report": report.files, "report_dir": str(out)}
+    return {"table": table, "selected": winner, "criterion": config.criterion, "k_range": k_range,
+            "passes": found["passes"], "selection_data": prep, "registered": reg,
+            "report": report.files, "summary": str(out / "summary.json"), "report_dir": str(out)}

@@ -50,6 +50,24 @@ holding more than 1% of the weight:
 
 >>> bgm = BayesianGaussianMixture(n_components=12).fit("data.zarr")  # doctest: +SKIP
 >>> bgm.effective_n_components()                                    # doctest: +SKIP
+
+Model selection (several mixtures on the same data):
+
+* :class:`JointFit` ``(X, *, sample_weight=None, persist=False)``:
+  ``add(estimator) -> index``, ``step() -> bool`` (one pass over X for
+  every live candidate), ``drop(index, reason)``, ``progress(index)`` and
+  ``candidates`` (:class:`CandidateProgress`: status, EM iterations, lower
+  bounds, passes), ``run(between_passes=None)``, ``close()``.  Each
+  candidate is fitted exactly as ``estimator.fit(X)`` fits it (same
+  start, same result, also with ``acceleration``), one read of each chunk
+  serving all of them.
+* :func:`joint_criteria` ``(estimators, X, sample_weight=None)``: the
+  :class:`InformationCriteria` of several fitted models from one pass.
+
+>>> jf = JointFit("train.zarr")                                             # doctest: +SKIP
+>>> ids = [jf.add(GaussianMixture(k, random_state=0)) for k in (2, 3, 4)]  # doctest: +SKIP
+>>> fitted = [c.estimator for c in jf.run() if c.status == "fitted"]       # doctest: +SKIP
+>>> [ic.bic for ic in joint_criteria(fitted, "train.zarr")]                # doctest: +SKIP
 """
 
 from ._version import __version__
@@ -62,6 +80,9 @@ _PUBLIC = {
     "full_covariances": ("._covariance", "full_covariances"),
     "covariances_from_full": ("._covariance", "covariances_from_full"),
     "EMState": ("._em", "EMState"),
+    "CandidateProgress": ("._candidates", "CandidateProgress"),
+    "JointFit": ("._candidates", "JointFit"),
+    "joint_criteria": ("._candidates", "joint_criteria"),
     "open_zarr_array": ("._input", "open_zarr_array"),
     "zarr_to_dask": ("._input", "zarr_to_dask"),
     "GMMParams": ("._params", "GMMParams"),

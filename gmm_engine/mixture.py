@@ -18,6 +18,7 @@ The estimator composes the engine's parts; each lives in its own module:
 :mod:`._prediction`      scores, labels, posteriors, criteria, draws of a fit
 :mod:`._fitted`          the one writer of the fitted attributes; checked readers
 :mod:`._criteria`        log-likelihood, BIC and AIC from one pass
+:mod:`._candidates`      joint fits: several estimators sharing every pass
 :mod:`._persist`         the model directory format
 :mod:`._estimator_api`   get_params / set_params / repr / tags
 =======================  ==========================================================
@@ -280,6 +281,14 @@ Zarr array, of shape (n_samples, n_features)
         validate_params(self)
         warm = self._will_warm_start()
         data, names = self._training_data(X, warm=warm, sample_weight=sample_weight)
+        return self._fit_data(data, names, warm, on_iteration)
+
+    def _fit_data(self, data, names, warm, on_iteration):
+        """:meth:`fit` on validated training data (``CountedData``): the scan, the starts, EM.
+
+        A joint fit (:mod:`._candidates`) enters here with a lane of shared
+        passes, so that each of its candidates runs this very code.
+        """
         self._check_n_samples(data)
         inits = self._check_init_params(data.n_features)
         summary = self._scan(data)

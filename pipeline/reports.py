@@ -49,8 +49,9 @@ class Report:
 # model selection
 
 
-def selection_markdown(table: list[dict], selected: dict, criterion: str, trim: dict | None) -> str:
-    """The candidates table, the winner marked, with how the rows were trimmed."""
+def selection_markdown(table: list[dict], selected: dict, criterion: str, trim: dict | None,
+                       notes=()) -> str:
+    """The candidates table, the winner marked, with how the rows were trimmed and ``notes`` (markdown lines)."""
     rows = sorted(table, key=lambda r: (r["covariance_type"], r["n_components"]))
     lines = [
         f"# Model selection ({criterion.upper()})",
@@ -66,6 +67,7 @@ def selection_markdown(table: list[dict], selected: dict, criterion: str, trim: 
             "(contamination) so that anomalies do not earn a component of their own.",
             "",
         ]
+    lines += list(notes)
     lines += [
         "| K | covariance | BIC | AIC | held-out log-lik / row | parameters | iterations | status |",
         "|---:|---|---:|---:|---:|---:|---:|---|",
@@ -82,9 +84,9 @@ def selection_markdown(table: list[dict], selected: dict, criterion: str, trim: 
     return "\n".join(lines) + "\n"
 
 
-def selection_report(table, selected, criterion, out: Path, trim: dict | None = None) -> Report:
-    """``model_selection.md`` and ``selection.png`` in ``out``."""
-    md = selection_markdown(table, selected, criterion, trim)
+def selection_report(table, selected, criterion, out: Path, trim: dict | None = None, notes=()) -> Report:
+    """``model_selection.md`` and ``selection.png`` in ``out``; ``notes`` are markdown lines above the table."""
+    md = selection_markdown(table, selected, criterion, trim, notes)
     write_text(out / "model_selection.md", md)
     plot_rows = [
         {k: (r.get(k) if r.get("status") == "ok" else None) if k in ("bic", "aic", "heldout_loglik") else r[k]

@@ -1,16 +1,17 @@
-"""Benchmarks of issue 12's engine part: partial_fit against batch EM, and scoring with statistics.
+"""The stream's engine costs: partial_fit against batch EM, and scoring with statistics and drift.
 
-Not yet registered in ``benchmarks/run.py`` (the lead does that): each
-function takes the run's context (``ctx.repeats``; None for defaults) and
-returns a JSON-serialisable dict.
+:func:`bench_online` is the ``online`` section of ``benchmarks/run.py``;
+the two measurements are also usable alone (``ctx.repeats``; None for
+defaults) and return JSON-serialisable dicts.
 
 * :func:`bench_partial_fit_gap`: on stationary streams of 60 batches, one
   partial_fit pass (default settings) against batch EM (``fit``) on the
   same rows, per covariance type: the gap in mean log-likelihood per row
   (the target is < 0.05) and the seconds of each.
 * :func:`bench_score_rows_with_stats`: ``score_rows`` over a dask array
-  with and without ``with_stats`` (computed with the rows, as the scoring
-  flow would), per covariance type: the cost of the statistics.
+  with and without ``with_stats`` and the drift counts (computed with the
+  rows, as the scoring flow does), per covariance type: the cost of the
+  statistics and the drift tests' counts.
 """
 
 from __future__ import annotations
@@ -69,18 +70,23 @@ def bench_partial_fit_gap(ctx=None, *, n_batches=60, batch_rows=1000, K=3, D=4,
 
 
 def bench_score_rows_with_stats(ctx=None, *, N=1_000_000, D=16, K=8, chunks=16):
-    """Seconds of score_rows over a dask array, rows only vs rows and statistics together.
+    """Seconds of score_rows over a dask array: rows only, against rows, statistics and drift counts together.
 
     Returns
     -------
     dict
-        ``{covariance_type: {"rows_s", "rows_and_stats_s", "ratio"}}`` plus the settings.
+        ``{covariance_type: {"rows_s", "rows_and_stats_s", "ratio"}}`` plus the settings;
+        ``rows_and_stats_s`` includes the drift counts of the rows against the
+        model's reference (:func:`pipeline.drift.partition_counts`), as the
+        scoring flow computes them.
     """
     import dask
     import dask.array as da
 
     from gmm_engine import COVARIANCE_TYPES, GaussianMixture
     from gmm_engine.scoring import score_rows
+    from pipeline.drift import partition_counts
+    from pipeline.threshold import calibrate_threshold
 
     repeats = getattr(ctx, "repeats", 3) or 3
     rng = np.random.default_rng(0)
@@ -100,7 +106,47 @@ def bench_score_rows_with_stats(ctx=None, *, N=1_000_000, D=16, K=8, chunks=16):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = GaussianMixture(K, covariance_type=ct, max_iter=3, random_state=0).fit(X[:20_000])
-        rows = best(lambda: dask.compute(*score_rows(model, Xd)))
-        both = best(lambda: dask.compute(*score_rows(model, Xd, with_stats=True)))
+        thr = calibrate_threshold(model, X[:200_000], 0.01)
+
+        def with_drift():
+            ll, comp, resp, stats = score_rows(model, Xd, with_stats=True)
+            flags = ll <= thr.threshold
+            return dask.compute(ll, comp, resp, flags, stats, partition_counts(ll, comp, flags, thr.reference))
+
+        def plain():
+            ll, comp, resp = score_rows(model, Xd)
+            return dask.compute(ll, comp, resp, ll <= thr.threshold)
+
+        rows, both = best(plain), best(with_drift)
         out["types"][ct] = {"rows_s": rows, "rows_and_stats_s": both, "ratio": both / rows}
     return out
+
+
+#: the issue's targets: partial_fit's gap to batch EM (nats/row), and the cost of statistics and drift
+GAP_TARGET, STATS_TARGET = 0.05, 1.1
+
+
+def bench_online(ctx) -> dict:
+    """``benchmarks/run.py`` entry: partial_fit's gap to batch EM, and scoring with statistics and drift."""
+    quick = bool(getattr(ctx, "quick", False))
+    gap = bench_partial_fit_gap(ctx, seeds=range(2) if quick else range(5))
+    cost = bench_score_rows_with_stats(ctx, N=200_000 if quick else 1_000_000)
+    figures, worst = [], 0.0
+    for stream, per_type in gap["streams"].items():
+        for ct, g in per_type.items():
+            worst = max(worst, g["max_gap"])
+            figures.append((f"partial_fit gap to batch EM, stream separation/mixing {stream}, {ct}: worst of "
+                            f"{len(g['gaps'])} seeds (nats/row)", g["max_gap"]))
+    for ct, c in cost["types"].items():
+        figures.append((f"score_rows over {cost['N']:,} x {cost['D']} (K={cost['K']}), {ct}: with statistics and "
+                        f"drift / without (s {c['rows_and_stats_s']:.3f} / {c['rows_s']:.3f})", c["ratio"]))
+    ratios = [c["ratio"] for c in cost["types"].values()]
+    return dict(
+        title="The stream's engine costs: partial_fit against batch EM; scoring with statistics and drift",
+        target=(f"one partial_fit pass over {gap['n_batches']} batches ends within {GAP_TARGET} nats/row of batch EM "
+                f"(every covariance type, default settings); scoring with statistics and drift costs <= "
+                f"{STATS_TARGET}x scoring without them (same run)"),
+        met=bool(worst < GAP_TARGET and max(ratios) <= STATS_TARGET),
+        figures=figures,
+        raw=dict(gap=gap, cost=cost),
+    )

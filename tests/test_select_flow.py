@@ -1,0 +1,94 @@
+"""`gmm select` as a flow: the joint search, its report and summary.json, in memory and on the cluster."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_zarr
+from flows.config import AnomalyConfig, ClusterConfig, ConfigError, GridConfig, SelectConfig, parse_config
+from gmm_engine import GaussianMixture
+from pipeline.demo_data import make_true_mixture, sample_rows
+from pipeline.registry import ModelRegistry
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+STATUSES = {"fitted", "dropped early", "failed"}
+
+
+@pytest.fixture(scope="module")
+def seven_components(tmp_path_factory):
+    """A work directory whose training data has 7 full-covariance components (4-D) and 0.5% anomalies."""
+    rng = np.random.default_rng(11)
+    truth = make_true_mixture(7, 4, "full", rng)
+    probe, _, _ = sample_rows(truth, 20_000, 0.0, 0.0, rng)
+    cutoff = float(np.quantile(truth.log_density(probe), 0.001))
+    X, _, _ = sample_rows(truth, 24_000, 0.005, cutoff, rng)
+    root = tmp_path_factory.mktemp("select")
+    (root / "data").mkdir()
+    write_zarr(root / "data" / "train.zarr", X.astype(np.float32), chunk_rows=4000)
+    return root
+
+
+def _config(root, **kw):
+    grid = GridConfig(n_components=[2, 3, 4], covariance_types=["full", "diag"], max_n_components=6)
+    return SelectConfig(workdir=root, grid=grid, anomaly=AnomalyConfig(contamination=0.005), **kw)
+
+
+def test_the_flow_extends_the_range_warns_at_the_cap_and_writes_the_summary(seven_components, dask_cluster):
+    from flows.select_flow import select_model_flow
+
+    out = select_model_flow(_config(seven_components, cluster=ClusterConfig(address=dask_cluster)))
+    winner = out["selected"]
+    assert (winner["n_components"], winner["covariance_type"]) == (6, "full")
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert Path(out["summary"]).parent == Path(out["report_dir"])
+    # the cap stopped the range: said in the summary, the report and the result
+    assert summary["k_range"]["stopped_by"] == "cap" == out["k_range"]["stopped_by"]
+    assert summary["warning"] and "grid.max_n_components=6" in summary["warning"]
+    md = Path(out["report"]["markdown"]).read_text()
+    assert "**Warning:**" in md and "grid.max_n_components=6" in md
+    # only the leading type's range extends
+    assert summary["k_range"]["tried"] == {"full": [1, 2, 3, 4, 5, 6], "diag": [2, 3, 4]}
+    # the candidates table: every candidate, its criteria, iterations, status and why
+    cands = summary["candidates"]
+    assert len(cands) == len(out["table"]) == 9
+    assert {c["status"] for c in cands} <= STATUSES and all(c["why"] for c in cands)
+    fitted = [c for c in cands if c["status"] == "fitted"]
+    assert fitted and all(c["bic"] is not None and c["heldout_loglik"] is not None and c["iterations"] >= 1
+                          for c in fitted)
+    best = min(fitted, key=lambda c: c["bic"])
+    assert (best["n_components"], best["covariance_type"]) == (6, "full") == (
+        summary["selected"]["n_components"], summary["selected"]["covariance_type"])
+    assert summary["passes"] == out["passes"] > 0 and summary["seconds"] > 0
+    # the winner is registered as the current model
+    loaded = ModelRegistry(seven_components / "models").load()
+    assert summary["registered"] == out["registered"]["version"] == loaded.version
+    assert loaded.model.n_components == 6 and loaded.model.covariance_type == "full"
+
+
+def test_out_of_core_joint_passes_on_the_cluster_choose_the_same(seven_components, dask_cluster):
+    from flows.select_flow import select_model_flow
+
+    cluster = ClusterConfig(address=dask_cluster)
+    local = select_model_flow(_config(seven_components, cluster=cluster, make_current=False))
+    remote = select_model_flow(_config(seven_components, cluster=cluster, make_current=False, local_max_bytes=0))
+    key = lambda r: (r["n_components"], r["covariance_type"], r["status"])  # noqa: E731
+    assert [key(r) for r in remote["table"]] == [key(r) for r in local["table"]]
+    for a, b in zip(local["table"], remote["table"]):
+        if a["status"] == "ok":  # NumPy blocks and Dask chunks: the same fit to rounding
+            assert math.isclose(a["bic"], b["bic"], rel_tol=1e-9)
+    assert remote["passes"] == local["passes"]
+    assert GaussianMixture.load(remote["selected"]["model_dir"]).n_components == local["selected"]["n_components"]
+
+
+def test_a_cap_below_the_grid_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"max_n_components \(16\) is below the grid's largest n_components "
+                                          r"\(20\): raise max_n_components to at least 20"):
+        parse_config(SelectConfig, {"grid": {"n_components": [2, 20]}})
+    with pytest.raises(ConfigError, match="grid.patience"):
+        parse_config(SelectConfig, {"grid": {"patience": 0}})
+    cfg = parse_config(SelectConfig, {"grid": {"n_components": [2, 20], "max_n_components": 24}})
+    assert cfg.grid.max_n_components == 24 and cfg.drop_early
