@@ -109,7 +109,8 @@ def ingest(
     config: Optional[Path] = ConfigOpt,
     source: Optional[str] = typer.Option(None, help="CSV, Parquet, .npy or Zarr (path or URL)."),
     dest: Optional[str] = typer.Option(None, help="Zarr array to write (default <workdir>/data/train.zarr)."),
-    bad_rows: Optional[str] = typer.Option(None, help="'error' (default) or 'drop' rows with NaN/inf."),
+    bad_rows: Optional[str] = typer.Option(
+        None, help="'error' (default), 'drop' rows with NaN/inf, or 'marginalize' (keep NaN as missing values)."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite/--no-overwrite", help="Replace dest."),
     workdir: Optional[Path] = WorkdirOpt,
     verbose: bool = VerboseOpt,
@@ -125,6 +126,9 @@ def ingest(
     r = out["report"]
     typer.echo(f"Wrote {out['path']}: {r['n_rows_written']:,} rows x {len(r['feature_names'])} features "
                f"({r['dtype']}); {r['n_bad_rows']:,} bad rows ({r['bad_rows_policy']}).")
+    if r.get("n_incomplete_rows"):
+        typer.echo(f"Kept {r['n_incomplete_rows']:,} rows with missing values ({r['n_missing_values']:,} NaN "
+                   "entries): fit them with model.missing: marginalize.")
     if r["non_numeric_columns"]:
         typer.echo(f"Non-numeric columns left out: {', '.join(r['non_numeric_columns'])}")
 

@@ -106,6 +106,9 @@ class ModelConfig(_Strict):
     acceleration: Literal["squarem"] | None = Field(
         "squarem", description="SQUAREM: the same converged fit in fewer passes over the data (max_iter then "
                                "counts passes); null for plain EM, as scikit-learn fits.")
+    missing: Literal["error", "marginalize"] = Field(
+        "error", description="marginalize: fit rows with NaN entries on their observed features (training data "
+                             "ingested with bad_rows: marginalize); error refuses them.")
 
     def estimator_params(self) -> dict:
         return self.model_dump()
@@ -133,7 +136,9 @@ class IngestConfig(_WithWorkdir):
     columns: list[str] | None = None
     feature_names: list[str] | None = None
     dtype: Literal["float32", "float64"] | None = None
-    bad_rows: Literal["error", "drop"] = "error"
+    bad_rows: Literal["error", "drop", "marginalize"] = Field(
+        "error", description="Rows with NaN/inf: error refuses them, drop drops and counts them, marginalize "
+                             "keeps rows with NaN entries as missing values (fit them with model.missing: marginalize).")
     chunk_rows: Annotated[int, Field(ge=1)] | None = None
     compression: Literal["lz4", "zstd", "none"] = Field(
         "lz4", description="Codec of the stored chunks: lz4 decodes fastest (EM reads the array every iteration)."
@@ -242,7 +247,9 @@ class ScoreConfig(_WithWorkdir):
     manifest: str | None = Field(None, description="SQLite manifest of scored partitions; default <workdir>/manifest.sqlite.")
     model: str = Field("current", description="'current', a registered version, or a model directory.")
     cluster: ClusterConfig = ClusterConfig()
-    bad_rows: Literal["error", "drop"] = "error"
+    bad_rows: Literal["error", "drop", "marginalize"] = Field(
+        "error", description="Rows with NaN/inf: error fails the partition, drop drops and counts them, marginalize "
+                             "scores rows with NaN entries on their observed features (a GaussianMixture model).")
     max_parallel: Annotated[int, Field(ge=1)] = 4
     local_max_rows: Annotated[int, Field(ge=0)] = Field(
         1_048_576, description="Partitions of at most this many rows are scored in the flow's process "

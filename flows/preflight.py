@@ -33,7 +33,7 @@ def _cluster(config) -> None:
 
 def _training_data(config, n_components: int) -> None:
     from pipeline.data import data_fingerprint
-    from pipeline.training import check_enough_rows
+    from pipeline.training import check_enough_rows, check_missing_policy
 
     ws = config.workspace
     data = ws.resolve(config.data, ws.train)
@@ -44,6 +44,7 @@ def _training_data(config, n_components: int) -> None:
                 if data == str(ws.train) else "fix `data:` in the config, or ingest it there")
         raise PreflightError(f"No training data at {data}: {hint}.")
     check_enough_rows(data_fingerprint(data), {"n_components": n_components})
+    check_missing_policy(data, config.model.estimator_params())
 
 
 def ingest(config: IngestConfig) -> None:
@@ -82,6 +83,10 @@ def score(config: ScoreConfig) -> None:
         model, metadata = load_model(spec)  # verified here; the flow imports it into the registry
         loaded = LoadedModel(model, metadata, Path(spec).name, Path(spec))
     _ = loaded.threshold  # a model without one cannot flag anything
+    if config.bad_rows == "marginalize":
+        from pipeline.marginal_scoring import check_marginalizes
+
+        check_marginalizes(loaded)
     incoming = ws.resolve(config.incoming, ws.incoming)
     if is_local(incoming):
         check_local_incoming(incoming)

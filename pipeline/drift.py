@@ -193,14 +193,13 @@ class PartitionCounts:
         """
         ll = np.asarray(log_likelihood, dtype=np.float64)
         sample = reference.score_sample
-        m, K = sample.size, reference.n_components
+        K = reference.n_components
         return cls(
             int(ll.shape[0]),
             int(np.count_nonzero(is_anomaly)),
             float(ll.sum()),
             np.bincount(np.asarray(component, dtype=np.int64), minlength=K)[:K],
-            np.bincount(np.searchsorted(sample, ll, side="right"), minlength=m + 1),
-            np.bincount(np.searchsorted(sample, ll, side="left"), minlength=m + 1),
+            *_sample_bins(ll, sample),
         )
 
     @staticmethod
@@ -434,24 +433,47 @@ def assess(counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy,
     return drift.with_sequential(record), new_cusum
 
 
-def partition_counts(log_likelihood, component, is_anomaly, ref: DriftReference):
+def _sample_bins(ll: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per bin of the sorted reference sample: ``(hist_right, hist_left)``, each (m + 1,) int64.
+
+    ``hist_right[i]`` counts the rows with ``i`` sample values at or below
+    them, ``hist_left[i]`` those with ``i`` below them (the bincounts of
+    ``searchsorted(sample, ll, side)``), by :mod:`pipeline.drift_bins`.
+    """
+    from .drift_bins import sample_bins  # numba loads when counts are first taken
+
+    return sample_bins(sample).counts(ll)
+
+
+def partition_counts(log_likelihood, component, is_anomaly, ref: DriftReference, rows=None):
     """:class:`PartitionCounts` of scored rows: a value for NumPy input, a lazy value for dask input.
 
     The lazy form is a dask array (one flat vector of the counts per chunk,
     summed), so it is optimised and computed in one graph with the per-row
     arrays it reads: the rows are scored once.  ``PartitionCounts.from_vector``
     of its computed value is the counts.
+
+    ``rows`` (bool, shape (n,), optional) selects the rows counted: the
+    complete rows of a partition scored with missing values marginalised,
+    whose log-likelihoods are of all the features the reference was taken on.
     """
     if not hasattr(log_likelihood, "dask"):
+        if rows is not None:
+            rows = np.asarray(rows, dtype=bool)
+            log_likelihood, component, is_anomaly = (np.asarray(a)[rows] for a in
+                                                     (log_likelihood, component, is_anomaly))
         return PartitionCounts.from_chunk(log_likelihood, component, is_anomaly, ref)
     import dask.array as da
 
     width = PartitionCounts.vector_length(ref)
-    n_chunks = log_likelihood.numblocks[0]
-    per_chunk = da.map_blocks(_count_vector, log_likelihood, component, is_anomaly, ref=ref,
-                              chunks=((width,) * n_chunks,), dtype=np.float64)
+    arrays = (log_likelihood, component, is_anomaly) if rows is None else (log_likelihood, component, is_anomaly, rows)
+    arrays = da.core.unify_chunks(*(x for a in arrays for x in (a, "i")))[1]
+    n_chunks = arrays[0].numblocks[0]
+    per_chunk = da.map_blocks(_count_vector, *arrays, ref=ref, chunks=((width,) * n_chunks,), dtype=np.float64)
     return per_chunk.reshape((n_chunks, width)).sum(axis=0)
 
 
-def _count_vector(ll, comp, flags, *, ref):
+def _count_vector(ll, comp, flags, rows=None, *, ref):
+    if rows is not None:
+        ll, comp, flags = ll[rows], comp[rows], flags[rows]
     return PartitionCounts.from_chunk(ll, comp, flags, ref).to_vector()

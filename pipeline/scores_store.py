@@ -8,6 +8,8 @@ Layout::
     component/           (n,) int32 or int64
     responsibility/      (n,) float64
     is_anomaly/          (n,) bool
+    n_observed/          (n,) int, optional: the features each row had (rows scored with
+                         missing values marginalised; absent when every row was complete)
 
 A store is built in a temporary sibling and renamed into place with
 :func:`gmm_engine.atomic.publish_dir` without replacing anything: a reader
@@ -46,6 +48,7 @@ __all__ = [
     "SCORES_FORMAT",
     "SCORES_FORMAT_VERSION",
     "SCORE_ARRAYS",
+    "OPTIONAL_ARRAYS",
     "ScoresStoreError",
     "ScoresSummary",
     "write_scores",
@@ -63,6 +66,10 @@ SCORE_ARRAYS = {
     "component": "i",
     "responsibility": "f",
     "is_anomaly": "b",
+}
+#: Arrays a store may hold besides SCORE_ARRAYS (listed in its marker when present).
+OPTIONAL_ARRAYS = {
+    "n_observed": "i",
 }
 _DEFAULT_CHUNK_ROWS = 1 << 20
 _GUARD_NAME = ".write-guard"
@@ -154,7 +161,8 @@ def _check_score_inputs(arrays: dict) -> tuple[dict, int]:
     """The arrays in their stored dtypes and their common length."""
     prepared = {}
     n = None
-    for name, kind in SCORE_ARRAYS.items():
+    kinds = {**SCORE_ARRAYS, **{k: v for k, v in OPTIONAL_ARRAYS.items() if arrays.get(k) is not None}}
+    for name, kind in kinds.items():
         x = arrays[name]
         if not _is_dask(x):
             x = np.asarray(x)
@@ -172,7 +180,7 @@ def _check_score_inputs(arrays: dict) -> tuple[dict, int]:
         if n is None:
             n = int(length)
         elif int(length) != n:
-            lengths = {k: arrays[k].shape[0] for k in SCORE_ARRAYS}
+            lengths = {k: arrays[k].shape[0] for k in kinds}
             raise ValueError(
                 f"score arrays must have equal lengths, got {lengths}; they must all come from "
                 "the same input rows"
@@ -304,7 +312,7 @@ def _statistics_entry(stats) -> dict:
 
 def write_scores(final_path, *, log_likelihood, component, responsibility, is_anomaly, attrs: dict,
                  chunk_rows: int | None = None, statistics=None, extra: dict | None = None,
-                 durable: bool = True) -> ScoresSummary:
+                 durable: bool = True, n_observed=None) -> ScoresSummary:
     """Write per-row scores as a Zarr v3 group, atomically.
 
     Parameters
@@ -322,6 +330,9 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
     attrs : dict
         JSON-serialisable metadata (model version, threshold, source URL ...).
         The key ``"gmm_stream"`` is reserved.
+    n_observed : ndarray or dask array, shape (n,), optional
+        int: the features each row had, for rows scored with missing values
+        marginalised; stored as the array ``n_observed``.
     chunk_rows : int, optional
         Rows per Zarr chunk.  Default: the first Dask chunk length when any
         input is a Dask array, else ``min(n, 2**20)``.  Dask inputs are
@@ -366,7 +377,7 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
     _check_attrs(attrs)
     arrays, n = _check_score_inputs(
         dict(log_likelihood=log_likelihood, component=component, responsibility=responsibility,
-             is_anomaly=is_anomaly)
+             is_anomaly=is_anomaly, n_observed=n_observed)
     )
     chunk_rows = _chunk_rows(arrays, n, chunk_rows)
 
@@ -380,7 +391,7 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
         mean, count, computed = _write_arrays(group, arrays, n, chunk_rows, guard, later)
         stats = computed.pop(STATISTICS, None)
         marker = {"format": SCORES_FORMAT, "format_version": SCORES_FORMAT_VERSION, "n_rows": n,
-                  "arrays": list(SCORE_ARRAYS)}
+                  "arrays": list(arrays)}
         if stats is not None:
             marker[STATISTICS] = _statistics_entry(stats)
         guard.unlink()
@@ -398,9 +409,15 @@ def _store_fail(path, problem, fix="delete the store and score the partition aga
     raise ScoresStoreError(f"Scores store {path} is unusable: {problem}. To fix: {fix}.")
 
 
-def _check_arrays(path, group, n: int) -> None:
+def _stored_arrays(marker) -> dict:
+    """Name -> dtype kind of the arrays a store's marker says it holds (the required ones at least)."""
+    listed = marker.get("arrays") if isinstance(marker.get("arrays"), list) else []
+    return {**SCORE_ARRAYS, **{k: v for k, v in OPTIONAL_ARRAYS.items() if k in listed}}
+
+
+def _check_arrays(path, group, n: int, kinds: dict) -> None:
     present = set(group.array_keys())
-    for name, kind in SCORE_ARRAYS.items():
+    for name, kind in kinds.items():
         if name not in present:
             _store_fail(path, f"array {name!r} is missing")
         z = group[name]
@@ -445,7 +462,7 @@ def _open_checked(path):
     n = marker.get("n_rows")
     if not isinstance(n, int) or n < 0:
         _store_fail(path, f"n_rows {n!r} in its attributes is not a non-negative integer")
-    _check_arrays(path, group, n)
+    _check_arrays(path, group, n, _stored_arrays(marker))
     return group, marker
 
 
@@ -497,7 +514,8 @@ def read_scores(path) -> dict:
     dict
         ``log_likelihood`` (n,) float64, ``component`` (n,) int,
         ``responsibility`` (n,) float64, ``is_anomaly`` (n,) bool as NumPy
-        arrays; ``attrs`` (the caller's attrs) and ``n_rows``.
+        arrays, ``n_observed`` (n,) int when the store has it; ``attrs``
+        (the caller's attrs) and ``n_rows``.
 
     Raises
     ------
@@ -508,7 +526,7 @@ def read_scores(path) -> dict:
     """
     group, marker = _open_checked(path)
     out = {}
-    for name in SCORE_ARRAYS:
+    for name in _stored_arrays(marker):
         try:
             out[name] = np.asarray(group[name][...])
         except Exception as exc:  # codec errors on damaged chunks come in many types

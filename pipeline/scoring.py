@@ -8,8 +8,10 @@ one):
    leases while it works;
 2. stages each: :func:`pipeline.ingest.ingest` validates it against the
    model's features (names, order, count, non-numeric columns, NaN/inf
-   rows per the bad-rows policy) into a scratch Zarr array under
-   ``staging/`` (not flushed to disk: it is deleted after use);
+   rows per the bad-rows policy: refused, dropped, or kept and scored on
+   their observed features, :mod:`pipeline.marginal_scoring`) into a
+   scratch Zarr array under ``staging/`` (not flushed to disk: it is
+   deleted after use);
 3. scores it in one pass per chunk, in this process when it is small
    (``local_max_rows``) or on the current Dask scheduler; the same pass
    gives its sufficient statistics (for model updates) and its drift
@@ -45,6 +47,7 @@ from .cluster import scheduler_lost
 from .drift import DriftPolicy, PartitionCounts, partition_counts, test_partition
 from .ingest import ingest
 from .manifest import Manifest, ManifestEntry, utc_now_iso
+from .marginal_scoring import MARGINALIZE, MarginalScoring, marginal_scoring
 from .registry import LoadedModel
 from .partitions import Partition, safe_child
 from .scores_store import write_scores
@@ -126,6 +129,7 @@ class _Run:
     storage_options: dict | None
     local_max_rows: int
     drift_policy: DriftPolicy | None
+    marginal: MarginalScoring | None = None  # bad_rows='marginalize': rows with gaps scored on what they have
 
 
 def stage(partition: Partition, model, staged: Path, *, bad_rows: str = "error", storage_options=None):
@@ -169,22 +173,30 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
     """
     # the Zarr array (not a bare array) carries the feature names to check
     local = staged_array.shape[0] <= run.local_max_rows
-    ll, comp, resp, stats = score_rows(run.model.model, staged_array, in_memory=local, with_stats=True)
-    threshold = run.model.threshold
-    flags = ll <= threshold
-    ref = run.model.reference
-    counts = partition_counts(ll, comp, flags, ref) if ref is not None and run.drift_policy is not None else None
+    ref = run.model.reference if run.drift_policy is not None else None
+    attrs = {
+        "partition_id": run.partition.id,
+        "model_version": run.model.version,
+        "threshold": run.model.threshold,
+        "source_url": run.partition.url,
+        "run_id": run.run_id,
+        "rows_dropped": report.n_bad_rows if run.bad_rows == "drop" else 0,
+    }
+    if run.marginal is None:
+        ll, comp, resp, stats = score_rows(run.model.model, staged_array, in_memory=local, with_stats=True)
+        observed, complete = None, None
+        flags = ll <= run.model.threshold
+    else:
+        ll, comp, resp, observed, stats = score_rows(run.marginal.model, staged_array, in_memory=local,
+                                                     with_stats=True, n_observed=True)
+        complete = observed == staged_array.shape[1]
+        flags = ll <= run.marginal.row_thresholds(staged_array, local)
+        attrs.update(missing=MARGINALIZE, n_incomplete_rows=report.n_incomplete_rows,
+                     n_missing_values=report.n_missing_values)
+    counts = partition_counts(ll, comp, flags, ref, rows=complete) if ref is not None else None
     return write_scores(
-        out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flags,
-        statistics=stats, extra={"drift": counts} if counts is not None else None, durable=False,
-        attrs={
-            "partition_id": run.partition.id,
-            "model_version": run.model.version,
-            "threshold": threshold,
-            "source_url": run.partition.url,
-            "run_id": run.run_id,
-            "rows_dropped": report.n_bad_rows if run.bad_rows == "drop" else 0,
-        },
+        out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flags, n_observed=observed,
+        statistics=stats, extra={"drift": counts} if counts is not None else None, durable=False, attrs=attrs,
     )
 
 
@@ -270,8 +282,10 @@ def score_partitions(partitions, model: LoadedModel, *, outputs_dir, staging_dir
     manifest_path : path of the SQLite manifest
     run_id : str
         Identifies this scoring run in the manifest.
-    bad_rows : {'error', 'drop'}
-        Policy for rows with NaN or infinity.
+    bad_rows : {'error', 'drop', 'marginalize'}
+        Policy for rows with NaN or infinity; ``'marginalize'`` scores rows
+        with NaN entries on their observed features
+        (:mod:`pipeline.marginal_scoring`; a GaussianMixture model only).
     local_max_rows : int
         Partitions with at most this many rows are scored in this process
         (NumPy), larger ones on the current Dask scheduler; 0 sends all to Dask.
@@ -285,8 +299,9 @@ def score_partitions(partitions, model: LoadedModel, *, outputs_dir, staging_dir
     list of PartitionResult
     """
     t0 = time.perf_counter()
+    marginal = marginal_scoring(model) if bad_rows == MARGINALIZE else None  # refused before any claim
     manifest = Manifest(manifest_path)
-    runs = {p.id: _Run(p, model, manifest, run_id, bad_rows, storage_options, local_max_rows, drift_policy)
+    runs = {p.id: _Run(p, model, manifest, run_id, bad_rows, storage_options, local_max_rows, drift_policy, marginal)
             for p in partitions}
     held = manifest.claim_many(list(runs), run_id, lease_seconds=lease_seconds)
     results = {pid: PartitionResult(pid, "skipped") for pid in runs if pid not in held}

@@ -18,6 +18,10 @@ Computed in two passes over the data, never holding more than a sample:
 With ``n <= sample_size`` pass 1 keeps every score and the quantile is
 read off directly.
 
+Rows scored with missing values marginalised (``bad_rows: marginalize``)
+have log-densities of fewer features; :class:`PatternThresholds` gives each
+missing-value pattern its own threshold at the same contamination.
+
 Pass 1 also gives, at no extra read, what drift detection compares incoming
 partitions with (:class:`pipeline.drift.DriftReference`): the mean and
 spread of the training log-likelihood over all rows, the fraction of rows
@@ -26,6 +30,7 @@ each component wins, and a sorted sample of scores.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -111,32 +116,48 @@ def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: i
     Returns
     -------
     Threshold
+        Of the complete rows when the model marginalises missing values
+        (``missing='marginalize'``): incomplete rows have their own
+        thresholds (:class:`PatternThresholds`).
     """
     if not 0 < contamination < 0.5:
         raise ValueError(
             f"contamination must be in (0, 0.5), got {contamination!r}: it is the expected "
             "fraction of anomalies in the training data, e.g. 0.01."
         )
-    scores, components, _ = score_rows(model, X)
-    n = int(scores.shape[0])
-    k = max(1, math.ceil(contamination * n))
+    scores, components, _, observed = score_rows(model, X, n_observed=True)
     lazy = hasattr(scores, "dask")
+    xp = np
+    if lazy:
+        import dask.array as da
+
+        xp = da
+    # rows with missing values (a model that marginalises them) have log-densities of fewer
+    # features: the threshold and the drift reference are of the complete rows (NaN never
+    # compares below or inside a bracket); incomplete rows get PatternThresholds
+    complete = observed == model.n_features_in_
+    scores = xp.where(complete, scores, np.nan)
+    n_all = int(scores.shape[0])
     K = model.means_.shape[0]
     rng = np.random.default_rng(random_state)
 
     # pass 1: a uniform sample of scores, and the training data as drift detection sees it
-    p = min(1.0, sample_size / n)
+    p = min(1.0, sample_size / n_all)
     if lazy:
-        import dask.array as da
-
-        keep = da.random.default_rng(random_state).random(n, chunks=scores.chunks) < p
-        counts = da.bincount(components, minlength=K)
+        keep = da.random.default_rng(random_state).random(n_all, chunks=scores.chunks) < p
     else:
-        keep = rng.random(n) < p
-        counts = np.bincount(components, minlength=K)
-    sample, total, squares, counts = _compute(scores if p >= 1.0 else scores[keep], scores.sum(),
-                                              (scores * scores).sum(), counts)
-    sample = np.sort(np.asarray(sample))
+        keep = rng.random(n_all) < p
+    counts = xp.bincount(components, weights=complete, minlength=K)
+    sample, total, squares, counts, n = _compute(scores if p >= 1.0 else scores[keep], xp.nansum(scores),
+                                                 xp.nansum(scores * scores), counts, complete.sum())
+    sample = np.asarray(sample)
+    sample = np.sort(sample[~np.isnan(sample)])
+    n = int(n)
+    if n == 0:
+        raise ValueError("every training row has missing values: the anomaly threshold is calibrated on complete "
+                         "rows; train on data with complete rows")
+    k = max(1, math.ceil(contamination * n))
+    counts = np.rint(np.asarray(counts)).astype(np.int64)
     moments = dict(n_rows=n, loglik_sum=float(total), loglik_sumsq=float(squares), component_counts=counts)
     if p >= 1.0:
         value = float(np.partition(sample, k - 1)[k - 1])
@@ -170,3 +191,90 @@ def calibrate_threshold(model, X, contamination: float = 0.01, *, sample_size: i
                              _reference(moments, n_flagged, sample, rng))
         logger.warning("threshold bracket [%g, %g] missed rank %d; widening", lo, hi, k)
         width = max(4 * width, 1.0)
+
+
+#: rows drawn from a model to set the threshold of each missing-value pattern
+PATTERN_SAMPLE_SIZE = 20_000
+
+
+def missing_patterns(X) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct missing-value patterns of the rows of ``X`` and each row's pattern.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+
+    Returns
+    -------
+    masks : ndarray of shape (P, n_features), bool
+        True where pattern p's features are missing; the complete pattern
+        (no feature missing), when present, is one of them.
+    inverse : ndarray of shape (n_samples,), intp
+        The pattern of every row.
+    """
+    missing = np.isnan(X)
+    packed = np.packbits(missing, axis=1, bitorder="little")
+    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    return missing[first], inverse.ravel()
+
+
+class PatternThresholds:
+    """Anomaly thresholds for rows with missing features, one per missing-value pattern.
+
+    A row scored by marginalising its missing features has the log-density
+    of fewer coordinates, which is not comparable with the threshold of
+    complete rows (fewer dimensions give larger log-densities).  The row is
+    anomalous when its marginal log-likelihood is at or below the
+    ``contamination``-quantile of the model's own marginal log-likelihood
+    over the same observed features: the quantile of ``n_samples`` rows drawn
+    from the model (seeded), with those features removed.  Complete rows keep
+    the threshold calibrated on the training data.  A pattern's threshold is
+    computed when first needed and kept.
+
+    Parameters
+    ----------
+    model : gmm_engine.GaussianMixture
+        Fitted.
+    threshold : float
+        The complete rows' threshold.
+    contamination : float in (0, 0.5)
+    n_samples : int
+    random_state : int
+    """
+
+    def __init__(self, model, threshold: float, contamination: float, *,
+                 n_samples: int = PATTERN_SAMPLE_SIZE, random_state: int = 0):
+        if not 0 < contamination < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {contamination!r}")
+        self._model = copy.copy(model).set_params(missing="marginalize", random_state=random_state)
+        self._threshold = float(threshold)
+        self._k = max(1, math.ceil(contamination * n_samples))
+        self._n_samples = int(n_samples)
+        self._sample = None
+        self._known: dict[bytes, float] = {}
+
+    def for_masks(self, masks) -> np.ndarray:
+        """The thresholds of the patterns ``masks`` (P, n_features) bool: (P,) float64."""
+        masks = np.asarray(masks, dtype=bool)
+        out = np.empty(masks.shape[0])
+        for p, mask in enumerate(masks):
+            out[p] = self._threshold if not mask.any() else self._pattern(mask)
+        return out
+
+    def for_rows(self, X) -> np.ndarray:
+        """The threshold of every row of ``X`` (n, n_features): (n,) float64."""
+        masks, inverse = missing_patterns(np.asarray(X))
+        return self.for_masks(masks)[inverse]
+
+    def _pattern(self, mask: np.ndarray) -> float:
+        key = np.packbits(mask, bitorder="little").tobytes()
+        if key not in self._known:
+            if mask.all():
+                raise ValueError("a row with every feature missing has no likelihood and no threshold")
+            if self._sample is None:
+                self._sample, _ = self._model.sample(self._n_samples)
+            rows = self._sample.copy()
+            rows[:, mask] = np.nan
+            ll = self._model.score_samples(rows)
+            self._known[key] = float(np.partition(ll, self._k - 1)[self._k - 1])
+        return self._known[key]

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from gmm_engine import GaussianMixture, load_model
+from gmm_engine import GaussianMixture, load_model, open_zarr_array
 from gmm_engine.checkpoint import Checkpointer, load_checkpoint, state_from_estimator
 
 from .data import data_fingerprint
@@ -38,6 +38,18 @@ def check_enough_rows(fingerprint: dict, params: dict) -> None:
             f"n_components={k} but the training data {fingerprint['path']} has only {n} rows: a "
             "mixture needs at least one row per component. Lower model.n_components (for `gmm "
             "select`, the grid's n_components) or train on more rows."
+        )
+
+
+def check_missing_policy(data: str, params: dict) -> None:
+    """Refuse, before any pass, training data with missing values for a model that does not marginalise them."""
+    report = open_zarr_array(data).attrs.get("ingest_report") or {}
+    n = int(report.get("n_incomplete_rows") or 0)
+    if n and params.get("missing", "error") != "marginalize":
+        raise ValueError(
+            f"The training data {data} has {n:,} rows with missing values (ingested with bad_rows: marginalize), "
+            "but model.missing is 'error': set model.missing: marginalize in the config to fit them on their "
+            "observed features, or ingest again with bad_rows: drop."
         )
 
 
@@ -69,6 +81,7 @@ def initialize_model(data: str, params: dict, out_dir, *, n_init: int | None = N
     """
     fingerprint = data_fingerprint(data)
     check_enough_rows(fingerprint, params)
+    check_missing_policy(data, params)
     n_init = int(n_init or params.get("n_init", 1))
     gm = GaussianMixture(**{**params, "max_iter": 0, "n_init": n_init}).initialize(data)
     # saved as the one initialisation kept: its parameters say n_init=1, the metadata how many were tried
@@ -115,6 +128,7 @@ def fit_model(data: str, params: dict, *, checkpoint_dir, init_dir=None, resume:
     """
     fingerprint = data_fingerprint(data)
     check_enough_rows(fingerprint, params)
+    check_missing_policy(data, params)
     model_params = _model_params(params)
     ckpt = Checkpointer(checkpoint_dir, params, metadata={"data": fingerprint, "params": model_params})
 

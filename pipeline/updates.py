@@ -49,6 +49,7 @@ import numpy as np
 from gmm_engine import ComponentCollapseError
 
 from .drift import DriftPolicy, PartitionCounts, PartitionDrift, test_partition
+from .marginal_scoring import MARGINALIZE
 from .scores_store import read_scores, read_statistics
 from .stream import history
 
@@ -223,7 +224,10 @@ def judge(candidate, held_back_rows, current_scores, reference, policy: DriftPol
         ll = np.asarray(candidate.score_samples(held_back_rows))
         comp = np.asarray(candidate.predict(held_back_rows))
     gains = ll - np.asarray(current_scores, dtype=np.float64)
-    counts = PartitionCounts.from_chunk(ll, comp, ll <= threshold, reference)
+    # rows with missing values (scored on their observed features) are paired like the others,
+    # but drift is of complete rows, as the reference is
+    complete = ~np.isnan(np.asarray(held_back_rows)).any(axis=1)
+    counts = PartitionCounts.from_chunk(ll[complete], comp[complete], ll[complete] <= threshold, reference)
     se = float(gains.std(ddof=1) / math.sqrt(gains.size)) if gains.size > 1 else math.inf
     return Judgement(float(ll.mean()), float(np.mean(current_scores)), se, test_partition(counts, reference, policy))
 
@@ -277,6 +281,7 @@ def update_model(*, registry, manifest, current, plan: UpdatePlan, outputs: dict
     staging : Path
         Where the absorbed and held-back partitions are staged again (removed after).
     """
+    import copy
     import shutil
 
     import dask.array as da
@@ -295,14 +300,16 @@ def update_model(*, registry, manifest, current, plan: UpdatePlan, outputs: dict
         return outcome
     recent = _within_half_life(plan.absorb, policy.half_life)
     staged = _staged_rows([*recent, plan.held_back], current.model, staging, outputs, bad_rows, storage_options)
+    # partitions scored with missing values marginalised are calibrated and judged the same way
+    scorer = copy.copy(candidate).set_params(missing=MARGINALIZE) if bad_rows == MARGINALIZE else candidate
     try:
         built_from = da.concatenate([zarr_to_dask(z) for _, z in staged[:-1]])
         held_back = np.asarray(staged[-1][1][:])
         contamination = policy.contamination or current.metadata["anomaly"]["contamination"]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
-            thr = calibrate_threshold(candidate, built_from, contamination)
-        verdict = judge(candidate, held_back, read_scores(outputs[plan.held_back.partition_id])["log_likelihood"],
+            thr = calibrate_threshold(scorer, built_from, contamination)
+        verdict = judge(scorer, held_back, read_scores(outputs[plan.held_back.partition_id])["log_likelihood"],
                         thr.reference, drift_policy, thr.threshold)
     finally:
         for target, _ in staged:

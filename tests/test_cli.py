@@ -117,3 +117,33 @@ def test_small_data_is_fitted_and_scored_without_starting_a_cluster(tmp_path, mo
     res = runner.invoke(app, ["score", "--workdir", str(work), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "scored 1 partitions" in res.output
+
+
+def test_missing_values_policies_are_checked_early(tmp_path):
+    """Training data with gaps needs model.missing: marginalize; marginalize needs a GaussianMixture."""
+    from gmm_engine import BayesianGaussianMixture
+    from pipeline.ingest import ingest
+    from pipeline.registry import ModelRegistry
+    from pipeline.training import register_model
+
+    work = tmp_path / "w"
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3))
+    X[::7, 1] = np.nan
+    np.savetxt(tmp_path / "raw.csv", X, delimiter=",", header="a,b,c", comments="")
+    ingest(str(tmp_path / "raw.csv"), work / "data" / "train.zarr", bad_rows="marginalize")
+    runner = CliRunner()
+    cfg = tmp_path / "fit.yaml"
+    cfg.write_text(f"workdir: {work}\nmodel:\n  n_components: 2\n")
+    res = runner.invoke(app, ["fit", "--config", str(cfg)])
+    assert res.exit_code == 1 and "43 rows with missing values" in res.output
+    assert "set model.missing: marginalize" in res.output and not (work / "prefect").exists()
+    complete = write_zarr(tmp_path / "complete.zarr", X[~np.isnan(X).any(axis=1)], ["a", "b", "c"])
+    register_model(BayesianGaussianMixture(n_components=2, random_state=0, max_iter=300).fit(complete), complete,
+                   ModelRegistry(work / "models"), contamination=0.01)
+    (work / "incoming").mkdir()
+    cfg = tmp_path / "score.yaml"
+    cfg.write_text(f"workdir: {work}\nbad_rows: marginalize\n")
+    res = runner.invoke(app, ["score", "--config", str(cfg)])
+    assert res.exit_code == 1 and "bad_rows='marginalize' needs a GaussianMixture" in res.output
+    assert not (work / "prefect").exists()

@@ -51,6 +51,15 @@ def test_ks_statistic_and_p_value_equal_scipy(rounding):
         assert ks.p_value == pytest.approx(expected.pvalue, rel=1e-12, abs=1e-300)
 
 
+def test_sample_bins_are_the_rows_placed_in_the_reference_sample():
+    rng = np.random.default_rng(4)
+    sample = np.sort(rng.normal(size=300).round(1))  # ties within the sample and with the rows
+    ll = np.concatenate([rng.normal(size=5000).round(1), [-np.inf, sample[0], sample[-1], 9.0]])
+    c = PartitionCounts.from_chunk(ll, np.zeros(ll.size, int), np.zeros(ll.size, bool), _reference(sample))
+    np.testing.assert_array_equal(c.hist_right, np.bincount(np.searchsorted(sample, ll, "right"), minlength=301))
+    np.testing.assert_array_equal(c.hist_left, np.bincount(np.searchsorted(sample, ll, "left"), minlength=301))
+
+
 def test_counts_do_not_depend_on_chunking():
     rng = np.random.default_rng(1)
     ref = _reference(rng.normal(size=500), occupancy=(0.2, 0.3, 0.5))
