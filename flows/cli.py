@@ -162,10 +162,13 @@ def select(
     data: Optional[str] = typer.Option(None, help="Training Zarr array (overrides the config)."),
     workdir: Optional[Path] = WorkdirOpt,
     verbose: bool = VerboseOpt,
+    method: Optional[str] = typer.Option(
+        None, help="'grid' (default: candidates by the criterion) or 'variational' (one Dirichlet-process mixture)."),
     progress: bool = ProgressOpt,
 ):
-    """Choose K and the covariance type over a grid by BIC, AIC or held-out log-likelihood."""
-    cfg = _load(SelectConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir)})
+    """Choose K and the covariance type: over a grid by BIC, AIC or held-out log-likelihood, or variationally."""
+    cfg = _load(SelectConfig, config, {"data": _cli_path(data), "workdir": workdir and str(workdir),
+                                        "method": method})
     _start(cfg, preflight.select, verbose)
     from .select_flow import select_model_flow
 
@@ -274,6 +277,10 @@ def demo(
     typer.echo(f"  selected: K={sel['n_components']} {sel['covariance_type']}   "
                f"truth: K={truth['n_components']} {truth['covariance_type']}   "
                f"({'match' if s['selection_matches_truth'] else 'MISMATCH'})")
+    if s.get("variational"):
+        v = s["variational"]
+        typer.echo(f"  variational: {v['n_components']} of {v['fitted_n_components']} components hold more than "
+                   f"{v['weight_floor']:g} of the weight   ({'match' if v['matches_truth'] else 'MISMATCH'})")
     typer.echo("  BIC table (trimmed selection sample):")
     for row in sorted(s["selection_table"], key=lambda r: (r["covariance_type"], r["n_components"])):
         typer.echo(f"    K={row['n_components']:<2} {row['covariance_type']:<9} BIC {_fmt(row['bic']):>16}  "

@@ -180,7 +180,32 @@ class GridConfig(_Strict):
         return self
 
 
+class VariationalConfig(_Strict):
+    """``method: variational``: one Dirichlet-process mixture with a generous K (see ``pipeline.variational_selection``)."""
+
+    n_components: Annotated[int, Field(ge=2)] = Field(
+        12, description="Components of the variational mixture: more than the data can need.")
+    covariance_type: CovarianceType = "full"
+    weight_floor: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.01, description="A component counts as used when its weight (fraction of the data) exceeds this.")
+    max_iter: Annotated[int, Field(ge=1)] = Field(500, description="Pruning is slow: allow at least 500.")
+    sample_rows: Annotated[int, Field(ge=100)] = Field(
+        20_000, description="Fitted on this many sampled rows first, then continued on all selection rows.")
+    weight_concentration_prior_type: Literal["dirichlet_process", "dirichlet_distribution"] = "dirichlet_process"
+    weight_concentration_prior: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Smaller values switch more components off; default 1 / n_components.")
+
+    def settings(self):
+        from pipeline.variational_selection import VariationalSettings
+
+        return VariationalSettings(**self.model_dump())
+
+
 class SelectConfig(_WithWorkdir):
+    method: Literal["grid", "variational"] = Field(
+        "grid", description="grid: candidates compared by the criterion; variational: one Dirichlet-process "
+                            "mixture whose used components are the selection (the 'variational' section).")
+    variational: VariationalConfig = VariationalConfig()
     data: str | None = Field(None, description="Training Zarr array (path or URL); default <workdir>/data/train.zarr.")
     cluster: ClusterConfig = ClusterConfig()
     grid: GridConfig = GridConfig()
@@ -310,6 +335,9 @@ class DemoConfig(_WithWorkdir):
     update: UpdateConfig = UpdateConfig(mode="on_drift", half_life=10_000, min_rows=1_000)
     grid: GridConfig = GridConfig(n_components=[2, 3, 4, 5, 6])
     select_sample_rows: Annotated[int, Field(ge=1000)] = 200_000
+    variational: VariationalConfig | None = Field(
+        VariationalConfig(), description="Also select variationally (one Dirichlet-process mixture) and compare its "
+                                         "used components with the truth; null: skip it.")
     max_iter: Annotated[int, Field(ge=1)] = 100
     seed: Annotated[int, Field(ge=0)] = 0
     cluster: ClusterConfig = ClusterConfig()

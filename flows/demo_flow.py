@@ -4,7 +4,8 @@
    raw Parquet file, and incoming partitions in several formats, into a
    fresh work directory; ``ingest`` it into an out-of-core Zarr array;
 2. ``select-model`` on a uniform sample (trimmed for contamination) over
-   the grid, by BIC;
+   the grid, by BIC; and (``config.variational``) by a Dirichlet-process
+   mixture, whose used components are compared with the truth too;
 3. ``initialize`` and ``fit`` the selected model on all the data
    (checkpointed EM, threshold calibrated, registered as current);
 4. the stream: the incoming partitions arrive one scheduled tick at a
@@ -98,6 +99,21 @@ def _summary(config: DemoConfig, data, ingested, sel, fit, ids, metrics, stream,
     }
 
 
+def _variational_summary(config: DemoConfig, out: dict | None) -> dict | None:
+    """The variational selection against the truth (None when the demo skipped it)."""
+    if out is None:
+        return None
+    v = out["variational"]
+    return {"n_components": v["n_components"], "fitted_n_components": v["fitted_n_components"],
+            "weight_floor": v["weight_floor"], "weights": v["weights"], "seconds": v["seconds"],
+            "matches_truth": v["n_components"] == config.true_components, "weights_plot": out["report"]["weights_plot"]}
+
+
+def _variational_line(summary: dict) -> str:
+    v = summary.get("variational")
+    return "" if not v else f", variationally K={v['n_components']} of {v['fitted_n_components']}"
+
+
 def _ticks(score_cfg: ScoreConfig, partitions, ws, progress: bool) -> list[str]:
     """The stream: each partition arrives in ``incoming/``, then one scheduled tick scores what is there."""
     from pipeline.demo_data import arrive
@@ -154,6 +170,14 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
             sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
         ), report_to=str(ws.report / "select"), progress=progress)  # each subflow's summary.json kept
         timings["select"] = time.perf_counter() - t
+        variational = None
+        if config.variational is not None:
+            t = time.perf_counter()
+            variational = select_model_flow(SelectConfig(
+                workdir=ws.root, data=train, cluster=shared, method="variational", variational=config.variational,
+                sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
+            ), report_to=str(ws.report / "variational"), progress=False)
+            timings["select_variational"] = time.perf_counter() - t
         winner = sel["selected"]
         fit_cfg = FitConfig(
             workdir=ws.root, data=train, cluster=shared, anomaly=anomaly, make_current=True,
@@ -175,10 +199,11 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
     timings["total"] = time.perf_counter() - t0
     summary = _summary(config, data, ingested, sel, fit, ids, metrics, stream, timings,
                        cluster.dashboard_link if cluster is not None else None)
+    summary["variational"] = _variational_summary(config, variational)
     write_json(ws.report / "summary.json", _clean(summary))
     publish_markdown("demo-summary", (
         f"# Demo\n\nSelected K={winner['n_components']} {winner['covariance_type']} "
-        f"(truth K={config.true_components} {config.true_covariance_type}); anomaly precision "
+        f"(truth K={config.true_components} {config.true_covariance_type}){_variational_line(summary)}; anomaly precision "
         f"{metrics['precision']:.3f}, recall {metrics['recall']:.3f} over {metrics['n_rows']:,} rows "
         f"in {len(ids)} partitions; drift truth at {stream['drift']['truth_at']}, detected at "
         f"{stream['drift']['detected_at']}, {stream['drift']['false_alarms']} false alarms.\n"))

@@ -64,7 +64,8 @@ def fit(config: FitConfig) -> None:
 
 def select(config: SelectConfig) -> None:
     _cluster(config)
-    _training_data(config, max(config.grid.n_components))
+    k = config.variational.n_components if config.method == "variational" else max(config.grid.n_components)
+    _training_data(config, k)
 
 
 def score(config: ScoreConfig) -> None:

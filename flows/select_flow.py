@@ -7,6 +7,11 @@ range extends while the criterion improves at its edge), then the winner
 is registered and the run's report folder receives ``model_selection.md``,
 ``selection.png`` and ``summary.json`` (the candidates table and what
 stopped the K range).
+
+With ``method: variational`` the search is one Dirichlet-process mixture
+(``pipeline.variational_selection``): its used components are the
+selection, it is the model registered, and the report shows its weights
+(``weights.png``).
 """
 
 import time
@@ -73,11 +78,53 @@ def search_task(prep: dict, config: SelectConfig, out_dir: str, cluster: Cluster
     return {"table": found.rows, "winner": found.winner, "k_range": found.k_range, "passes": found.passes}
 
 
+@task(name="fit-variational", cache_policy=NO_CACHE)
+def variational_task(prep: dict, config: SelectConfig, out_dir: str, cluster: ClusterHandle | None) -> dict:
+    """One Dirichlet-process mixture on the selection rows; what it selects."""
+    from pipeline.variational_selection import fit_variational
+
+    with task_client(cluster):
+        return fit_variational(prep["train"], prep["holdout"], config.variational.settings(),
+                               config.model.estimator_params(), out_dir,
+                               local_max_bytes=config.local_max_bytes).to_dict()
+
+
+def _variational(config: SelectConfig, prep: dict, data: str, ws, cluster, report_to, t0) -> dict:
+    """The rest of a variational selection: register, report; the flow's return value."""
+    from gmm_engine.atomic import write_json, write_text
+    from pipeline.plots import plot_weights
+    from pipeline.variational_selection import VariationalResult, variational_markdown, variational_summary
+
+    result = VariationalResult(**variational_task(prep, config, str(ws.selection / "candidates"), cluster))
+    winner = result.winner()
+    get_run_logger().info("selected K=%d (%s) by a variational mixture of %d components", result.n_components,
+                          result.covariance_type, result.fitted_n_components)
+    reg = None
+    if config.make_current:
+        reg = register_task(
+            result.model_dir, data, str(ws.models), config.anomaly.contamination, True,
+            {"selection": {"method": "variational", "winner": winner}}, cluster, str(ws.selection),
+            f"selected by `gmm select` (variational: {result.n_components} of {result.fitted_n_components} used)",
+        )
+    out = ws.run_report("select", report_to)
+    md = variational_markdown(result, prep)
+    write_text(out / "model_selection.md", md)
+    png = plot_weights(result.weights, out / "weights.png", floor=result.weight_floor)
+    write_json(out / "summary.json", variational_summary(result, prep, time.perf_counter() - t0, reg))
+    publish_markdown("model-selection", md, "the variational mixture's weights")
+    return {"table": [{"n_components": i + 1, "weight": w} for i, w in enumerate(result.weights)],
+            "selected": winner, "criterion": "variational", "method": "variational", "variational": result.to_dict(),
+            "selection_data": prep, "registered": reg, "summary": str(out / "summary.json"), "report_dir": str(out),
+            "report": {"markdown": str(out / "model_selection.md"), "weights_plot": str(png)}}
+
+
 @flow(name="select-model")
 def select_model_flow(config: SelectConfig, report_to: str | None = None, progress: bool = False) -> dict:
     """Fit a grid of (K, covariance type) jointly; choose by BIC, AIC or held-out log-likelihood.
 
-    ``progress`` shows a bar over the joint passes, with the live candidates.
+    ``config.method == 'variational'``: one Dirichlet-process mixture instead,
+    its used components the selection.  ``progress`` shows a bar over the
+    joint passes, with the live candidates.
     """
     from gmm_engine.atomic import write_json
     from pipeline.reports import selection_report
@@ -89,6 +136,8 @@ def select_model_flow(config: SelectConfig, report_to: str | None = None, progre
     data = ws.resolve(config.data, ws.train)
     with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(data)) as cluster:
         prep = prepare_selection_task(data, str(ws.selection), config, cluster)
+        if config.method == "variational":
+            return _variational(config, prep, data, ws, cluster, report_to, t0)
         found = search_task(prep, config, str(ws.selection / "candidates"), cluster, progress)
         table, winner, k_range = found["table"], found["winner"], found["k_range"]
         # a warning that the cap stopped the range is logged by the search (pipeline.selection)

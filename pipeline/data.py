@@ -3,7 +3,8 @@
 A training set is a 2-D Zarr array (``(rows, features)``, as ``gmm
 ingest`` writes it, with a ``feature_names`` attribute), named by a local
 path or an fsspec URL.  :func:`open_data` gives the dask array the engine
-passes over; :func:`data_fingerprint` the identity that checkpoints and
+passes over (:func:`fit_input` the rows themselves when they are small
+enough to fit in memory); :func:`data_fingerprint` the identity that checkpoints and
 registered models record, so a resume or a comparison can tell whether it
 is still the same data.
 """
@@ -76,3 +77,18 @@ def array_bytes(path: str) -> int | None:
         return int(np.prod(meta["shape"])) * np.dtype(meta["data_type"]).itemsize
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def fit_input(path: str, local_max_bytes: int):
+    """The rows at ``path`` in memory (a DataFrame, keeping the feature names) when small enough, else the path."""
+    z = open_zarr_array(path)
+    n, D = z.shape
+    if n * D * z.dtype.itemsize > local_max_bytes:
+        return path
+    values = z[...]
+    names = z.attrs.get("feature_names")
+    if not names:
+        return values
+    import pandas as pd
+
+    return pd.DataFrame(values, columns=list(names), copy=False)

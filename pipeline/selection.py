@@ -53,10 +53,9 @@ from gmm_engine import (
     InformationCriteria,
     JointFit,
     joint_criteria,
-    open_zarr_array,
 )
 
-from .data import open_data
+from .data import fit_input, open_data
 from .threshold import calibrate_threshold
 
 logger = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ def prepare_selection_data(data: str, out_dir, *, holdout_fraction: float = 0.1,
     if trim and contamination:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            probe = GaussianMixture(**(probe_params or {})).fit(_fit_input(train_path, local_max_bytes))
+            probe = GaussianMixture(**(probe_params or {})).fit(fit_input(train_path, local_max_bytes))
         thr = calibrate_threshold(probe, train_path, contamination, random_state=seed)
         thr_value = thr.threshold
         Xt, _ = open_data(train_path)
@@ -457,21 +456,6 @@ class _Search:
                 "warning": warning}
 
 
-def _fit_input(path: str, local_max_bytes: int):
-    """The rows at ``path`` in memory (a DataFrame, keeping the feature names) when small enough, else the path."""
-    z = open_zarr_array(path)
-    n, D = z.shape
-    if n * D * z.dtype.itemsize > local_max_bytes:
-        return path
-    values = z[...]
-    names = z.attrs.get("feature_names")
-    if not names:
-        return values
-    import pandas as pd
-
-    return pd.DataFrame(values, columns=list(names), copy=False)
-
-
 def search(train: str, holdout: str, n_components, covariance_types, base_params: dict, out_dir,
            settings: SearchSettings = SearchSettings(), *, local_max_bytes: int = 256 << 20,
            on_pass=None) -> SearchResult:
@@ -512,7 +496,7 @@ def search(train: str, holdout: str, n_components, covariance_types, base_params
     for name, value in (("max_n_components", settings.max_n_components), ("patience", settings.patience)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    X_train, X_holdout = _fit_input(train, local_max_bytes), _fit_input(holdout, local_max_bytes)
+    X_train, X_holdout = fit_input(train, local_max_bytes), fit_input(holdout, local_max_bytes)
     with warnings.catch_warnings(), JointFit(X_train) as jf:
         # a candidate stopped by max_iter is reported with converged=False in its row
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -178,6 +178,9 @@ def test_cli_demo_small(tmp_path, monkeypatch):
     assert json.loads((report / "select" / "summary.json").read_text())["selected"]["n_components"] == 4
     assert "n_iter" in json.loads((report / "fit" / "summary.json").read_text())
     assert "selected: K=4 full" in res.output
+    # the variational selection finds the true K as well
+    assert summary["variational"]["n_components"] == 4 and summary["variational"]["matches_truth"]
+    assert (report / "variational" / "weights.png").is_file() and "variational: 4 of 12 components" in res.output
 
 
 def test_cli_ingest(tmp_path, monkeypatch, blobs):

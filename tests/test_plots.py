@@ -498,3 +498,15 @@ def test_module_never_imports_pyplot(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_weights_plot_draws_and_refuses_bad_input(tmp_path):
+    from pipeline.plots import plot_weights
+
+    out = plot_weights([0.5, 0.3, 0.19, 0.005, 0.005, 0.0], tmp_path / "w.png", floor=0.01)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="non-negative"):
+        plot_weights([0.5, -0.1], tmp_path / "x.png", floor=0.01)
+    with pytest.raises(ValueError, match=r"floor must be in \[0, 1\)"):
+        plot_weights([1.0], tmp_path / "x.png", floor=1.5)
+    assert not (tmp_path / "x.png").exists()

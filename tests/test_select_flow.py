@@ -92,3 +92,42 @@ def test_a_cap_below_the_grid_is_refused_with_the_fix():
         parse_config(SelectConfig, {"grid": {"patience": 0}})
     cfg = parse_config(SelectConfig, {"grid": {"n_components": [2, 20], "max_n_components": 24}})
     assert cfg.grid.max_n_components == 24 and cfg.drop_early
+
+
+def test_variational_selection_finds_the_true_k_and_registers_its_mixture(seven_components):
+    """method: variational - one Dirichlet-process mixture of 12; its used components are the selection."""
+    from flows.select_flow import select_model_flow
+    from gmm_engine import BayesianGaussianMixture
+
+    out = select_model_flow(_config(seven_components, method="variational"))
+    assert out["method"] == "variational"
+    assert (out["selected"]["n_components"], out["selected"]["covariance_type"]) == (7, "full")
+    v = out["variational"]
+    assert v["fitted_n_components"] == 12 and len(v["weights"]) == 12
+    assert sum(w > v["weight_floor"] for w in v["weights"]) == 7 and v["warning"] is None
+    assert v["weights"] == sorted(v["weights"], reverse=True) and math.isclose(sum(v["weights"]), 1.0)
+    reg = ModelRegistry(seven_components / "models")
+    current = reg.load()
+    assert isinstance(current.model, BayesianGaussianMixture) and current.version == out["registered"]["version"]
+    assert current.model.effective_n_components() == 7
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert summary["method"] == "variational" and summary["selected"]["n_components"] == 7
+    assert Path(out["report"]["weights_plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = Path(out["report"]["markdown"]).read_text()
+    assert "uses **7**" in md and md.count("| yes |") == 7
+
+
+def test_variational_selection_warns_when_every_component_is_used(seven_components, tmp_path):
+    from pipeline.variational_selection import VariationalSettings, fit_variational
+
+    data = str(seven_components / "data" / "train.zarr")
+    res = fit_variational(data, data, VariationalSettings(n_components=3, max_iter=200), {"random_state": 0},
+                          tmp_path)
+    assert res.n_components == 3 and "raise variational.n_components" in res.warning
+
+
+def test_the_variational_section_is_validated():
+    with pytest.raises(ConfigError, match="n_components"):
+        parse_config(SelectConfig, {"method": "variational", "variational": {"n_components": 1}})
+    with pytest.raises(ConfigError, match="method"):
+        parse_config(SelectConfig, {"method": "bayes"})

@@ -12,6 +12,7 @@ histogram      :func:`plot_score_histogram`: scores and the threshold
 projection     :func:`plot_projection` and its geometry
                (:func:`ellipse_geometry`, :func:`projection_axes`)
 stream         :func:`plot_stream`: scored partitions in arrival order
+weights        :func:`plot_weights`: a variational mixture's weights
 =============  ===========================================================
 
 Every ``plot_*`` function checks its arguments before drawing (a rejected
@@ -29,6 +30,7 @@ from .projection import ellipse_geometry, plot_projection, projection_axes
 from .selection import plot_selection
 from .stream import plot_stream
 from .trace import plot_loglik_trace
+from .weights import plot_weights
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -38,5 +40,6 @@ __all__ = [
     "plot_score_histogram",
     "plot_selection",
     "plot_stream",
+    "plot_weights",
     "projection_axes",
 ]
