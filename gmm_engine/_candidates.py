@@ -38,9 +38,10 @@ import contextvars
 import copy
 import logging
 import math
-import pickle
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+
+import numpy as np
 
 from . import _covariance
 from ._chunked import ChunkedData
@@ -87,11 +88,35 @@ def joint_chunk(block, start, calls, weights=None):
     return JointValues(tuple(fn(block, start, *args, weights=weights) for fn, args in calls))
 
 
+def _fingerprint(value):
+    """A hashable value equal for equal arguments (arrays by dtype, shape and bytes).
+
+    Raises ``TypeError`` for anything it does not know, which the caller
+    takes as "never shared".
+    """
+    if value is None or isinstance(value, (bool, int, str, bytes)):
+        return (type(value).__name__, value)
+    if isinstance(value, (float, np.floating)):
+        return ("float", float(value).hex())
+    if isinstance(value, np.integer):
+        return ("int", int(value))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_fingerprint(item) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((repr(k), _fingerprint(v)) for k, v in value.items())))
+    if is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__qualname__,
+                tuple((f.name, _fingerprint(getattr(value, f.name))) for f in fields(value)))
+    raise TypeError(f"no fingerprint for {type(value).__name__}")
+
+
 def _request_key(fn, args):
-    """Equal keys: the same chunk function with the same arguments (pickled bytes: exact equality)."""
+    """Equal keys: the same chunk function with the same arguments (exact equality of every value)."""
     try:
-        return (fn.__module__, fn.__qualname__, pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:  # noqa: BLE001 - an argument that does not pickle is simply never shared
+        return (fn.__module__, fn.__qualname__, _fingerprint(args))
+    except TypeError:  # an argument we cannot compare exactly is simply never shared
         return (id(fn), id(args))
 
 
