@@ -17,6 +17,39 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+import logging  # noqa: E402
+
+#: loggers whose set-up a command run in this process changes (``flows.runtime.configure``, Prefect's logging)
+_LOGGERS = ("", "gmm_engine", "pipeline", "flows", "prefect", "distributed")
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored():
+    """Undo what a command run in this process left behind: environment variables and logging set-up.
+
+    ``gmm`` commands invoked in-process (``CliRunner``) point Prefect at a
+    home and set the engine's loggers to INFO with Prefect's API handler:
+    left in place, every later test's EM iterations would be logged through
+    rich and shipped to a Prefect server (measured: tests 30x slower).
+    """
+    env = dict(os.environ)
+    saved = {name: (lg.level, list(lg.handlers), lg.propagate)
+             for name in _LOGGERS for lg in [logging.getLogger(name)]}
+    yield
+    for key in set(os.environ) - set(env):
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    for name, (level, handlers, propagate) in saved.items():
+        lg = logging.getLogger(name)
+        # pytest's own capture handlers come and go around each test phase: leave them to pytest
+        ours = [h for h in lg.handlers if type(h).__module__.startswith("_pytest")]
+        lg.setLevel(level)
+        lg.handlers[:] = [h for h in handlers if not type(h).__module__.startswith("_pytest")] + ours
+        lg.propagate = propagate
+
+
 # ---------------------------------------------------------------------------
 # data generators and helpers shared by the engine tests
 
