@@ -220,16 +220,27 @@ def fitted_data(X, estimator, *, sample_weight=None):
     return _chunked(X, lazy, sample_weight_for(sample_weight, X, lazy), missing=marginalizes(estimator))
 
 
-def scoring_input(X, estimator, *, in_memory=False):
+class _NamedColumns:
+    """Stands for an input whose column names are known apart from it (for the feature-name check)."""
+
+    def __init__(self, names):
+        self.columns = list(names)
+
+
+def scoring_input(X, estimator, *, in_memory=False, feature_names=None):
     """X validated for prediction with a fitted estimator; returns (array, is_lazy).
 
     With ``in_memory`` a Zarr array or dask array is read into memory
     first (its feature names are still checked) and scored as NumPy.
     In-memory X may hold NaN entries when the estimator marginalises them
-    (``missing='marginalize'``).
+    (``missing='marginalize'``).  ``feature_names`` names the columns of
+    an X that carries no names of its own (a NumPy array); they are
+    checked as a DataFrame's would be.
     """
     check_is_fitted(estimator)
     X, names_source = _resolve(X)
+    if feature_names is not None:
+        names_source = _NamedColumns(feature_names)
     if in_memory and is_dask_array(X):
         X = np.asarray(names_source[...]) if is_zarr_array(names_source) else X.compute(scheduler="sync")
     lazy = is_dask_array(X)

@@ -36,7 +36,7 @@ def _columns(out, observed=False):
     return columns + ((out[:, N_OBSERVED].astype(np.int64),) if observed else ())
 
 
-def score_rows(model, X, *, in_memory=False, with_stats=False, n_observed=False):
+def score_rows(model, X, *, in_memory=False, with_stats=False, n_observed=False, feature_names=None):
     """Log-likelihood, most likely component and its responsibility of every row.
 
     Parameters
@@ -58,6 +58,10 @@ of shape (n_samples, n_features)
         ``n_features`` for a complete row, fewer for the incomplete rows a
         model with ``missing='marginalize'`` scores (from the same chunk
         tasks).
+    feature_names : sequence of str, optional
+        The names of X's columns when X carries none (a NumPy array read
+        by the caller), checked against the model's as a DataFrame's
+        columns would be.
 
     Returns
     -------
@@ -75,7 +79,7 @@ of shape (n_samples, n_features)
         with them (``dask.compute(ll, comp, resp, stats)``, or with
         ``dask.array.store`` of them) and each chunk runs once.
     """
-    X, lazy = scoring_input(X, model, in_memory=in_memory)
+    X, lazy = scoring_input(X, model, in_memory=in_memory, feature_names=feature_names)
     kp = model._kernel_params()  # the model's own scores (variational constants for a BayesianGaussianMixture)
     observed = bool(n_observed)
     if not with_stats:

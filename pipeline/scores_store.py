@@ -42,6 +42,8 @@ import numpy as np
 
 from gmm_engine.atomic import publish_dir
 
+from .zarr_v3 import write_group
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -298,6 +300,23 @@ def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path, lat
     return float(mean), int(count), dict(zip(names, values))
 
 
+def _summary(arrays: dict, n: int) -> float:
+    """The mean stored log-likelihood (NaN for no rows)."""
+    return float(arrays["log_likelihood"].mean()) if n else math.nan
+
+
+def _write_lazy(tmp: Path, arrays: dict, n: int, chunk_rows: int, later: dict):
+    """Create the group with zarr and write lazy arrays into it (:func:`_write_arrays`); (group, mean, count, later)."""
+    import zarr
+
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    guard = tmp / _GUARD_NAME
+    guard.touch()
+    mean, count, computed = _write_arrays(group, arrays, n, chunk_rows, guard, later)
+    guard.unlink()
+    return group, mean, count, computed
+
+
 def _statistics_entry(stats) -> dict:
     """The partition's sufficient statistics as the marker keeps them: JSON lists and scalars, lossless.
 
@@ -372,7 +391,9 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
     gathered on the client.  If the computation fails, writes still in
     flight on other threads or workers are waited for and later ones are
     skipped (see :class:`_GuardedTarget`), so the temporary directory is
-    really gone when the exception reaches the caller.
+    really gone when the exception reaches the caller.  NumPy inputs
+    (with values of ``extra`` and ``statistics`` already computed) are
+    written file by file as zarr would write them (:mod:`pipeline.zarr_v3`).
     """
     _check_attrs(attrs)
     arrays, n = _check_score_inputs(
@@ -381,22 +402,24 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
     )
     chunk_rows = _chunk_rows(arrays, n, chunk_rows)
 
-    import zarr
-
+    later = {**(extra or {}), **({STATISTICS: statistics} if statistics is not None else {})}
+    lazy = any(_is_dask(x) for x in arrays.values()) or any(hasattr(v, "__dask_graph__") for v in later.values())
     with publish_dir(final_path, exists_hint=_EXISTS_HINT, durable=durable) as tmp:
-        group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        guard = tmp / _GUARD_NAME
-        guard.touch()
-        later = {**(extra or {}), **({STATISTICS: statistics} if statistics is not None else {})}
-        mean, count, computed = _write_arrays(group, arrays, n, chunk_rows, guard, later)
+        if lazy:
+            group, mean, count, computed = _write_lazy(tmp, arrays, n, chunk_rows, later)
+        else:
+            mean, count, computed = _summary(arrays, n), int(arrays["is_anomaly"].sum()), dict(later)
         stats = computed.pop(STATISTICS, None)
         marker = {"format": SCORES_FORMAT, "format_version": SCORES_FORMAT_VERSION, "n_rows": n,
                   "arrays": list(arrays)}
         if stats is not None:
             marker[STATISTICS] = _statistics_entry(stats)
-        guard.unlink()
-        # one metadata write (attrs.update would rewrite zarr.json once per key)
-        group.update_attributes({**attrs, _MARKER_KEY: marker})
+        if lazy:
+            # one metadata write (attrs.update would rewrite zarr.json once per key)
+            group.update_attributes({**attrs, _MARKER_KEY: marker})
+        else:
+            # in memory: the files themselves, without zarr's per-call round trips (~10x faster when small)
+            write_group(tmp, arrays, chunk_rows, {**attrs, _MARKER_KEY: marker})
     logger.info("wrote scores for %d rows to %s", n, final_path)
     return ScoresSummary(Path(final_path), n, count, mean, stats, computed)
 

@@ -11,7 +11,9 @@ one):
    rows per the bad-rows policy: refused, dropped, or kept and scored on
    their observed features, :mod:`pipeline.marginal_scoring`) into a
    scratch Zarr array under ``staging/`` (not flushed to disk: it is
-   deleted after use);
+   deleted after use), or, for a partition small enough to score in this
+   process, straight into memory (:func:`pipeline.ingest.read_rows`, the
+   same checks);
 3. scores it in one pass per chunk, in this process when it is small
    (``local_max_rows``) or on the current Dask scheduler; the same pass
    gives its sufficient statistics (for model updates) and its drift
@@ -39,17 +41,19 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from gmm_engine import open_zarr_array
 from gmm_engine.atomic import sync_filesystem
 from gmm_engine.scoring import score_rows
 
 from .cluster import scheduler_lost
 from .drift import DriftPolicy, PartitionCounts, partition_counts, test_partition
-from .ingest import ingest
+from .ingest import ingest, read_rows
 from .manifest import Manifest, ManifestEntry, utc_now_iso
 from .marginal_scoring import MARGINALIZE, MarginalScoring, marginal_scoring
 from .registry import LoadedModel
-from .partitions import Partition, safe_child
+from .partitions import Partition, estimated_bytes, safe_child
 from .scores_store import write_scores
 
 logger = logging.getLogger(__name__)
@@ -132,7 +136,8 @@ class _Run:
     marginal: MarginalScoring | None = None  # bad_rows='marginalize': rows with gaps scored on what they have
 
 
-def stage(partition: Partition, model, staged: Path, *, bad_rows: str = "error", storage_options=None):
+def stage(partition: Partition, model, staged: Path, *, bad_rows: str = "error", storage_options=None,
+          in_memory: bool = False):
     """Validate ``partition`` against ``model``'s features into the Zarr array ``staged``; (array, report).
 
     Parameters
@@ -142,27 +147,42 @@ def stage(partition: Partition, model, staged: Path, *, bad_rows: str = "error",
         Fitted; its feature names (or count, for positional sources) are required.
     staged : Path
         Replaced if it exists; the caller deletes it when done.
+    in_memory : bool
+        Read the validated rows into a NumPy array instead (``staged`` is
+        not written): for a partition small enough to score in this
+        process, whose staging on disk would cost more than its scoring.
     """
     names = getattr(model, "feature_names_in_", None)
     names = list(names) if names is not None else None
-    ingested = ingest(
-        partition.url, staged, format=partition.format,
-        feature_names=_positional_names(partition, names, storage_options),
-        expected_features=names, bad_rows=bad_rows, overwrite=True,
-        storage_options=storage_options,
-        compression="none", durable=False,  # staged once, read once, then deleted
-    )
-    staged_array = open_zarr_array(ingested.path)
+    options = dict(format=partition.format, feature_names=_positional_names(partition, names, storage_options),
+                   expected_features=names, bad_rows=bad_rows, storage_options=storage_options)
+    if in_memory:
+        staged_array, report = read_rows(partition.url, **options)
+    else:
+        ingested = ingest(partition.url, staged, overwrite=True, **options,
+                          compression="none", durable=False)  # staged once, read once, then deleted
+        staged_array, report = open_zarr_array(ingested.path), ingested.report
     if staged_array.shape[1] != model.n_features_in_:
         raise ValueError(
             f"Partition {partition.id} has {staged_array.shape[1]} features but the model "
             f"expects {model.n_features_in_}: send partitions with the training features."
         )
-    return staged_array, ingested.report
+    return staged_array, report
+
+
+def _in_memory(run: _Run) -> bool:
+    """Whether the partition is small enough (by its metadata) to read into memory and score here.
+
+    Such a partition would be scored in this process anyway (at most
+    about ``local_max_rows`` float64 rows); unknown sizes are staged.
+    """
+    size = estimated_bytes(run.partition, run.storage_options)
+    return size is not None and size <= run.local_max_rows * run.model.model.n_features_in_ * 8
 
 
 def _stage(run: _Run, staged: Path):
-    return stage(run.partition, run.model.model, staged, bad_rows=run.bad_rows, storage_options=run.storage_options)
+    return stage(run.partition, run.model.model, staged, bad_rows=run.bad_rows, storage_options=run.storage_options,
+                 in_memory=_in_memory(run))
 
 
 def _score_and_write(run: _Run, staged_array, report, out: Path):
@@ -171,8 +191,9 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
     The pass also gives the partition's sufficient statistics (for model
     updates) and its drift counts, computed with the stored scores.
     """
-    # the Zarr array (not a bare array) carries the feature names to check
-    local = staged_array.shape[0] <= run.local_max_rows
+    # a staged Zarr array carries the feature names to check; rows read into memory were checked on reading
+    names = getattr(run.model.model, "feature_names_in_", None) if isinstance(staged_array, np.ndarray) else None
+    local = isinstance(staged_array, np.ndarray) or staged_array.shape[0] <= run.local_max_rows
     ref = run.model.reference if run.drift_policy is not None else None
     attrs = {
         "partition_id": run.partition.id,
@@ -183,12 +204,13 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
         "rows_dropped": report.n_bad_rows if run.bad_rows == "drop" else 0,
     }
     if run.marginal is None:
-        ll, comp, resp, stats = score_rows(run.model.model, staged_array, in_memory=local, with_stats=True)
+        ll, comp, resp, stats = score_rows(run.model.model, staged_array, in_memory=local, with_stats=True,
+                                          feature_names=names)
         observed, complete = None, None
         flags = ll <= run.model.threshold
     else:
         ll, comp, resp, observed, stats = score_rows(run.marginal.model, staged_array, in_memory=local,
-                                                     with_stats=True, n_observed=True)
+                                                     with_stats=True, n_observed=True, feature_names=names)
         complete = observed == staged_array.shape[1]
         flags = ll <= run.marginal.row_thresholds(staged_array, local)
         attrs.update(missing=MARGINALIZE, n_incomplete_rows=report.n_incomplete_rows,

@@ -212,3 +212,31 @@ def test_a_component_moved_by_one_standard_deviation_is_detected(ct):
     loud, _ = _assess_rows(gm, ref, threshold, moved)
     assert not quiet.drifted
     assert loud.drifted, loud.to_dict()
+
+
+def test_the_binomial_p_value_is_scipys():
+    from pipeline.drift import binomial_p_value
+
+    rng = np.random.default_rng(7)
+    cases = [(0, 200, 0.01), (2, 200, 0.01), (3, 200, 0.01), (30, 200, 0.01), (200, 200, 0.01), (5, 10, 0.5),
+             (1, 1, 0.3), (0, 1, 0.3)]
+    cases += [(int(rng.integers(0, n + 1)), n, float(q))
+              for n, q in zip(rng.integers(1, 5000, 200), rng.uniform(1e-4, 0.5, 200))]
+    for k, n, q in cases:
+        assert binomial_p_value(k, n, q) == pytest.approx(stats.binomtest(k, n, q).pvalue, rel=1e-9, abs=1e-300), (k, n, q)
+
+
+def test_the_occupancy_g_test_is_scipys_power_divergence():
+    from pipeline.drift import _occupancy_test
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        k = int(rng.integers(2, 9))
+        occ = rng.dirichlet(np.ones(k))
+        observed = rng.multinomial(int(rng.integers(50, 5000)), rng.dirichlet(np.ones(k) * 5))
+        ref = DriftReference(0.01, -3.0, 1.0, occ, np.linspace(-6, 0, 100))
+        counts = PartitionCounts(n_rows=int(observed.sum()), n_flagged=0, loglik_sum=0.0, occupancy=observed,
+                                 hist_right=np.zeros(101), hist_left=np.zeros(101))
+        _, g, p, _, _ = _occupancy_test(counts, ref, DriftPolicy())
+        want = stats.power_divergence(observed.astype(float), occ * observed.sum(), lambda_="log-likelihood")
+        assert (g, p) == pytest.approx((want.statistic, want.pvalue), rel=1e-9, abs=1e-300)

@@ -21,6 +21,7 @@ from pipeline.ingest import (
     detect_format,
     ingest,
     read_report,
+    read_rows,
 )
 
 RNG = np.random.default_rng(12345)
@@ -805,3 +806,44 @@ def test_overwrite_replaces_only_a_zarr_store(tmp_path):
     ingest(tmp_path / "one.npy", tmp_path / "out.zarr")
     ingest(tmp_path / "one.npy", tmp_path / "out.zarr", overwrite=True)  # an earlier ingest is replaced
     assert _read(tmp_path / "out.zarr")[0].shape == (5, 2)
+
+
+# ---------------------------------------------------------------------------
+# reading into memory (small partitions about to be scored)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "npy", "zarr"])
+@pytest.mark.parametrize("bad_rows", ["drop", "marginalize"])
+def test_read_rows_gives_what_ingest_writes(tmp_path, fmt, bad_rows):
+    """Same rows, same dtype, same report as an ingest to Zarr; nothing written."""
+    X = _data(60, 3)
+    X[[3, 17], 1] = np.nan
+    if bad_rows == "drop":  # 'marginalize' refuses infinities
+        X[25, 0] = np.inf
+    src = tmp_path / f"src.{fmt}"
+    if fmt == "csv":
+        _write_csv(src, X)
+    elif fmt == "parquet":
+        pq.write_table(_table(X), str(src))
+    elif fmt == "npy":
+        np.save(src, X)
+    else:
+        zarr.create_array(str(src), data=X, chunks=(16, 3)).attrs["feature_names"] = ["c0", "c1", "c2"]
+    before = sorted(os.listdir(tmp_path))
+    rows, report = read_rows(str(src), bad_rows=bad_rows)
+    assert sorted(os.listdir(tmp_path)) == before
+    res = ingest(str(src), tmp_path / "out.zarr", bad_rows=bad_rows)
+    stored, _ = _read(res.path)
+    np.testing.assert_array_equal(rows, stored)
+    assert rows.dtype == stored.dtype
+    assert report == res.report
+
+
+def test_read_rows_refuses_as_ingest_does(tmp_path):
+    src = _write_text(tmp_path / "d.csv", BAD_CSV)
+    with pytest.raises(IngestError, match=r"4 of 8 rows.*'abc' at row 6.*bad_rows='drop'"):
+        read_rows(str(src))
+    src = _write_csv(tmp_path / "e.csv", _data(5, 2), names=["a", "b"])
+    with pytest.raises(IngestError, match="feature"):
+        read_rows(str(src), expected_features=["b", "a"])
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "e.csv"]

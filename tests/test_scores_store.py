@@ -304,3 +304,33 @@ def test_scores_marker_reads_only_the_metadata(tmp_path):
     (tmp_path / "foreign.zarr" / "zarr.json").write_text('{"zarr_format": 3, "attributes": {}}')
     assert scores_marker(tmp_path / "foreign.zarr") is None
     assert scores_marker(tmp_path / "missing.zarr") is None
+
+
+@pytest.mark.parametrize("n, chunk_rows", [(200, 200), (1000, 300), (0, 1), (7, 64)])
+def test_small_stores_are_written_as_zarr_writes_them(tmp_path, n, chunk_rows):
+    """The direct writer of in-memory stores makes the files zarr makes: the same JSON documents, the same chunk bytes."""
+    from pipeline.zarr_v3 import write_group
+
+    rng = np.random.default_rng(n)
+    arrays = dict(log_likelihood=rng.normal(size=n), component=rng.integers(0, 5, n),
+                  small=rng.integers(0, 5, n).astype(np.int32), is_anomaly=rng.random(n) < 0.1)
+    attrs = {"threshold": -3.25, "nested": {"list": [1.5, None, "x"]}}
+    (tmp_path / "direct").mkdir()
+    write_group(tmp_path / "direct", arrays, chunk_rows, attrs)
+    group = zarr.open_group(str(tmp_path / "zarr"), mode="w", zarr_format=3)
+    for name, x in arrays.items():
+        z = group.create_array(name, shape=(n,), chunks=(chunk_rows,), dtype=x.dtype,
+                               config={"write_empty_chunks": True})
+        if n:
+            z[:] = x
+    group.update_attributes(attrs)
+
+    def files(root):
+        return {str(p.relative_to(root)): json.loads(p.read_text()) if p.name == "zarr.json" else p.read_bytes()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert files(tmp_path / "direct") == files(tmp_path / "zarr")
+    back = zarr.open_group(str(tmp_path / "direct"), mode="r")
+    for name, x in arrays.items():
+        np.testing.assert_array_equal(back[name][:], x)
+        assert back[name].dtype == x.dtype

@@ -56,7 +56,7 @@ from .plan import make_plan
 from .publish import check_dest, check_replaceable, publishing
 from .readers import FORMATS, open_reader
 from .report import IngestError, IngestResult, ValidationReport, check_written, read_report, store_report
-from .stream import BAD_ROWS_POLICIES, stream_rows
+from .stream import BAD_ROWS_POLICIES, read_rows_into_memory, stream_rows
 from .writer import compressors
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ __all__ = [
     "detect_format",
     "ingest",
     "read_report",
+    "read_rows",
 ]
 
 
@@ -151,9 +152,8 @@ def ingest(
     dest_path = check_dest(dest, overwrite)
     loc = Location(source, storage_options)
     check_replaceable(dest_path, loc, overwrite)
-    fmt = format or detect_format(source, storage_options=storage_options)
-    reader = open_reader(fmt, loc, batch_rows=batch_rows, block_size=block_size)
-    plan = make_plan(reader, columns, feature_names, dtype, expected_features)
+    fmt, reader, plan = _read_plan(source, loc, format, columns, feature_names, dtype, expected_features,
+                                   batch_rows=batch_rows, block_size=block_size)
     with publishing(dest_path, overwrite, durable) as tmp:
         array, counts = stream_rows(reader, plan, tmp, bad_rows=bad_rows, chunk_rows=chunk_rows,
                                     progress=progress, codecs=codecs)
@@ -162,6 +162,36 @@ def ingest(
         store_report(array, report)
     _log_outcome(report, dest_path)
     return IngestResult(path=str(dest_path), report=report)
+
+
+def read_rows(source, *, format=None, columns=None, feature_names=None, dtype=None, bad_rows="error",
+              expected_features=None, storage_options=None) -> tuple[np.ndarray, ValidationReport]:
+    """Read and validate ``source`` exactly as :func:`ingest` would, into memory instead of a Zarr array.
+
+    For sources that fit in memory many times over, such as a small
+    incoming partition about to be scored: the same readers, plan, exact
+    conversion and bad-row policy, the same refusals, no files written.
+    The parameters are :func:`ingest`'s of the same names.
+
+    Returns
+    -------
+    rows : ndarray of shape (n_rows_written, n_features)
+    report : ValidationReport
+    """
+    _check_options(format, bad_rows, None, None, None)
+    loc = Location(source, storage_options)
+    fmt, reader, plan = _read_plan(source, loc, format, columns, feature_names, dtype, expected_features)
+    rows, counts = read_rows_into_memory(reader, plan, bad_rows=bad_rows)
+    report = _report(loc, fmt, plan, counts, bad_rows)
+    check_written(report, reader.first_unparseable)
+    return rows, report
+
+
+def _read_plan(source, loc, format, columns, feature_names, dtype, expected_features, **reader_options):
+    """The format, its reader and the checked plan of columns, names and dtype."""
+    fmt = format or detect_format(source, storage_options=loc.storage_options or None)
+    reader = open_reader(fmt, loc, **reader_options)
+    return fmt, reader, make_plan(reader, columns, feature_names, dtype, expected_features)
 
 
 def _check_options(format, bad_rows, chunk_rows, batch_rows, block_size) -> None:

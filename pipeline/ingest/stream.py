@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .readers import NeedTolerantParse
-from .writer import ZarrWriter
+from .writer import MemoryWriter, ZarrWriter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BAD_ROWS_POLICIES", "MARGINALIZE", "MAX_EXAMPLES", "RowCounts", "stream_rows"]
+__all__ = ["BAD_ROWS_POLICIES", "MARGINALIZE", "MAX_EXAMPLES", "RowCounts", "read_rows_into_memory", "stream_rows"]
 
 BAD_ROWS_POLICIES = ("error", "drop", "marginalize")
 #: the policy that keeps rows with missing values (NaN) for marginalisation
@@ -114,16 +114,31 @@ def stream_rows(reader, plan, path, *, bad_rows, chunk_rows, progress, codecs):
         or ``'marginalize'``).
     counts : RowCounts
     """
-    tolerant = reader.needs_tolerant(plan.sel)
-    while True:
-        try:
-            return _stream(reader, plan, path, tolerant=tolerant, bad_rows=bad_rows,
-                           chunk_rows=chunk_rows, progress=progress, codecs=codecs)
-        except NeedTolerantParse as e:
-            logger.info("Re-reading %s with text parsing: %s", reader.loc.text, e)
+    def fresh_writer(again):
+        if again:
             shutil.rmtree(path)  # the empty directory, as it was given, for the second read
             path.mkdir()
-            tolerant = True
+        return ZarrWriter(path, len(plan.sel), plan.out_dtype, chunk_rows, codecs)
+
+    return _with_retry(reader, plan, fresh_writer, bad_rows=bad_rows, progress=progress)
+
+
+def read_rows_into_memory(reader, plan, *, bad_rows):
+    """:func:`stream_rows` into a NumPy array instead of a Zarr array: (array or None, counts)."""
+    return _with_retry(reader, plan, lambda again: MemoryWriter(len(plan.sel), plan.out_dtype),
+                       bad_rows=bad_rows, progress=False)
+
+
+def _with_retry(reader, plan, fresh_writer, *, bad_rows, progress):
+    tolerant = reader.needs_tolerant(plan.sel)
+    again = False
+    while True:
+        try:
+            return _stream(reader, plan, fresh_writer(again), tolerant=tolerant, bad_rows=bad_rows,
+                           progress=progress)
+        except NeedTolerantParse as e:
+            logger.info("Re-reading %s with text parsing: %s", reader.loc.text, e)
+            tolerant = again = True
 
 
 def _progress_bar(reader, progress):
@@ -135,8 +150,7 @@ def _progress_bar(reader, progress):
     return tqdm(total=total, unit=unit, unit_scale=unit == "B", desc="ingest")
 
 
-def _stream(reader, plan, path, *, tolerant, bad_rows, chunk_rows, progress, codecs):
-    writer = ZarrWriter(path, len(plan.sel), plan.out_dtype, chunk_rows, codecs)
+def _stream(reader, plan, writer, *, tolerant, bad_rows, progress):
     counts = RowCounts()
     bar = _progress_bar(reader, progress)
     try:

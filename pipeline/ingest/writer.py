@@ -20,7 +20,7 @@ import numpy as np
 
 from .report import IngestError
 
-__all__ = ["COMPRESSIONS", "TARGET_CHUNK_BYTES", "ZarrWriter", "compressors"]
+__all__ = ["COMPRESSIONS", "TARGET_CHUNK_BYTES", "MemoryWriter", "ZarrWriter", "compressors"]
 
 #: codecs ``compression`` may name.  EM reads the whole array once per
 #: iteration, so decoding speed matters more than ratio: Blosc-LZ4 with byte
@@ -150,3 +150,29 @@ class ZarrWriter:
             pass
         finally:
             self._pool.shutdown()
+
+
+class MemoryWriter:
+    """The writer's interface over memory: rows appended, one NumPy array out.
+
+    For sources small enough to score without staging them on disk (a
+    partition of a few hundred rows); the rows pass the same reader, plan
+    and bad-row counts as an ingest to Zarr.
+    """
+
+    def __init__(self, n_features, dtype):
+        self.d, self.dtype = n_features, np.dtype(dtype)
+        self._blocks = []
+
+    def append(self, rows):
+        if len(rows):
+            self._blocks.append(np.array(rows, dtype=self.dtype, copy=True))  # readers may reuse their buffers
+
+    def close(self):
+        """The rows appended, shape (n, n_features); None if there were none."""
+        if not self._blocks:
+            return None
+        return self._blocks[0] if len(self._blocks) == 1 else np.concatenate(self._blocks)
+
+    def abort(self):
+        self._blocks = []
