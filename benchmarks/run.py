@@ -56,6 +56,7 @@ from benchmarks.bench_load import bench_load  # noqa: E402
 from benchmarks.bench_missing import bench_missing  # noqa: E402
 from benchmarks.bench_online import bench_online  # noqa: E402
 from benchmarks.bench_ooc import bench_ooc, bench_ooc_lz4, bench_ooc_zstd  # noqa: E402
+from benchmarks.bench_real_data import bench_real_data  # noqa: E402
 from benchmarks.bench_selection import bench_selection  # noqa: E402
 from benchmarks.common import machine_info, mixture_spec, sample_rows  # noqa: E402
 
@@ -125,6 +126,7 @@ BENCHMARKS = {
     "online": bench_online,  # bench_online.py
     "missing": bench_missing,  # bench_missing.py
     "selection": bench_selection,  # bench_selection.py
+    "real_data": bench_real_data,  # bench_real_data.py
 }
 
 
