@@ -325,6 +325,8 @@ def test_early_drops_keep_the_winner_on_the_demo_data(tmp_path):
     assert (kept.winner["n_components"], kept.winner["covariance_type"]) == (4, "full")
 
 
+# a full adaptive search over 286,048 real rows, twice (with and without drops): minutes on 2 cores
+@pytest.mark.slow
 def test_early_drops_keep_the_winner_on_covertype(tmp_path):
     # ODDS covertype, all 286,048 rows, prepared as `gmm select` prepares them (1% trimmed)
     resources = pytest.importorskip("importlib.resources")
