@@ -78,6 +78,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import odds  # noqa: E402
+from benchmarks.common import finish_standalone  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -407,12 +408,7 @@ def main(argv=None) -> int:
     unknown = sorted(set(sets) - set(odds.NAMES))
     if unknown:
         parser.error(f"unknown data set(s) {unknown}; choose from {list(odds.NAMES)}")
-    result = bench_real_data(argparse.Namespace(quick=args.quick, sets=sets))
-    for label, value in result["figures"]:
-        logger.info("%s: %s", label, value)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1, default=str))
-    return 0 if result["met"] else 1
+    return finish_standalone(bench_real_data(argparse.Namespace(quick=args.quick, sets=sets)), args.json)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import finish_standalone  # noqa: E402
+
 logger = logging.getLogger("benchmarks")
 
 GMM = Path(sys.executable).with_name("gmm")
@@ -198,12 +200,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     ctx = argparse.Namespace(quick=args.quick)
-    result = bench_selection(ctx)
-    for name, value in result["figures"]:
-        logger.info("%s: %s", name, value)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1, default=str))
-    return 0 if result["met"] else 1
+    return finish_standalone(bench_selection(ctx), args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import subprocess
@@ -304,3 +305,17 @@ class TreeRSS:
         total, found = self.sample()  # the end state counts too
         if total > self.peak:
             self.peak, self.peak_processes = total, self._describe(found)
+
+
+def finish_standalone(result: dict, json_path=None) -> int:
+    """End a section run on its own (``python benchmarks/bench_<section>.py``): log its figures, save it, exit code.
+
+    Returns 0 when the section's target is met, else 1.
+    """
+    import json
+
+    for label, value in result["figures"]:
+        logging.getLogger("benchmarks").info("%s: %s", label, value)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=1, default=str))
+    return 0 if result["met"] else 1

@@ -300,8 +300,8 @@ def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path, lat
     return float(mean), int(count), dict(zip(names, values))
 
 
-def _summary(arrays: dict, n: int) -> float:
-    """The mean stored log-likelihood (NaN for no rows)."""
+def _mean_loglik(arrays: dict, n: int) -> float:
+    """The mean stored log-likelihood of NumPy arrays (NaN for no rows)."""
     return float(arrays["log_likelihood"].mean()) if n else math.nan
 
 
@@ -408,18 +408,19 @@ def write_scores(final_path, *, log_likelihood, component, responsibility, is_an
         if lazy:
             group, mean, count, computed = _write_lazy(tmp, arrays, n, chunk_rows, later)
         else:
-            mean, count, computed = _summary(arrays, n), int(arrays["is_anomaly"].sum()), dict(later)
+            mean, count, computed = _mean_loglik(arrays, n), int(arrays["is_anomaly"].sum()), dict(later)
         stats = computed.pop(STATISTICS, None)
         marker = {"format": SCORES_FORMAT, "format_version": SCORES_FORMAT_VERSION, "n_rows": n,
                   "arrays": list(arrays)}
         if stats is not None:
             marker[STATISTICS] = _statistics_entry(stats)
+        group_attrs = {**attrs, _MARKER_KEY: marker}
         if lazy:
             # one metadata write (attrs.update would rewrite zarr.json once per key)
-            group.update_attributes({**attrs, _MARKER_KEY: marker})
+            group.update_attributes(group_attrs)
         else:
             # in memory: the files themselves, without zarr's per-call round trips (~10x faster when small)
-            write_group(tmp, arrays, chunk_rows, {**attrs, _MARKER_KEY: marker})
+            write_group(tmp, arrays, chunk_rows, group_attrs)
     logger.info("wrote scores for %d rows to %s", n, final_path)
     return ScoresSummary(Path(final_path), n, count, mean, stats, computed)
 
