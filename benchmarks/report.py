@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 
 import numpy as np
 
@@ -193,8 +194,9 @@ def render(stored, machine, quick=False) -> str:
             out += [extra, ""]
         out += [_table([[lbl, fmt(v)] for lbl, v in r["figures"]], ["figure", "value"]), ""]
         load = r.get("machine_load")
+        cpu = f" on {r['cpu']}" if r.get("cpu") else ""
         out += [
-            f"Measured {r.get('when', '?')} in {r.get('seconds', float('nan')):.0f} s; load average at start "
+            f"Measured {r.get('when', '?')}{cpu} in {r.get('seconds', float('nan')):.0f} s; load average at start "
             f"{', '.join(f'{x:.2f}' for x in load) if load else '?'}.",
             "",
             "<details><summary>raw numbers</summary>",
@@ -208,3 +210,52 @@ def render(stored, machine, quick=False) -> str:
     out += ["## Cost model: 100 workers, 10^10 rows, D = 32, K = 32", "", cost_model(stored)]
     out += [notes.DISCUSSION, ""]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# reading a rendered file back
+
+_SECTION = re.compile(r'^<a id="(?P<name>[a-z0-9_]+)"></a>\n## (?P=name): (?P<title>.*)$', re.M)
+_MEASURED = re.compile(r"^Measured (?P<when>\S+)(?: on (?P<cpu>.+?))? in (?P<seconds>[0-9.]+|nan) s; load average at start (?P<load>.*)\.$", re.M)
+
+
+def parse(markdown: str) -> dict:
+    """The stored results a rendered BENCHMARKS.md was made from, as far as it holds them.
+
+    A fresh clone has no ``.benchmarks-work/results.json``; without this, refreshing one section with
+    ``--only`` would render a file holding that section alone.  Figures come back as the strings they
+    were rendered as (``fmt`` leaves strings as they are, so a re-render is unchanged) and ``raw`` exactly.
+
+    Parameters
+    ----------
+    markdown : str
+        The text of a file written by :func:`render`.
+
+    Returns
+    -------
+    dict
+        Section name -> result (``title``, ``target``, ``met``, ``figures``, ``raw``, ``when``, ``seconds``,
+        ``machine_load``), plus ``_benchmark_order``.
+    """
+    stored: dict = {}
+    heads = list(_SECTION.finditer(markdown))
+    ends = [h.start() for h in heads[1:]] + [markdown.find("\n## Cost model")]
+    for head, end in zip(heads, ends):
+        body = markdown[head.end():end if end > 0 else len(markdown)]
+        target = re.search(r"^Target: (?P<target>.*) — \*\*(?P<met>met|not met)\*\*\.$", body, re.M)
+        table = re.search(r"^\| figure \| value \|\n\|---\|---\|\n(?P<rows>(?:\|.*\|\n)+)", body, re.M)
+        raw = re.search(r"```json\n(?P<raw>.*?)\n```", body, re.S)
+        measured = _MEASURED.search(body)
+        if not (target and table and raw):
+            raise ValueError(f"BENCHMARKS.md section {head['name']!r} is not in the rendered form; rerun it "
+                             f"(benchmarks/run.py --only {head['name']}) instead of reading it back")
+        figures = [row[2:-2].rsplit(" | ", 1) for row in table["rows"].splitlines()]
+        result = dict(title=head["title"], target=target["target"], met=target["met"] == "met",
+                      figures=[(label, value) for label, value in figures], raw=json.loads(raw["raw"]))
+        if measured:
+            load = [float(x) for x in measured["load"].split(", ")] if measured["load"] != "?" else None
+            result.update(when=measured["when"], seconds=float(measured["seconds"]), machine_load=load,
+                          cpu=measured["cpu"])
+        stored[head["name"]] = result
+    stored["_benchmark_order"] = list(stored)
+    return stored

@@ -25,9 +25,10 @@ functions, each ``fn(ctx) -> result`` with ``title``, ``target``, ``met``,
 ``figures`` (label, value) and ``raw``.  This module keeps the command
 line, the :class:`Context` the sections share and the rendering.
 
-Results of each benchmark are kept in ``.benchmarks-work/results.json``;
-BENCHMARKS.md is rendered from the latest result of every benchmark, so
-``--only`` refreshes some sections without losing the others.  ``--quick``
+Results of each benchmark are kept in ``.benchmarks-work/results.json``
+(in a fresh clone, read back from BENCHMARKS.md); BENCHMARKS.md is rendered
+from the latest result of every benchmark, so ``--only`` refreshes some
+sections without losing the others.  ``--quick``
 results go to ``.benchmarks-work/BENCHMARKS-quick.md`` instead.
 """
 
@@ -151,7 +152,13 @@ def main(argv=None):
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     WORKDIR.mkdir(exist_ok=True)
     results_path = WORKDIR / ("results-quick.json" if args.quick else "results.json")
-    stored = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if results_path.exists():
+        stored = json.loads(results_path.read_text())
+    elif not args.quick and (ROOT / "BENCHMARKS.md").exists():  # a fresh clone: keep the sections it holds
+        stored = report.parse((ROOT / "BENCHMARKS.md").read_text())
+        logger.info("no %s: read %d sections back from BENCHMARKS.md", results_path, len(stored) - 1)
+    else:
+        stored = {}
     output = args.output or (WORKDIR / "BENCHMARKS-quick.md" if args.quick else ROOT / "BENCHMARKS.md")
     if args.render_only:
         output.write_text(report.render(stored, stored.get("_machine") or machine_info(), quick=args.quick))
@@ -167,6 +174,7 @@ def main(argv=None):
         result["when"] = _dt.datetime.now().isoformat(timespec="seconds")
         result["machine_load"] = os.getloadavg()
         result["quick"] = args.quick
+        result["cpu"] = machine.get("cpu")  # sections refreshed one at a time may come from different machines
         stored[name] = result
         results_path.write_text(json.dumps(stored, indent=1, default=report.jsonable))
         logger.info("%s", report.text_summary(name, result))
