@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import write_zarr
 from flows.prefect_server import LocalPrefectServer, free_port
 from gmm_engine import GaussianMixture
@@ -32,6 +34,7 @@ def _stop(proc):
         proc.kill()
 
 
+@pytest.mark.slow
 def test_deploy_to_a_process_work_pool_and_a_worker_runs_it(tmp_path, blobs):
     X, _ = blobs
     work = tmp_path / "work"

@@ -457,6 +457,7 @@ json.dump(out, sys.stdout)
 """
 
 
+@pytest.mark.slow
 def test_the_other_vector_width_gives_the_same_fit():
     from gmm_engine import _simd
 

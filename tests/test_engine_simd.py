@@ -41,6 +41,7 @@ def _fits(lanes=None):
     return json.loads(res.stdout)
 
 
+@pytest.mark.slow
 def test_the_other_vector_width_gives_the_same_fit():
     other = 4 if _simd.W == 8 else 8
     native, forced = _fits(), _fits(other)

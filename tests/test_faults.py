@@ -131,6 +131,7 @@ def test_unreachable_scheduler_fails_fast_with_a_clear_error():
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.slow
 def test_gmm_fit_against_an_unreachable_scheduler_exits_quickly_and_registers_nothing(tmp_path, train):
     path, _ = train
     cfg = tmp_path / "fit.yaml"

@@ -61,6 +61,7 @@ def workspace(tmp_path, blobs):
     return work, X
 
 
+@pytest.mark.slow
 def test_scheduled_run_scores_a_new_partition(tmp_path, workspace):
     work, X = workspace
     port = free_port()
