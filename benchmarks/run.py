@@ -58,6 +58,7 @@ from benchmarks.bench_missing import bench_missing  # noqa: E402
 from benchmarks.bench_online import bench_online  # noqa: E402
 from benchmarks.bench_ooc import bench_ooc, bench_ooc_lz4, bench_ooc_zstd  # noqa: E402
 from benchmarks.bench_real_data import bench_real_data  # noqa: E402
+from benchmarks.bench_scoring import bench_scoring  # noqa: E402
 from benchmarks.bench_selection import bench_selection  # noqa: E402
 from benchmarks.common import machine_info, mixture_spec, sample_rows  # noqa: E402
 
@@ -122,6 +123,7 @@ BENCHMARKS = {
     "ooc_lz4": bench_ooc_lz4,
     "ooc_zstd": bench_ooc_zstd,
     "load": bench_load,  # bench_load.py (driver: load/)
+    "scoring": bench_scoring,  # bench_scoring.py
     "acceleration": bench_acceleration,  # bench_acceleration.py
     "cli": bench_cli,  # bench_cli.py
     "online": bench_online,  # bench_online.py
