@@ -41,7 +41,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special, stats
 
 __all__ = [
     "DriftPolicy",
@@ -311,19 +310,29 @@ def _json_float(x: float):
 
 # ---------------------------------------------------------------------------
 # the three tests
+#
+# scipy is imported inside them: it costs about a second at import, which a
+# run that scores partitions pays once and a command that only loads a model
+# (the CLI's checks before Prefect starts) should not pay at all.
 
 
 def _binom_pmf(k, n, p):
+    from scipy import special
+
     return math.exp(special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
                     + special.xlogy(k, p) + special.xlog1py(n - k, -p))
 
 
 def _binom_cdf(k, n, p):
+    from scipy import special
+
     return 0.0 if k < 0 else (1.0 if k >= n else float(special.bdtr(k, n, p)))
 
 
 def _binom_sf(k, n, p):
     """P(X > k), without the cancellation of ``1 - cdf`` in the far tail."""
+    from scipy import special
+
     return 1.0 if k < 0 else (0.0 if k >= n else float(special.bdtrc(k, n, p)))
 
 
@@ -390,6 +399,8 @@ def _ks_test(c: PartitionCounts, ref: DriftReference, policy: DriftPolicy):
     d = ks_statistic(c, ref)
     big, small = sorted([float(c.n_rows), float(ref.score_sample.size)], reverse=True)
     en = big * small / (big + small)
+    from scipy import stats
+
     p = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
     return "loglik_ks", d, p, d, policy.min_ks
 
@@ -403,6 +414,8 @@ def _occupancy_test(c: PartitionCounts, ref: DriftReference, policy: DriftPolicy
         return "occupancy_g", math.inf, 0.0, 1.0, policy.min_tv
     # the G statistic and its chi-squared p-value, as scipy.stats.power_divergence(lambda_="log-likelihood")
     obs, exp = observed[live], expected[live]
+    from scipy import special
+
     g = 2.0 * float(np.sum(special.xlogy(obs, obs) - special.xlogy(obs, exp)))
     p = float(special.chdtrc(obs.size - 1, g)) if obs.size > 1 else 1.0
     tv = 0.5 * float(np.abs(observed / c.n_rows - ref.occupancy).sum())

@@ -20,7 +20,6 @@ from gmm_engine.atomic import write_text
 from gmm_engine.npy import load_npy_bytes
 from gmm_engine.scoring import score_rows
 
-from . import plots
 
 #: rows of the training data drawn for the projection plot
 PROJECTION_POINTS = 20_000
@@ -86,6 +85,8 @@ def selection_markdown(table: list[dict], selected: dict, criterion: str, trim: 
 
 def selection_report(table, selected, criterion, out: Path, trim: dict | None = None, notes=()) -> Report:
     """``model_selection.md`` and ``selection.png`` in ``out``; ``notes`` are markdown lines above the table."""
+    from . import plots  # matplotlib costs a second at import; only reports with plots pay it
+
     md = selection_markdown(table, selected, criterion, trim, notes)
     write_text(out / "model_selection.md", md)
     plot_rows = [
@@ -123,6 +124,8 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
                threshold: dict, out: Path, *, tol: float | None = None,
                max_points: int = PROJECTION_POINTS) -> Report:
     """The log-likelihood trace, the training-score histogram and a 2-D projection, with a summary."""
+    from . import plots
+
     model, _ = load_model(model_dir)
     files = {}
     if lower_bounds:
