@@ -15,10 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gmm_engine import load_model, open_zarr_array
 from gmm_engine.atomic import write_text
-from gmm_engine.npy import load_npy_bytes
-from gmm_engine.scoring import score_rows
 
 
 #: rows of the training data drawn for the projection plot
@@ -85,7 +82,7 @@ def selection_markdown(table: list[dict], selected: dict, criterion: str, trim: 
 
 def selection_report(table, selected, criterion, out: Path, trim: dict | None = None, notes=()) -> Report:
     """``model_selection.md`` and ``selection.png`` in ``out``; ``notes`` are markdown lines above the table."""
-    from . import plots  # matplotlib costs a second at import; only reports with plots pay it
+    from . import plots
 
     md = selection_markdown(table, selected, criterion, trim, notes)
     write_text(out / "model_selection.md", md)
@@ -102,10 +99,16 @@ def selection_report(table, selected, criterion, out: Path, trim: dict | None = 
 
 # ---------------------------------------------------------------------------
 # a fit
+#
+# The engine (numba, dask) and matplotlib are imported in the functions that
+# need them: the other commands import this module for their text reports
+# and should not pay a second or two for a fit's plots.
 
 
 def training_sample(data: str, max_points: int = PROJECTION_POINTS, seed: int = 0) -> np.ndarray:
     """A uniform sample of training rows (float64), read chunk by chunk."""
+    from gmm_engine import open_zarr_array
+
     z = open_zarr_array(data)
     n = z.shape[0]
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False))
@@ -113,6 +116,8 @@ def training_sample(data: str, max_points: int = PROJECTION_POINTS, seed: int = 
 
 
 def _check_same_features(model, data: str, model_dir: str) -> None:
+    from gmm_engine import open_zarr_array
+
     fitted = getattr(model, "feature_names_in_", None)
     names = open_zarr_array(data).attrs.get("feature_names")
     if fitted is not None and names is not None and list(names) != list(fitted):
@@ -124,6 +129,10 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
                threshold: dict, out: Path, *, tol: float | None = None,
                max_points: int = PROJECTION_POINTS) -> Report:
     """The log-likelihood trace, the training-score histogram and a 2-D projection, with a summary."""
+    from gmm_engine import load_model
+    from gmm_engine.npy import load_npy_bytes
+    from gmm_engine.scoring import score_rows
+
     from . import plots
 
     model, _ = load_model(model_dir)
