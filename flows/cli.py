@@ -46,9 +46,8 @@ ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Progress bars
 def _load(model, config: Optional[Path], overrides: dict):
     try:
         return load_config(model, config, overrides)
-    except ConfigError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except ConfigError as exc:  # an expected error like any other: one line, exit code 1
+        _fail(exc)
 
 
 def _fail(exc: BaseException) -> None:

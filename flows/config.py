@@ -406,6 +406,8 @@ def parse_config(model: type[BaseModel], data: dict | None, source: str = "confi
         return model.model_validate(data)
     except ValidationError as exc:
         lines = [_describe(model, e) for e in exc.errors()]
+        if len(lines) == 1:  # the usual case, a typo: one line for the terminal
+            raise ConfigError(f"{source} is not a valid {model.__name__}: {lines[0]}") from None
         raise ConfigError(
             f"{source} is not a valid {model.__name__}:\n  - " + "\n  - ".join(lines)
         ) from None

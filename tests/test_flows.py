@@ -144,7 +144,8 @@ def test_cli_fit_score_and_errors(workdir, dask_cluster, monkeypatch, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  covariance_type: fulll\n")
     res = runner.invoke(app, ["fit", "--config", str(bad)])
-    assert res.exit_code == 2 and "allowed values: 'full'" in res.output
+    assert res.exit_code == 1 and "allowed values: 'full'" in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
 
     score_cfg = tmp_path / "score.yaml"
     score_cfg.write_text(f"workdir: {workdir}\ncluster:\n  address: {dask_cluster}\n")
