@@ -147,3 +147,18 @@ def test_missing_values_policies_are_checked_early(tmp_path):
     res = runner.invoke(app, ["score", "--config", str(cfg)])
     assert res.exit_code == 1 and "bad_rows='marginalize' needs a GaussianMixture" in res.output
     assert not (work / "prefect").exists()
+
+
+def test_loading_a_model_and_the_report_helpers_imports_neither_scipy_stats_nor_matplotlib():
+    """What every command's checks import stays light: scipy.stats and matplotlib cost ~1 s each at import.
+
+    They load where p-values are computed and plots drawn; a command that
+    only loads a model (the preflight of `gmm score`) or writes a text
+    report (ingest, score) does not pay for them.
+    """
+    code = (
+        "import sys; import pipeline.drift, pipeline.registry, pipeline.reports, flows.preflight; "
+        "print(sorted(m for m in ('scipy.stats', 'matplotlib', 'pipeline.plots') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
