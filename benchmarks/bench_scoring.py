@@ -86,7 +86,7 @@ def prepare(root: Path, quick: bool) -> dict:
             X = sample_rows(spec, start, start + rows, 0, np.float32)
             start += rows
             write_partition(root / kind, f"{kind}{i:04d}", X, _names(), "parquet")
-    return {"work": work, "model": gm, "large": (n_large, large_rows), "small": (n_small, small_rows)}
+    return {"work": work, "large": (n_large, large_rows), "small": (n_small, small_rows)}
 
 
 def gmm_score(root: Path, key: str) -> float:
@@ -104,12 +104,20 @@ def gmm_score(root: Path, key: str) -> float:
 
 
 def _arrive(root: Path, kind: str, tag: str) -> list[str]:
-    """Copy the ``kind`` partitions into incoming/ under ids new to the manifest; their ids."""
-    ids = []
+    """Copy the ``kind`` partitions into incoming/ under ids new to the manifest; their ids.
+
+    Each is copied under the project's temporary name and renamed, as a
+    producer should deliver (discovery never sees half a file).
+    """
+    from gmm_engine.atomic import temp_name
+
+    incoming, ids = root / "work" / "incoming", []
     for f in sorted((root / kind).glob("*.parquet")):
         pid = f"{tag}-{f.stem}"
-        shutil.copy(f, root / "work" / "incoming" / f".{pid}.parquet.tmp")  # a producer's atomic arrival
-        (root / "work" / "incoming" / f".{pid}.parquet.tmp").rename(root / "work" / "incoming" / f"{pid}.parquet")
+        final = incoming / f"{pid}.parquet"
+        tmp = incoming / temp_name(final.name)
+        shutil.copy(f, tmp)
+        tmp.rename(final)
         ids.append(pid)
     return ids
 
