@@ -183,6 +183,15 @@ def _logsumexp(wlp):
         return np.log(np.exp(wlp - shift[:, None]).sum(axis=1)) + shift
 
 
+def _variances(mp) -> np.ndarray:
+    """(K, D) the component variances of diagonal ``MarginalParams``; refused unless all positive."""
+    var = np.ascontiguousarray(np.diagonal(mp.covariances, axis1=1, axis2=2))
+    bad = np.flatnonzero(~(np.isfinite(var) & (var > 0.0)).all(axis=1))
+    if bad.size:
+        raise _collapse(int(bad[0]))
+    return var
+
+
 def _collapse(component) -> ComponentCollapseError:
     return ComponentCollapseError(
         f"{_covariance.COLLAPSE_MESSAGE} The covariance of component {component} restricted to the "
@@ -230,30 +239,51 @@ class MarginalKernels:
     def _incomplete_estep(self, part, kp, nk, sums, scatter, weights, rows):
         mp = kp.marginal
         K, D = kp.means.shape
+        if mp.diagonal:
+            return self._diagonal_estep(part, kp, nk, sums, scatter, weights, rows)
         pat = group_patterns(part.incomplete, part.keys)
         sel = part.incomplete_at[pat.order]
-        per = np.zeros((K, 1, D) if mp.diagonal else (K, D, D))
+        per = np.zeros((K, D, D))
         out = _NO_ROWS if rows is None else np.empty((sel.size, 3))
-        # full and tied skip what the fused kernels skip; the diagonal kernels skip nothing
+        # the rows the fused kernels skip (the diagonal types skip none and go above)
         rmin = kp.rmin if kp.rmin is not None else np.zeros(K)
         loglik, bad = mkern.marginal_estep(
             part.incomplete[pat.order], kernel_weights(None if weights is None else weights[sel]),
-            pat.bounds, pat.masks, kp.means, mp.covariances, mp.log_weights, mp.diagonal, rmin, nk, sums, per, out,
+            pat.bounds, pat.masks, kp.means, mp.covariances, mp.log_weights, rmin, nk, sums, per, out,
         )
         if bad >= 0:
             raise _collapse(bad)
-        scatter += self.cov.scatter_from_components(per.reshape(K, D) if mp.diagonal else per)
+        scatter += self.cov.scatter_from_components(per)
         if rows is not None:
             rows[sel] = out
+        return loglik
+
+    def _diagonal_estep(self, part, kp, nk, sums, scatter, weights, rows):
+        """:meth:`_incomplete_estep` of the diagonal types: the rows in their order, no patterns."""
+        K, D = kp.means.shape
+        at = part.incomplete_at
+        per = np.zeros((K, 1, D))
+        out = _NO_ROWS if rows is None else np.empty((at.size, 3))
+        loglik = mkern.diagonal_marginal_estep(
+            part.incomplete, kernel_weights(None if weights is None else weights[at]), kp.means,
+            _variances(kp.marginal), kp.marginal.log_weights, nk, sums, per, out,
+        )
+        scatter += self.cov.scatter_from_components(per.reshape(K, D))
+        if rows is not None:
+            rows[at] = out
         return loglik
 
     def _incomplete_logprob(self, part, kp):
         """(ni, K) weighted log-probabilities of the incomplete rows, in their order."""
         mp = kp.marginal
+        if mp.diagonal:
+            lp = np.empty((part.incomplete.shape[0], kp.n_components))
+            mkern.diagonal_marginal_logprob(part.incomplete, kp.means, _variances(mp), mp.log_weights, lp)
+            return lp
         pat = group_patterns(part.incomplete, part.keys)
         lp = np.empty((part.incomplete.shape[0], kp.n_components))
         bad = mkern.marginal_logprob(part.incomplete[pat.order], pat.bounds, pat.masks, kp.means,
-                                     mp.covariances, mp.log_weights, mp.diagonal, lp)
+                                     mp.covariances, mp.log_weights, lp)
         if bad >= 0:
             raise _collapse(bad)
         out = np.empty_like(lp)

@@ -17,7 +17,8 @@ row with observed features o and missing features m, component k:
 only, so they are computed once per pattern and component of a chunk
 (:func:`_prepare`).  Diagonal covariances (diag, spherical) have ``C = 0``:
 the completed row is the component mean and the conditional covariance
-the variances of the missing features.
+the variances of the missing features, whatever the pattern, so their rows
+are not grouped (:func:`diagonal_marginal_estep`).
 
 Layout: the rows of a pattern are processed in blocks of up to
 :data:`BLOCK` rows held transposed (features by rows), with the fused
@@ -35,8 +36,9 @@ Conventions:
   pattern; pattern p is rows ``bounds[p] .. bounds[p + 1]`` and
   ``masks[p]`` (D,) uint8 is 1 where its features are missing.
 * ``covs`` (K, D, D) float64 are the component covariances as full
-  matrices (diagonal ones for the diagonal types, ``diagonal=True``),
-  ``means`` (K, D) and ``logw`` (K,) the means and log-weights.
+  matrices (full and tied; the diagonal types pass their variances
+  ``var`` (K, D)), ``means`` (K, D) and ``logw`` (K,) the means and
+  log-weights.
 * Differences ``x - mu_k`` are taken before any product and statistics
   are accumulated around the component means, as the fused kernels do.
   Arithmetic is float64.
@@ -153,7 +155,7 @@ def _transposed(covs):
 
 
 @njit(**_OPTS)
-def _prepare(mask, covsT, logw, diagonal, obs, mis, L, invd, C, S, logc, s):
+def _prepare(mask, covsT, logw, obs, mis, L, invd, C, S, logc, s):
     """Every component's Cholesky ``L`` of ``S_oo``, ``C = S_mo L^-T``, ``S_mm - C C^T`` and log constant.
 
     All components at once, lanes = components (``covsT`` (D, D, K) from
@@ -174,64 +176,50 @@ def _prepare(mask, covsT, logw, diagonal, obs, mis, L, invd, C, S, logc, s):
         else:
             obs[no] = a
             no += 1
-    if diagonal:
-        for j in range(no):
+    # row by row, multiplying by the reciprocals of the diagonal (divisions are slow)
+    for j in range(no):
+        for q in range(j + 1):
             for k in range(K):
-                L[j, j, k] = math.sqrt(covsT[obs[j], obs[j], k])
-        for a in range(nm):
-            for k in range(K):
-                S[a, a, k] = covsT[mis[a], mis[a], k]
-    else:
-        # row by row, multiplying by the reciprocals of the diagonal (divisions are slow)
-        for j in range(no):
-            for q in range(j + 1):
+                s[k] = covsT[obs[j], obs[q], k]
+            for t in range(q):
                 for k in range(K):
-                    s[k] = covsT[obs[j], obs[q], k]
-                for t in range(q):
-                    for k in range(K):
-                        s[k] -= L[j, t, k] * L[q, t, k]
-                if q == j:
-                    for k in range(K):
-                        if not s[k] > 0.0:
-                            return no, nm, k
-                    for k in range(K):
-                        L[j, j, k] = math.sqrt(s[k])
-                else:
-                    for k in range(K):
-                        L[j, q, k] = s[k] * invd[q, k]
+                    s[k] -= L[j, t, k] * L[q, t, k]
+            if q == j:
+                for k in range(K):
+                    if not s[k] > 0.0:
+                        return no, nm, k
+                for k in range(K):
+                    L[j, j, k] = math.sqrt(s[k])
+            else:
+                for k in range(K):
+                    L[j, q, k] = s[k] * invd[q, k]
+        for k in range(K):
+            invd[j, k] = 1.0 / L[j, j, k]
+    # C^T = L^-1 S_om, one missing feature (a column) at a time
+    for a in range(nm):
+        for j in range(no):
             for k in range(K):
-                invd[j, k] = 1.0 / L[j, j, k]
-        # C^T = L^-1 S_om, one missing feature (a column) at a time
-        for a in range(nm):
+                s[k] = covsT[obs[j], mis[a], k]
+            for t in range(j):
+                for k in range(K):
+                    s[k] -= L[j, t, k] * C[a, t, k]
+            for k in range(K):
+                C[a, j, k] = s[k] * invd[j, k]
+    for a in range(nm):
+        for b in range(nm):
+            for k in range(K):
+                s[k] = covsT[mis[a], mis[b], k]
             for j in range(no):
                 for k in range(K):
-                    s[k] = covsT[obs[j], mis[a], k]
-                for t in range(j):
-                    for k in range(K):
-                        s[k] -= L[j, t, k] * C[a, t, k]
-                for k in range(K):
-                    C[a, j, k] = s[k] * invd[j, k]
-        for a in range(nm):
-            for b in range(nm):
-                for k in range(K):
-                    s[k] = covsT[mis[a], mis[b], k]
-                for j in range(no):
-                    for k in range(K):
-                        s[k] -= C[a, j, k] * C[b, j, k]
-                for k in range(K):
-                    S[a, b, k] = s[k]
+                    s[k] -= C[a, j, k] * C[b, j, k]
+            for k in range(K):
+                S[a, b, k] = s[k]
     for k in range(K):
         logdet = 0.0
         for j in range(no):
             v = L[j, j, k]
-            if not v > 0.0:  # a diagonal covariance's variance (the Cholesky checked its own)
-                return no, nm, k
             logdet += math.log(v)
         logc[k] = logw[k] - 0.5 * no * LOG_2PI - logdet
-    if diagonal:
-        for j in range(no):
-            for k in range(K):
-                invd[j, k] = 1.0 / L[j, j, k]
     return no, nm, -1
 
 
@@ -245,7 +233,7 @@ def _load_observed(X, r0, m, obs, no, XO):
 
 
 @njit(**_OPTS)
-def _whiten(XO, m, k, means, L, invd, obs, no, diagonal, Y, LPT, logc_k):
+def _whiten(XO, m, k, means, L, invd, obs, no, Y, LPT, logc_k):
     """``Y[:no] = L_k^-1 (x_o - mu_ko)`` for the block's rows, and ``LPT[k]`` their log-probabilities.
 
     Lanes = rows, two vectors (2 W rows) at a time, up to the pair holding
@@ -265,11 +253,10 @@ def _whiten(XO, m, k, means, L, invd, obs, no, diagonal, Y, LPT, logc_k):
             mu = vbcast(means, k * Dm + obs[j])
             t0 = vsub(vload(XO, j * B + o), mu)
             t1 = vsub(vload(XO, j * B + o + W), mu)
-            if not diagonal:
-                for q in range(j):
-                    lq = vsplat(-L[j, q, k])
-                    t0 = vfma(lq, vload(Y, q * B + o), t0)
-                    t1 = vfma(lq, vload(Y, q * B + o + W), t1)
+            for q in range(j):
+                lq = vsplat(-L[j, q, k])
+                t0 = vfma(lq, vload(Y, q * B + o), t0)
+                t1 = vfma(lq, vload(Y, q * B + o + W), t1)
             inv = vsplat(invd[j, k])
             t0 = vmul(t0, inv)
             t1 = vmul(t1, inv)
@@ -286,33 +273,6 @@ def _block_weights(wt, r0, m, WB):
     """Row weights of a block into ``WB`` (BLOCK,): ``wt[r0 : r0 + m]`` or ones, 0 for padding rows."""
     for i in range(WB.shape[0]):
         WB[i] = 0.0 if i >= m else (1.0 if wt.shape[0] == 0 else wt[r0 + i])
-
-
-@njit(**_OPTS)
-def _diagonal_stats(XO, m, k, r, means, obs, no, sums, scatter):
-    """Diagonal types: component k's sums and squared deviations over the observed features.
-
-    The completed row equals ``mu_k`` on the missing features, which so
-    add nothing here (their variances come with the pattern,
-    :func:`_add_conditional`).  Returns the block's soft count for k.
-    """
-    s = 0.0
-    for i in range(m):
-        s += r[i]
-    for j in range(no):
-        a = obs[j]
-        mu = means[k, a]
-        t1 = 0.0
-        t2 = 0.0
-        for i in range(m):
-            # a row without responsibility adds nothing, even if its difference overflowed
-            z = XO[j, i] - mu if r[i] > 0.0 else 0.0
-            rz = r[i] * z
-            t1 += rz
-            t2 += rz * z
-        sums[k, a] += t1
-        scatter[k, 0, a] += t2
-    return s
 
 
 @njit(**_OPTS)
@@ -335,19 +295,16 @@ def _complete_rows(XO, m, k, r, WB, rmin, means, C, obs, no, mis, nm, Y, xb):
 
 
 @njit(**_OPTS)
-def _add_conditional(k, Rk, mis, nm, S, diagonal, scatter):
-    """``scatter_k[m, m] += R_k (S_mm - C C^T)`` (upper triangle; diagonal only when ``diagonal``)."""
+def _add_conditional(k, Rk, mis, nm, S, scatter):
+    """``scatter_k[m, m] += R_k (S_mm - C C^T)`` (upper triangle)."""
     for a in range(nm):
-        if diagonal:
-            scatter[k, 0, mis[a]] += Rk * S[a, a, k]
-        else:
-            for b in range(nm):
-                if mis[b] >= mis[a]:
-                    scatter[k, mis[a], mis[b]] += Rk * S[a, b, k]
+        for b in range(nm):
+            if mis[b] >= mis[a]:
+                scatter[k, mis[a], mis[b]] += Rk * S[a, b, k]
 
 
 @njit(**_OPTS)
-def marginal_logprob(X, bounds, masks, means, covs, logw, diagonal, out):
+def marginal_logprob(X, bounds, masks, means, covs, logw, out):
     """``out[i, k] = log w_k + log N(x_io | mu_ko, Sigma_k,oo)`` for every incomplete row and component.
 
     Returns -1, or the first component whose observed block is not
@@ -367,27 +324,27 @@ def marginal_logprob(X, bounds, masks, means, covs, logw, diagonal, out):
     Y = np.empty((D, BLOCK))
     LPT = np.empty((K, BLOCK))
     for p in range(bounds.shape[0] - 1):
-        no, nm, bad = _prepare(masks[p], covsT, logw, diagonal, obs, mis, L, invd, C, S, logc, scratch)
+        no, nm, bad = _prepare(masks[p], covsT, logw, obs, mis, L, invd, C, S, logc, scratch)
         if bad >= 0:
             return bad
         for r0 in range(bounds[p], bounds[p + 1], BLOCK):
             m = min(BLOCK, bounds[p + 1] - r0)
             _load_observed(X, r0, m, obs, no, XO)
             for k in range(K):
-                _whiten(XO, m, k, means, L, invd, obs, no, diagonal, Y, LPT, logc[k])
+                _whiten(XO, m, k, means, L, invd, obs, no, Y, LPT, logc[k])
                 for i in range(m):
                     out[r0 + i, k] = LPT[k, i]
     return -1
 
 
 @njit(**_OPTS)
-def marginal_estep(X, wt, bounds, masks, means, covs, logw, diagonal, rmin, nk, sums, scatter, rows):
+def marginal_estep(X, wt, bounds, masks, means, covs, logw, rmin, nk, sums, scatter, rows):
     """E-step statistics of incomplete rows around the component means; returns (loglik, bad).
 
     ``nk`` (K,), ``sums`` (K, D) and ``scatter`` are added to in place:
     ``scatter`` (K, D, D), upper triangles of the per-component scatters
-    of the completed rows plus the conditional covariances, or (K, 1, D)
-    their diagonals when ``diagonal``.  ``wt`` (n,) row weights or empty;
+    of the completed rows plus the conditional covariances (full and tied;
+    the diagonal types take :func:`diagonal_marginal_estep`).  ``wt`` (n,) row weights or empty;
     ``rows`` (n, 3) receives log p(x_o), the most likely component and its
     responsibility (an empty ``rows`` asks for nothing).  ``bad`` is -1,
     or the first component whose observed block is not positive definite.
@@ -395,7 +352,7 @@ def marginal_estep(X, wt, bounds, masks, means, covs, logw, diagonal, rmin, nk, 
     The responsibilities and the scatter of the completed rows are the
     fused kernels' own (:func:`gmm_engine._kernels._responsibilities`,
     ``_scatter_rows``): the same vector exp and log, the same register
-    tiles, and for full and tied the same skipping of rows whose
+    tiles, and the same skipping of rows whose
     responsibility for k is below ``rmin[k]`` (``KernelParams.rmin``) in
     k's sums and scatter (not in its soft count, nor in the conditional
     covariance, which is added once per pattern).
@@ -419,20 +376,18 @@ def marginal_estep(X, wt, bounds, masks, means, covs, logw, diagonal, rmin, nk, 
     WB = np.empty(BLOCK)
     LLB = np.empty(BLOCK)
     Rk = np.empty(K)
-    full = not diagonal
-    nb = BLOCK if full else 1
-    xb = np.zeros((nb, Dp))
+    xb = np.zeros((BLOCK, Dp))
     means_p = np.zeros((K, Dp))
     for k in range(K):
         for a in range(D):
             means_p[k, a] = means[k, a]
-    dc = np.empty((nb, Dp))
-    rdc = np.empty((nb, Dp))
-    Q = np.zeros((K if full else 1, Dp, Dp))
+    dc = np.empty((BLOCK, Dp))
+    rdc = np.empty((BLOCK, Dp))
+    Q = np.zeros((K, Dp, Dp))
     Sp = np.zeros((K, Dp))
     llv = vzero()
     for p in range(bounds.shape[0] - 1):
-        no, nm, bad = _prepare(masks[p], covsT, logw, diagonal, obs, mis, L, invd, C, S, logc, scratch)
+        no, nm, bad = _prepare(masks[p], covsT, logw, obs, mis, L, invd, C, S, logc, scratch)
         if bad >= 0:
             return 0.0, bad
         Rk[:] = 0.0
@@ -441,13 +396,10 @@ def marginal_estep(X, wt, bounds, masks, means, covs, logw, diagonal, rmin, nk, 
             _load_observed(X, r0, m, obs, no, XO)
             _block_weights(wt, r0, m, WB)
             for k in range(K):
-                _whiten(XO, m, k, means, L, invd, obs, no, diagonal, Y[k], LPT, logc[k])
+                _whiten(XO, m, k, means, L, invd, obs, no, Y[k], LPT, logc[k])
             llv = vadd(llv, _fused_responsibilities(LPT, K, RT, NKv, WB, LLB))
             _emit_scores(LPT, LLB, r0, m, rows)
             for k in range(K):
-                if diagonal:
-                    Rk[k] += _diagonal_stats(XO, m, k, RT[k], means, obs, no, sums, scatter)
-                    continue
                 t = 0.0
                 for i in range(m):
                     t += RT[k, i]
@@ -457,11 +409,145 @@ def marginal_estep(X, wt, bounds, masks, means, covs, logw, diagonal, rmin, nk, 
         for k in range(K):
             nk[k] += Rk[k]
             if Rk[k] > 0.0:
-                _add_conditional(k, Rk[k], mis, nm, S, diagonal, scatter)
-    if full:
-        for k in range(K):
-            for a in range(D):
-                sums[k, a] += Sp[k, a]
-                for b in range(a, D):
-                    scatter[k, a, b] += Q[k, a, b]
+                _add_conditional(k, Rk[k], mis, nm, S, scatter)
+    for k in range(K):
+        for a in range(D):
+            sums[k, a] += Sp[k, a]
+            for b in range(a, D):
+                scatter[k, a, b] += Q[k, a, b]
     return vhsum(llv), -1
+
+
+# ---------------------------------------------------------------------------
+# Diagonal types: no patterns
+
+
+# With diagonal covariances a row's marginal over its observed features is the
+# product of their one-dimensional densities, and the completed row is the
+# component mean on its missing features: nothing depends on the pattern, so
+# the incomplete rows are taken in their order, in blocks, with a mask of the
+# observed entries, instead of being grouped and set up per pattern.
+
+
+@njit(**_OPTS)
+def _load_masked(X, r0, m, XO, MO):
+    """Rows ``r0 .. r0 + m`` of X transposed into ``XO`` (D, BLOCK), 0 where NaN, and ``MO`` 1 where observed.
+
+    Padding rows (from ``m``) are 0 in both, so their scores stay finite.
+    """
+    D, BR = XO.shape
+    for a in range(D):
+        for i in range(BR):
+            v = X[r0 + i, a] if i < m else 0.0
+            seen = v == v
+            XO[a, i] = v if seen else 0.0
+            MO[a, i] = 1.0 if seen else 0.0
+
+
+@njit(**_OPTS)
+def _diagonal_logprob(XO, MO, means, prec, logc, logw, LPT):
+    """``LPT[k, i] = log w_k - (sum over observed a of log(2 pi var_ka) + (x_ia - mu_ka)^2 / var_ka) / 2``."""
+    K, D = means.shape
+    BR = XO.shape[1]
+    for k in range(K):
+        for i in range(BR):
+            LPT[k, i] = 0.0
+        for a in range(D):
+            mu = means[k, a]
+            p = prec[k, a]
+            c = logc[k, a]
+            for i in range(BR):
+                z = XO[a, i] - mu
+                LPT[k, i] += MO[a, i] * (c + z * z * p)
+        for i in range(BR):
+            LPT[k, i] = logw[k] - 0.5 * LPT[k, i]
+
+
+@njit(**_OPTS)
+def _diagonal_masked_stats(XO, MO, m, RT, means, var, nk, sums, scatter):
+    """Soft counts, sums and squared deviations of the block's completed rows, around the component means.
+
+    A missing feature's completed value is ``mu_ka`` (no deviation) and its
+    conditional variance ``var_ka``, added once per row with its
+    responsibility.  ``RT`` (K, BLOCK) holds ``w_i r_ik``.
+    """
+    K, D = means.shape
+    for k in range(K):
+        t = 0.0
+        for i in range(m):
+            t += RT[k, i]
+        nk[k] += t
+        for a in range(D):
+            mu = means[k, a]
+            t1 = 0.0
+            t2 = 0.0
+            tm = 0.0
+            for i in range(m):
+                r = RT[k, i]
+                # a row without responsibility adds nothing, even if its difference overflowed
+                z = (XO[a, i] - mu) * MO[a, i] if r > 0.0 else 0.0
+                rz = r * z
+                t1 += rz
+                t2 += rz * z
+                tm += r - r * MO[a, i]
+            sums[k, a] += t1
+            scatter[k, 0, a] += t2 + tm * var[k, a]
+
+
+@njit(**_OPTS)
+def _diagonal_constants(var):
+    """``1 / var`` and ``log(2 pi var)`` (K, D) of the component variances."""
+    return 1.0 / var, np.log(var) + LOG_2PI
+
+
+@njit(**_OPTS)
+def diagonal_marginal_logprob(X, means, var, logw, out):
+    """``out[i, k] = log w_k + log N(x_io | mu_ko, diag(var_ko))`` for incomplete rows X (n, D), in their order.
+
+    ``var`` (K, D) are the component variances, positive.
+    """
+    K, D = means.shape
+    n = X.shape[0]
+    prec, logc = _diagonal_constants(var)
+    XO = np.zeros((D, BLOCK))
+    MO = np.zeros((D, BLOCK))
+    LPT = np.empty((K, BLOCK))
+    for r0 in range(0, n, BLOCK):
+        m = min(BLOCK, n - r0)
+        _load_masked(X, r0, m, XO, MO)
+        _diagonal_logprob(XO, MO, means, prec, logc, logw, LPT)
+        for i in range(m):
+            for k in range(K):
+                out[r0 + i, k] = LPT[k, i]
+
+
+@njit(**_OPTS)
+def diagonal_marginal_estep(X, wt, means, var, logw, nk, sums, scatter, rows):
+    """E-step statistics of incomplete rows X (n, D), in their order, for the diagonal types; returns the loglik.
+
+    The contract of :func:`marginal_estep` for the diagonal types (``scatter``
+    (K, 1, D) the diagonals, ``wt`` row weights or empty, ``rows`` (n, 3)
+    or empty), without grouping by pattern: ``var`` (K, D) are the
+    component variances, positive.  Nothing is skipped, as in the fused
+    diagonal kernels.
+    """
+    K, D = means.shape
+    n = X.shape[0]
+    prec, logc = _diagonal_constants(var)
+    XO = np.zeros((D, BLOCK))
+    MO = np.zeros((D, BLOCK))
+    LPT = np.empty((K, BLOCK))
+    RT = np.empty((K, BLOCK))
+    NKv = np.zeros((K, W))  # the fused helper's per-lane counts; the counts are summed with the statistics
+    WB = np.empty(BLOCK)
+    LLB = np.empty(BLOCK)
+    llv = vzero()
+    for r0 in range(0, n, BLOCK):
+        m = min(BLOCK, n - r0)
+        _load_masked(X, r0, m, XO, MO)
+        _block_weights(wt, r0, m, WB)
+        _diagonal_logprob(XO, MO, means, prec, logc, logw, LPT)
+        llv = vadd(llv, _fused_responsibilities(LPT, K, RT, NKv, WB, LLB))
+        _emit_scores(LPT, LLB, r0, m, rows)
+        _diagonal_masked_stats(XO, MO, m, RT, means, var, nk, sums, scatter)
+    return vhsum(llv)
