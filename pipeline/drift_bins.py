@@ -5,10 +5,12 @@ between consecutive values of the reference sample (m ~ 20,000 training
 scores): exactly ``bincount(searchsorted(sample, ll, side))`` for both
 sides.  A binary search per row is ~100 ns (branch misses), which made
 the drift counts cost a third of scoring itself.  :class:`SampleBins`
-instead indexes the sample once with a uniform grid of ~4 buckets per
-value over its range; a row finds its bucket by arithmetic and finishes
-with a binary search inside it (a few values), so the counts stay exact,
-ties included, at ~20 ns per row.
+instead indexes the sample once with a uniform grid of ~8 buckets per
+value over its range; a row finds its bucket by arithmetic and compares
+itself with the bucket's values: without a branch when the bucket holds
+at most :data:`FEW` of them (~96% of the values of a training sample),
+by a binary search otherwise.  The counts stay exact, ties included, at
+~13 ns per row (~21 ns with a binary search in every bucket).
 
 A separate module so that numba loads only when counts are taken (the
 CLI commands that only read drift verdicts never compile it).
@@ -20,7 +22,9 @@ import numpy as np
 from numba import njit
 
 #: grid buckets per reference value
-BUCKETS_PER_VALUE = 4
+BUCKETS_PER_VALUE = 8
+#: buckets holding at most this many values are searched without a branch
+FEW = 2
 
 
 _RECENT: dict = {}  # id(sample) -> (sample, SampleBins): the index of the references in use
@@ -47,6 +51,8 @@ class SampleBins:
 
     def __init__(self, sample: np.ndarray):
         self.sample = np.ascontiguousarray(sample, dtype=np.float64)
+        # FEW values past the end, above every row, so a bucket's fixed comparisons stay in bounds
+        self.padded = np.concatenate([self.sample, np.full(FEW, np.inf)])
         m = self.sample.size
         self.lo, hi = float(self.sample[0]), float(self.sample[-1])
         n_buckets = max(1, BUCKETS_PER_VALUE * m)
@@ -55,13 +61,14 @@ class SampleBins:
         # a row's bucket b holds exactly the candidates: values before starts[b] have smaller
         # buckets (so are below the row), values from starts[b + 1] larger ones (above it)
         buckets = np.minimum(((self.sample - self.lo) * self.scale).astype(np.int64), n_buckets)
-        self.starts = np.searchsorted(buckets, np.arange(n_buckets + 2), side="left").astype(np.int64)
+        # int32: half the cache lines of the lookup that every row makes
+        self.starts = np.searchsorted(buckets, np.arange(n_buckets + 2), side="left").astype(np.int32)
 
     def counts(self, ll) -> tuple[np.ndarray, np.ndarray]:
         """``(hist_right, hist_left)`` of the rows ``ll`` (n,): each (m + 1,) int64."""
         m = self.sample.size
         right, left = np.zeros(m + 1, np.int64), np.zeros(m + 1, np.int64)
-        _place(np.ascontiguousarray(ll, dtype=np.float64), self.sample, self.starts, self.lo, self.scale,
+        _place(np.ascontiguousarray(ll, dtype=np.float64), self.padded, m, self.starts, self.lo, self.scale,
                right, left)
         return right, left
 
@@ -79,9 +86,8 @@ def _bound(sample, x, lo, hi):
 
 
 @njit(nogil=True, cache=True)
-def _place(ll, sample, starts, lo, scale, right, left):
-    m = sample.shape[0]
-    hi = sample[m - 1]
+def _place(ll, padded, m, starts, lo, scale, right, left):
+    hi = padded[m - 1]
     n_buckets = starts.shape[0] - 2
     for i in range(ll.shape[0]):
         x = ll[i]
@@ -95,8 +101,20 @@ def _place(ll, sample, starts, lo, scale, right, left):
             continue
         b = min(int((x - lo) * scale), n_buckets)
         a, z = starts[b], starts[b + 1]
-        j = _bound(sample, x, a, z)
+        if z - a <= FEW:
+            # values before a are below x and values from z above it (their buckets are
+            # lower and higher), so counting the FEW values from a places x exactly
+            below = 0
+            upto = 0
+            for u in range(FEW):
+                v = padded[a + u]
+                below += v < x
+                upto += v <= x
+            left[a + below] += 1
+            right[a + upto] += 1
+            continue
+        j = _bound(padded, x, a, z)
         left[j] += 1
-        while j < m and sample[j] == x:  # ties with sample values: 'right' counts them as below
+        while j < m and padded[j] == x:  # ties with sample values: 'right' counts them as below
             j += 1
         right[j] += 1

@@ -51,10 +51,17 @@ def test_ks_statistic_and_p_value_equal_scipy(rounding):
         assert ks.p_value == pytest.approx(expected.pvalue, rel=1e-12, abs=1e-300)
 
 
-def test_sample_bins_are_the_rows_placed_in_the_reference_sample():
+@pytest.mark.parametrize("decimals", [1, None], ids=["crowded buckets", "buckets of a few values"])
+def test_sample_bins_are_the_rows_placed_in_the_reference_sample(decimals):
+    # rounded: ties within the sample and with the rows, buckets of many values (the binary search);
+    # continuous: most buckets hold at most drift_bins.FEW values (the comparisons without a branch)
     rng = np.random.default_rng(4)
-    sample = np.sort(rng.normal(size=300).round(1))  # ties within the sample and with the rows
-    ll = np.concatenate([rng.normal(size=5000).round(1), [-np.inf, sample[0], sample[-1], 9.0]])
+    sample = rng.normal(size=300)
+    rows = rng.normal(size=5000)
+    if decimals is not None:
+        sample, rows = sample.round(decimals), rows.round(decimals)
+    sample = np.sort(sample)
+    ll = np.concatenate([rows, sample[::7], [-np.inf, np.nan, sample[0], sample[-1], 9.0]])
     c = PartitionCounts.from_chunk(ll, np.zeros(ll.size, int), np.zeros(ll.size, bool), _reference(sample))
     np.testing.assert_array_equal(c.hist_right, np.bincount(np.searchsorted(sample, ll, "right"), minlength=301))
     np.testing.assert_array_equal(c.hist_left, np.bincount(np.searchsorted(sample, ll, "left"), minlength=301))
