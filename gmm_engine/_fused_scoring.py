@@ -18,6 +18,11 @@ while it accumulates the second (``rows=``), so one call gives both.
   computed with them: a chunk task that only one array reads would
   otherwise be fused into that array's task and run again for the
   statistics.
+
+A caller's ``summary`` (a function of a chunk's per-row columns returning a
+vector, summed over the chunks) runs in the same chunk task, while the
+chunk's rows are at hand: the counts of the drift tests cost their
+arithmetic, not another task per chunk reading the rows again.
 """
 
 from __future__ import annotations
@@ -43,6 +48,17 @@ COLUMNS = (
 OBSERVED_COLUMN = (N_OBSERVED, "n-observed", np.int64)
 
 
+def row_columns(rows, observed=False):
+    """The per-row outputs of kernel rows (n, 3) or (n, 4): log-likelihood, component, responsibility[, n_observed]."""
+    columns = (rows[:, LOG_LIKELIHOOD], rows[:, COMPONENT].astype(np.int64), rows[:, RESPONSIBILITY])
+    return columns + ((rows[:, N_OBSERVED].astype(np.int64),) if observed else ())
+
+
+def _summary(summary, rows, observed):
+    """``summary`` of the rows' columns as a float64 vector."""
+    return np.asarray(summary(*row_columns(rows, observed)), dtype=np.float64)
+
+
 def _rows_and_stats(block, kp, observed, out=None):
     """(rows (n, 3) or (n, 4) with the observed-feature counts, SufficientStatistics) of one block.
 
@@ -56,8 +72,8 @@ def _rows_and_stats(block, kp, observed, out=None):
     return rows, stats
 
 
-def rows_and_stats_numpy(X, kp, observed=False):
-    """(rows (n, 3), or (n, 4) with ``observed``, SufficientStatistics) of an in-memory, checked X under ``kp``."""
+def rows_and_stats_numpy(X, kp, observed=False, summary=None):
+    """(rows (n, 3), or (n, 4) with ``observed``, SufficientStatistics[, summary vector]) of an in-memory, checked X."""
     n = X.shape[0]
     out = np.empty((n, 4 if observed else 3))
     starts = list(range(0, n, NUMPY_BLOCK_ROWS))
@@ -71,18 +87,23 @@ def rows_and_stats_numpy(X, kp, observed=False):
         out[lo:hi] = rows
         return stats
 
-    return out, merge_all(run_blocks(run, len(starts)))
+    stats = merge_all(run_blocks(run, len(starts)))
+    return (out, stats) if summary is None else (out, stats, _summary(summary, out, observed))
 
 
 # ---------------------------------------------------------------------------
 # what the lazy tasks run (top level: they travel to workers by reference)
 
 
-def _rows_and_stats_chunk(block, kp, start, observed=False):
-    """One chunk: checked for NaN and inf (its first sight), then one E-step kernel call."""
+def _rows_and_stats_chunk(block, kp, start, observed=False, summary=None):
+    """One chunk: checked for NaN and inf (its first sight), then one E-step kernel call.
+
+    Returns ``(rows, stats)``, and the chunk's ``summary`` vector third when given.
+    """
     block = np.asarray(block)
     check_block_finite(block, start, missing=kp.marginal is not None)
-    return _rows_and_stats(block, kp, observed)
+    rows, stats = _rows_and_stats(block, kp, observed)
+    return (rows, stats) if summary is None else (rows, stats, _summary(summary, rows, observed))
 
 
 def _column(pair, column, dtype):
@@ -93,12 +114,23 @@ def _merge_pairs(*pairs):
     return merge_all(pair[1] for pair in pairs)
 
 
-class LazyStatistics:
-    """The merged statistics of a lazy scoring pass: a dask collection of one SufficientStatistics.
+def _sum_summaries(*triples):
+    return _sum_vectors(*(triple[2] for triple in triples))
 
-    ``compute()`` (or ``dask.compute(..., stats)``) gives the
-    :class:`~gmm_engine.SufficientStatistics`; computed together with the
-    per-row arrays of the same ``score_rows`` call, each chunk runs once.
+
+def _sum_vectors(*vectors):
+    total = vectors[0].copy()
+    for v in vectors[1:]:
+        total += v
+    return total
+
+
+class LazyValue:
+    """One value of a lazy scoring pass as a dask collection (its key in the graph of the pass).
+
+    ``compute()`` (or ``dask.compute(..., value)``) gives the value;
+    computed together with the per-row arrays of the same ``score_rows``
+    call, each chunk runs once.
     """
 
     def __init__(self, graph, key, layer):
@@ -138,7 +170,7 @@ class LazyStatistics:
 
     def _rebuild(self, dsk, *, rename=None):
         key = self._key if not rename else rename.get(self._key, self._key)
-        return LazyStatistics(dsk, key, self._layer)
+        return type(self)(dsk, key, self._layer)
 
     def compute(self, **kwargs):
         import dask
@@ -146,14 +178,22 @@ class LazyStatistics:
         return dask.compute(self, **kwargs)[0]
 
     def __repr__(self):
-        return f"LazyStatistics<{self._key}>"
+        return f"{type(self).__name__}<{self._key}>"
+
+
+class LazyStatistics(LazyValue):
+    """The merged statistics of a lazy scoring pass: a dask collection of one SufficientStatistics."""
+
+
+class LazySummary(LazyValue):
+    """The summed ``summary`` vectors of a lazy scoring pass's chunks: a dask collection of one ndarray."""
 
 
 def _first(results):
     return results[0]
 
 
-def rows_and_stats_lazy(X, kp, observed=False):
+def rows_and_stats_lazy(X, kp, observed=False, summary=None):
     """The three per-row dask arrays and the :class:`LazyStatistics` of one pass over X.
 
     Parameters
@@ -162,22 +202,30 @@ def rows_and_stats_lazy(X, kp, observed=False):
     kp : KernelParams
     observed : bool
         Also a fourth per-row array, the count of observed features.
+    summary : callable, optional
+        ``summary(*columns) -> (w,) vector`` of a chunk's per-row columns
+        (:func:`row_columns`), run in the chunk's task; the vectors are
+        summed in a tree (:class:`LazySummary`).
 
     Returns
     -------
-    (log_likelihood, component, responsibility[, n_observed], stats)
+    (log_likelihood, component, responsibility[, n_observed], stats[, summary])
     """
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
 
     token = uuid.uuid4().hex
-    pairs, kp_key = f"gmm-rows-stats-{token}", f"gmm-kp-{token}"
+    pairs, kp_key, fn_key = f"gmm-rows-stats-{token}", f"gmm-kp-{token}", f"gmm-summary-fn-{token}"
     chunk_keys = [k[0] for k in X.__dask_keys__()]
     starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(int)
+    # the parameters and the summary (which may hold a reference sample) travel once, not per task
     layer = {kp_key: DataNode(kp_key, kp)}
+    if summary is not None:
+        layer[fn_key] = DataNode(fn_key, summary)
+    extra = () if summary is None else (TaskRef(fn_key),)
     for i, (key, start) in enumerate(zip(chunk_keys, starts)):
         layer[(pairs, i)] = Task((pairs, i), _rows_and_stats_chunk, TaskRef(key), TaskRef(kp_key), int(start),
-                                 bool(observed))
+                                 bool(observed), *extra)
     base = HighLevelGraph.from_collections(pairs, layer, dependencies=[X])
 
     def graph_with(name, tasks):
@@ -190,16 +238,26 @@ def rows_and_stats_lazy(X, kp, observed=False):
                  for i in range(len(chunk_keys))}
         arrays.append(da.Array(graph_with(name, tasks), name, chunks=(X.chunks[0],), dtype=dtype,
                                meta=np.empty((0,), dtype=dtype)))
+    leaves = [(pairs, i) for i in range(len(chunk_keys))]
     name = f"gmm-stats-{token}"
-    tasks, level, depth = {}, [(pairs, i) for i in range(len(chunk_keys))], 0
-    fn = _merge_pairs
+    tasks, key = _tree(name, leaves, _merge_pairs, merge_values)
+    values = [LazyStatistics(graph_with(name, tasks), key, name)]
+    if summary is not None:
+        name = f"gmm-summary-{token}"
+        tasks, key = _tree(name, leaves, _sum_summaries, _sum_vectors)
+        values.append(LazySummary(graph_with(name, tasks), key, name))
+    return (*arrays, *values)
+
+
+def _tree(name, leaves, first, then):
+    """Tasks reducing the chunk tasks ``leaves`` in a tree (``first`` on them, ``then`` above); (tasks, root key)."""
+    tasks, level, depth, fn = {}, leaves, 0, first
     while True:
         nxt = []
         for j in range(0, len(level), SPLIT_EVERY):
             key = (f"{name}-{depth}", j // SPLIT_EVERY)
             tasks[key] = Task(key, fn, *(TaskRef(k) for k in level[j : j + SPLIT_EVERY]))
             nxt.append(key)
-        level, depth, fn = nxt, depth + 1, merge_values
+        level, depth, fn = nxt, depth + 1, then
         if len(level) == 1:
-            break
-    return (*arrays, LazyStatistics(graph_with(name, tasks), level[0], name))
+            return tasks, level[0]

@@ -24,19 +24,16 @@ import functools
 import numpy as np
 
 from ._blocks import COMPONENT, LOG_LIKELIHOOD, N_OBSERVED, RESPONSIBILITY, map_rows, rows_block
-from ._fused_scoring import LazyStatistics, rows_and_stats_lazy, rows_and_stats_numpy
+from ._fused_scoring import LazyStatistics, LazySummary, row_columns, rows_and_stats_lazy, rows_and_stats_numpy
 from ._input import scoring_input
 from ._missing import marginalizes
 
-__all__ = ["score_rows", "LazyStatistics", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY", "N_OBSERVED"]
+__all__ = ["score_rows", "LazyStatistics", "LazySummary", "LOG_LIKELIHOOD", "COMPONENT", "RESPONSIBILITY",
+           "N_OBSERVED"]
 
 
-def _columns(out, observed=False):
-    columns = (out[:, LOG_LIKELIHOOD], out[:, COMPONENT].astype(np.int64), out[:, RESPONSIBILITY])
-    return columns + ((out[:, N_OBSERVED].astype(np.int64),) if observed else ())
-
-
-def score_rows(model, X, *, in_memory=False, with_stats=False, n_observed=False, feature_names=None):
+def score_rows(model, X, *, in_memory=False, with_stats=False, n_observed=False, feature_names=None,
+               chunk_summary=None):
     """Log-likelihood, most likely component and its responsibility of every row.
 
     Parameters
@@ -62,6 +59,14 @@ of shape (n_samples, n_features)
         The names of X's columns when X carries none (a NumPy array read
         by the caller), checked against the model's as a DataFrame's
         columns would be.
+    chunk_summary : callable, optional
+        ``chunk_summary(log_likelihood, component, responsibility[, n_observed])
+        -> ndarray of shape (w,)``: a summary of a chunk's rows (counts,
+        sums) computed in the chunk's own task while its rows are at hand,
+        and summed over the chunks: one more output.  It must be additive
+        over chunks, picklable for a distributed cluster (a top-level
+        function or a ``functools.partial`` of one) and return the same
+        length for every chunk, an empty one included.
 
     Returns
     -------
@@ -78,14 +83,22 @@ of shape (n_samples, n_features)
         collection sharing the chunk tasks of the three arrays: compute it
         with them (``dask.compute(ll, comp, resp, stats)``, or with
         ``dask.array.store`` of them) and each chunk runs once.
+    summary : ndarray of shape (w,), float64, or LazySummary
+        Only with ``chunk_summary``: the sum of its chunk vectors (for lazy
+        input a collection sharing the chunk tasks, as ``stats``).
     """
     X, lazy = scoring_input(X, model, in_memory=in_memory, feature_names=feature_names)
     kp = model._kernel_params()  # the model's own scores (variational constants for a BayesianGaussianMixture)
     observed = bool(n_observed)
-    if not with_stats:
+    if not with_stats and chunk_summary is None:
         fn = functools.partial(rows_block, observed=True) if observed else rows_block
-        return _columns(map_rows(fn, X, kp, lazy=lazy, width=4 if observed else 3), observed)
+        return row_columns(map_rows(fn, X, kp, lazy=lazy, width=4 if observed else 3), observed)
+    # the summary rides on the E-step kernel's pass, which gives the statistics at no extra cost
     if lazy:
-        return rows_and_stats_lazy(X, kp, observed)
-    out, stats = rows_and_stats_numpy(X, kp, observed)
-    return (*_columns(out, observed), stats)
+        results = rows_and_stats_lazy(X, kp, observed, chunk_summary)
+    else:
+        out, *values = rows_and_stats_numpy(X, kp, observed, chunk_summary)
+        results = (*row_columns(out, observed), *values)
+    n = 4 if observed else 3
+    columns, stats, summary = results[:n], results[n], results[n + 1:]
+    return (*columns, *((stats,) if with_stats else ()), *summary)

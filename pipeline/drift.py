@@ -37,6 +37,7 @@ approximation).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ __all__ = [
     "Cusum",
     "assess",
     "partition_counts",
+    "counts_summary",
     "test_partition",
 ]
 
@@ -538,6 +540,22 @@ def partition_counts(log_likelihood, component, is_anomaly, ref: DriftReference,
     n_chunks = arrays[0].numblocks[0]
     per_chunk = da.map_blocks(_count_vector, *arrays, ref=ref, chunks=((width,) * n_chunks,), dtype=np.float64)
     return per_chunk.reshape((n_chunks, width)).sum(axis=0)
+
+
+def counts_summary(ref: DriftReference, threshold: float):
+    """The ``chunk_summary`` of :func:`gmm_engine.scoring.score_rows` that counts a partition in its scoring pass.
+
+    Each chunk's task counts its own rows (flagged at ``threshold``) as it
+    scores them, so the counts add no task and no second read of the
+    per-row arrays; ``PartitionCounts.from_vector`` of the summed vector
+    is :func:`partition_counts` of the scored rows.
+    """
+    return functools.partial(_chunk_count_vector, ref=ref, threshold=float(threshold))
+
+
+def _chunk_count_vector(log_likelihood, component, responsibility, *, ref, threshold):
+    ll = np.asarray(log_likelihood)
+    return PartitionCounts.from_chunk(ll, component, ll <= threshold, ref).to_vector()
 
 
 def _count_vector(ll, comp, flags, rows=None, *, ref):

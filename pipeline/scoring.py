@@ -48,7 +48,7 @@ from gmm_engine.atomic import sync_filesystem
 from gmm_engine.scoring import score_rows
 
 from .cluster import scheduler_lost
-from .drift import DriftPolicy, PartitionCounts, partition_counts, test_partition
+from .drift import DriftPolicy, PartitionCounts, counts_summary, partition_counts, test_partition
 from .ingest import ingest, read_rows
 from .manifest import Manifest, ManifestEntry, utc_now_iso
 from .marginal_scoring import MARGINALIZE, MarginalScoring, marginal_scoring
@@ -204,10 +204,12 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
         "rows_dropped": report.n_bad_rows if run.bad_rows == "drop" else 0,
     }
     if run.marginal is None:
-        ll, comp, resp, stats = score_rows(run.model.model, staged_array, in_memory=local, with_stats=True,
-                                          feature_names=names)
-        observed, complete = None, None
+        # the drift counts are taken in the chunk tasks that score the rows
+        summary = counts_summary(ref, run.model.threshold) if ref is not None else None
+        ll, comp, resp, stats, *counts = score_rows(run.model.model, staged_array, in_memory=local,
+                                                    with_stats=True, feature_names=names, chunk_summary=summary)
         flags = ll <= run.model.threshold
+        observed, counts = None, (counts[0] if counts else None)
     else:
         ll, comp, resp, observed, stats = score_rows(run.marginal.model, staged_array, in_memory=local,
                                                      with_stats=True, n_observed=True, feature_names=names)
@@ -215,7 +217,8 @@ def _score_and_write(run: _Run, staged_array, report, out: Path):
         flags = ll <= run.marginal.row_thresholds(staged_array, local)
         attrs.update(missing=MARGINALIZE, n_incomplete_rows=report.n_incomplete_rows,
                      n_missing_values=report.n_missing_values)
-    counts = partition_counts(ll, comp, flags, ref, rows=complete) if ref is not None else None
+        # per-row thresholds (by observed features) and only the complete rows counted: after the pass
+        counts = partition_counts(ll, comp, flags, ref, rows=complete) if ref is not None else None
     return write_scores(
         out, log_likelihood=ll, component=comp, responsibility=resp, is_anomaly=flags, n_observed=observed,
         statistics=stats, extra={"drift": counts} if counts is not None else None, durable=False, attrs=attrs,
