@@ -9,7 +9,9 @@ checked fitted parameters as the estimator's own methods.  With
 sufficient statistics of the rows under the model
 (:mod:`gmm_engine._fused_scoring`): what
 ``GaussianMixture.partial_fit_statistics`` updates the model from, so an
-update never reads the data again.
+update never reads the data again; ``chunk_summary=`` runs a caller's
+summary of each chunk's rows (the pipeline's drift counts) in the same
+chunk task and sums it over the chunks.
 
 With ``missing='marginalize'`` rows with NaN entries are scored on their
 observed features (the log-likelihood is their marginal density, the
