@@ -80,8 +80,9 @@ def _figures(spec: LoadSpec, m: dict) -> list:
         (p + "rows/s", rows / wall),
         (p + "run started after its scheduled time by, s", run["flow_run"]["late_s"]),
         (p + "first to last partition recorded in the manifest, s", window),
-        (p + "score-partition task runs reported by the Prefect API", tasks["n"]),
-        (p + "mean score-partition task as reported by the Prefect API, s", tasks["mean_s"]),
+        (p + "scoring batches (task runs) reported by the Prefect API / partitions they cover",
+         f"{tasks['batches']} / {tasks['n']}"),
+        (p + "mean scoring batch task as reported by the Prefect API, s", tasks["mean_s"]),
         (p + f"reference: the task body without Prefect (same cluster, {spec.max_parallel} threads), "
              f"s per partition over {direct['partitions']:,} partitions", direct_per),
         (p + "ratio scheduled/without Prefect, per partition", window / n / direct_per),

@@ -91,7 +91,18 @@ def batches(partitions, config: ScoreConfig) -> list[list[Partition]]:
     return out + ([small] if small else [])
 
 
-@task(name="score-partitions-batch", cache_policy=NO_CACHE)
+#: a batch's task-run name starts with this, then ``[n]`` (its partitions) and its first and last ids
+BATCH_RUN_PREFIX = "score-partitions-batch"
+
+
+def batch_run_name(parameters: dict) -> str:
+    """The task-run name of a batch in Prefect's UI and API: how many partitions, and which."""
+    ids = [str(p.id) for p in parameters["partitions"]]
+    span = ids[0] if len(ids) == 1 else f"{ids[0]} .. {ids[-1]}"
+    return f"{BATCH_RUN_PREFIX}[{len(ids)}] {span}"
+
+
+@task(name=BATCH_RUN_PREFIX, task_run_name=batch_run_name, cache_policy=NO_CACHE)
 def score_batch_task(partitions: list[Partition], model_version: str, paths: ScoringPaths, run_id: str,
                      config: ScoreConfig, cluster: ClusterHandle | None) -> list[dict]:
     """Claim, stage, score, publish and record a batch of partitions (see ``pipeline.scoring``)."""

@@ -2,6 +2,10 @@
 
 import json
 import math
+import re
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +51,27 @@ def _artifacts(key):
 
     with get_client(sync_client=True) as client:
         return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def _batch_runs(run_id, n_partitions, timeout=30.0):
+    """The finished scoring-batch task runs of flow run ``run_id`` once they cover ``n_partitions``.
+
+    Task-run records reach the API through the server's event pipeline, behind the flow: a bounded wait.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder, not a package
+    from benchmarks.load.prefect_api import batch_size
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[uuid.UUID(run_id.removeprefix("flow-run-"))])))
+        batches = [r for r in runs if batch_size({"name": r.name}) and r.state and r.state.is_final()]
+        if sum(batch_size({"name": r.name}) for r in batches) >= n_partitions or time.monotonic() > deadline:
+            return batches
 
 
 def test_select_model_flow(workdir, cluster_cfg):
@@ -102,6 +127,12 @@ def test_score_flow_is_idempotent_and_isolates_failures(workdir, cluster_cfg, bl
     assert [r["status"] for r in first["results"]] == ["scored"] * 3
     manifest = Manifest(workdir / "manifest.sqlite")
     assert manifest.scored_ids() == {"day-0", "day-1", "day-2"}
+    # Prefect's task runs name their batches' partitions (what the load driver counts)
+    (run_id,) = {e.run_id for e in manifest.entries()}
+    names = sorted(r.name for r in _batch_runs(run_id, 3))
+    assert names and all(re.fullmatch(r"score-partitions-batch\[(1\] day-\d|[23]\] day-\d \.\. day-\d)", n)
+                         for n in names), names
+    assert sum(int(re.match(r"score-partitions-batch\[(\d+)", n).group(1)) for n in names) == 3
     versions = ModelRegistry(workdir / "models").versions()
     for e in manifest.entries():
         assert read_scores(e.output_path)["n_rows"] == e.n_rows == 500

@@ -41,9 +41,10 @@ def _load(root, spec):
     rows = sum(spec.expected().values())
     wall = run.flow_run["wall_s"]
     logger.info(
-        "%d partitions (%d rows): scheduled run %.1f s (%.2f partitions/s, %.0f rows/s), score-partition "
+        "%d partitions (%d rows): scheduled run %.1f s (%.2f partitions/s, %.0f rows/s), %d scoring batch "
         "tasks %.1f s first to last, mean %.2f s, %.2f at once; peak RSS %.2f GiB (%.2f GiB when idle)",
-        spec.n_partitions, rows, wall, spec.n_partitions / wall, rows / wall, run.task_runs["window_s"],
+        spec.n_partitions, rows, wall, spec.n_partitions / wall, rows / wall, run.task_runs["batches"],
+        run.task_runs["window_s"],
         run.task_runs["mean_s"], run.task_runs["mean_concurrency"], run.peak_rss / GIB, run.idle_rss / GIB,
     )
     return run
@@ -55,10 +56,12 @@ def _assert_scored_once_in_bounded_memory(root, spec, run):
     assert run.run_ids == [f"flow-run-{run.flow_run['id']}"]
     assert run.flow_run["auto_scheduled"] is True and run.flow_run["deployment_id"]
     assert run.flow_run["state"] == "COMPLETED"
-    # every score-partition task run reaches Prefect's API too (its records may lag the flow)
+    # every scoring batch's task run reaches Prefect's API too (its records may lag the flow), each named
+    # for its partitions, and together they cover every partition once
     assert run.task_runs["n"] == spec.n_partitions, (
-        f"Prefect's API shows {run.task_runs['n']} finished score-partition task runs of {spec.n_partitions} "
-        "(the outputs and manifest above hold every partition)")
+        f"Prefect's API shows {run.task_runs['batches']} finished scoring batches covering {run.task_runs['n']} "
+        f"partitions of {spec.n_partitions} (the outputs and manifest above hold every partition)")
+    assert 1 <= run.task_runs["batches"] <= spec.n_partitions
     breakdown = "\n".join(f"{rss / 2**20:8.0f} MiB  {pid}  {cmd}" for rss, pid, cmd in run.peak_processes)
     assert run.peak_rss <= PEAK_RSS_BOUND, f"peak RSS {run.peak_rss / GIB:.2f} GiB:\n{breakdown}"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import re
 import socket
 import statistics
 import time
@@ -75,17 +76,27 @@ def task_runs(api: str, flow_run_id: str) -> list[dict]:
         offset += 200
 
 
+_BATCH = re.compile(r"score-partitions-batch\[(\d+)\]")  # flows.score_flow.batch_run_name
+
+
+def batch_size(task: dict) -> int:
+    """The partitions a scoring batch's task run scored (from its name), 0 for any other task run."""
+    found = _BATCH.match(task.get("name", ""))
+    return int(found.group(1)) if found else 0
+
+
 def summarise_tasks(tasks: list[dict], flow: dict) -> dict:
-    scoring = [t for t in tasks if t["name"].startswith("score-partition") and t.get("end_time")]
+    scoring = [t for t in tasks if batch_size(t) and t.get("end_time")]
     if not scoring:
-        return {"n": 0}
+        return {"n": 0, "batches": 0}
     starts = [timestamp(t["start_time"]) for t in scoring]
     ends = [timestamp(t["end_time"]) for t in scoring]
     durations = [e - s for s, e in zip(starts, ends)]
     window = max(ends) - min(starts)
     flow_start, flow_end = timestamp(flow["start_time"]), timestamp(flow["end_time"])
     return {
-        "n": len(scoring),
+        "n": sum(batch_size(t) for t in scoring),  # partitions
+        "batches": len(scoring),
         "window_s": window,
         "mean_s": statistics.fmean(durations),
         "median_s": statistics.median(durations),
@@ -97,5 +108,5 @@ def summarise_tasks(tasks: list[dict], flow: dict) -> dict:
         "mean_concurrency": sum(durations) / window if window > 0 else float("nan"),
         "before_first_task_s": min(starts) - flow_start,
         "after_last_task_s": flow_end - max(ends),
-        "other_tasks": sorted({t["name"].rsplit("-", 1)[0] for t in tasks} - {"score-partition"}),
+        "other_tasks": sorted({t["name"].rsplit("-", 1)[0] for t in tasks if not batch_size(t)}),
     }

@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.common import TreeRSS
 
 from . import manifest_reads
-from .prefect_api import ApiCalls, flow_run, free_port, summarise_tasks, task_runs, timestamp
+from .prefect_api import ApiCalls, batch_size, flow_run, free_port, summarise_tasks, task_runs, timestamp
 from .spec import GMM, LoadRunError, LoadSpec
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class ScheduledRun:
     spec: dict
     run_ids: list  # distinct run ids in the manifest (one when a single run scored everything)
     flow_run: dict  # id, auto_scheduled, deployment_id, state, times from the Prefect API
-    task_runs: dict  # score-partition task run durations from the Prefect API
+    task_runs: dict  # the scoring batches' task runs from the Prefect API: partitions covered, durations
     peak_rss: int
     peak_processes: list
     idle_rss: int  # tree RSS when the server has just become healthy: server + serve process
@@ -157,14 +157,14 @@ class _Watch:
         self.fail(f"run {run_id} did not finish after scoring every partition")
 
     def wait_task_runs(self, flow_id: str) -> list[dict]:
-        """The run's task runs, once every score-partition one is recorded or their count stopped rising."""
+        """The run's task runs, once the scoring batches' cover every partition or their count stopped rising."""
         # Task run states arrive through the server's event pipeline, which under
         # this load runs minutes behind the flow: wait while the count still rises.
         n = self.spec.n_partitions
         tasks, seen, stalled = [], -1, time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < min(stalled, self.deadline + SETTLE_SECONDS):
             tasks = self.api_calls.get(lambda: task_runs(self.api, flow_id), tasks)
-            done = sum(t["name"].startswith("score-partition") and bool(t.get("end_time")) for t in tasks)
+            done = sum(batch_size(t) for t in tasks if t.get("end_time"))
             if done >= n:
                 break
             if done > seen:
