@@ -9,8 +9,16 @@ instead indexes the sample once with a uniform grid of ~8 buckets per
 value over its range; a row finds its bucket by arithmetic and compares
 itself with the bucket's values: without a branch when the bucket holds
 at most :data:`FEW` of them (~96% of the values of a training sample),
-by a binary search otherwise.  The counts stay exact, ties included, at
-~13 ns per row (~21 ns with a binary search in every bucket).
+by a binary search otherwise.  The counts stay exact, ties included.
+
+The tables (grid, sample, counts: ~1 MB) do not stay in cache while the
+scoring kernels stream a chunk through it, and rows in arrival order read
+them at random.  So the rows are first grouped by runs of
+``2**GROUP_SHIFT`` buckets (a counting sort on the bucket number, two
+sequential passes) and then placed group by group, each group reading a
+small stretch of the tables: ~16 ns per row against ~29 ns placed in
+arrival order, with an 8 MB chunk streamed through the cache between calls
+as scoring does (one measurement on a 2-vCPU AMD EPYC).
 
 A separate module so that numba loads only when counts are taken (the
 CLI commands that only read drift verdicts never compile it).
@@ -25,6 +33,8 @@ from numba import njit
 BUCKETS_PER_VALUE = 8
 #: buckets holding at most this many values are searched without a branch
 FEW = 2
+#: rows are placed in groups of 2**GROUP_SHIFT consecutive buckets
+GROUP_SHIFT = 5
 
 
 _RECENT: dict = {}  # id(sample) -> (sample, SampleBins): the index of the references in use
@@ -88,18 +98,46 @@ def _bound(sample, x, lo, hi):
 @njit(nogil=True, cache=True)
 def _place(ll, padded, m, starts, lo, scale, right, left):
     hi = padded[m - 1]
+    n = ll.shape[0]
     n_buckets = starts.shape[0] - 2
-    for i in range(ll.shape[0]):
+    # rows below or above the sample (or NaN, placed last as searchsorted does) at once; the
+    # others by group of buckets: counts, then their values and buckets in group order
+    group_end = np.zeros((n_buckets >> GROUP_SHIFT) + 2, np.int64)
+    bucket = np.empty(n, np.int32)
+    below_all = 0
+    above_all = 0
+    for i in range(n):
         x = ll[i]
         if x < lo:
-            right[0] += 1
-            left[0] += 1
-            continue
-        if not x <= hi:  # above the sample, or NaN (placed last, as searchsorted does)
-            left[m] += 1
-            right[m] += 1
-            continue
-        b = min(int((x - lo) * scale), n_buckets)
+            bucket[i] = -1
+            below_all += 1
+        elif not x <= hi:
+            bucket[i] = -1
+            above_all += 1
+        else:
+            b = min(int((x - lo) * scale), n_buckets)
+            bucket[i] = b
+            group_end[(b >> GROUP_SHIFT) + 1] += 1
+    right[0] += below_all
+    left[0] += below_all
+    right[m] += above_all
+    left[m] += above_all
+    for g in range(group_end.shape[0] - 1):
+        group_end[g + 1] += group_end[g]
+    k = n - below_all - above_all
+    xs = np.empty(k)
+    bs = np.empty(k, np.int32)
+    for i in range(n):
+        b = bucket[i]
+        if b >= 0:
+            g = b >> GROUP_SHIFT
+            at = group_end[g]
+            group_end[g] = at + 1
+            xs[at] = ll[i]
+            bs[at] = b
+    for r in range(k):
+        x = xs[r]
+        b = bs[r]
         a, z = starts[b], starts[b + 1]
         if z - a <= FEW:
             # values before a are below x and values from z above it (their buckets are
