@@ -93,17 +93,19 @@ def bench_score_rows_with_stats(ctx=None, *, N=1_000_000, D=16, K=8, chunks=16):
     X = rng.normal(size=(N, D)) + 3.0 * rng.integers(0, K, size=(N, 1))
     Xd = da.from_array(X, chunks=(N // chunks, D))
 
+    rounds = max(9, 3 * repeats)  # calls of 0.1-0.2 s on a shared machine: more repeats than a fit
+
     def best(*fns):
-        # interleaved, so that a shared machine's slow spell falls on both cases alike
+        # interleaved, so that a shared machine's slow spell falls on every case alike
         times = [[] for _ in fns]
-        for _ in range(max(5, repeats)):
+        for _ in range(rounds):
             for fn, spent in zip(fns, times):
                 t = time.perf_counter()
                 fn()
                 spent.append(time.perf_counter() - t)
         return [min(spent) for spent in times]
 
-    out = {"N": N, "D": D, "K": K, "chunks": chunks, "repeats": repeats, "types": {}}
+    out = {"N": N, "D": D, "K": K, "chunks": chunks, "repeats": rounds, "types": {}}
     for ct in COVARIANCE_TYPES:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
