@@ -276,12 +276,11 @@ class MarginalKernels:
     def _incomplete_logprob(self, part, kp):
         """(ni, K) weighted log-probabilities of the incomplete rows, in their order."""
         mp = kp.marginal
+        lp = np.empty((part.incomplete.shape[0], kp.n_components))
         if mp.diagonal:
-            lp = np.empty((part.incomplete.shape[0], kp.n_components))
             mkern.diagonal_marginal_logprob(part.incomplete, kp.means, _variances(mp), mp.log_weights, lp)
             return lp
         pat = group_patterns(part.incomplete, part.keys)
-        lp = np.empty((part.incomplete.shape[0], kp.n_components))
         bad = mkern.marginal_logprob(part.incomplete[pat.order], pat.bounds, pat.masks, kp.means,
                                      mp.covariances, mp.log_weights, lp)
         if bad >= 0:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 from ._blocks import COMPONENT, LOG_LIKELIHOOD, N_OBSERVED, RESPONSIBILITY, map_rows, rows_block
 from ._fused_scoring import LazyStatistics, LazySummary, row_columns, rows_and_stats_lazy, rows_and_stats_numpy
 from ._input import scoring_input

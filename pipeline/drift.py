@@ -555,7 +555,7 @@ def counts_summary(ref: DriftReference, threshold: float):
 
 def _chunk_count_vector(log_likelihood, component, responsibility, *, ref, threshold):
     ll = np.asarray(log_likelihood)
-    return PartitionCounts.from_chunk(ll, component, ll <= threshold, ref).to_vector()
+    return _count_vector(ll, component, ll <= threshold, ref=ref)
 
 
 def _count_vector(ll, comp, flags, rows=None, *, ref):
