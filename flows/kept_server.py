@@ -80,29 +80,44 @@ def find(home: Path) -> KeptServer | None:
     return None
 
 
-def start(home: Path) -> KeptServer:
-    """Start a server for the work directory whose Prefect home is ``home``, detached; record it."""
+def start(home: Path, meanwhile=None) -> KeptServer:
+    """Start a server for the work directory whose Prefect home is ``home``, detached; record it.
+
+    ``meanwhile(api_url)``, if given, runs in a thread while the server
+    comes up (~11 s on a fresh database): the command's own imports, which
+    would otherwise wait for it.  It is waited for before this returns.
+    """
+    import threading
+
     from gmm_engine.atomic import write_json
 
     home = Path(home)
     port = free_port(HOST)
+    api_url = f"http://{HOST}:{port}/api"
     proc = launch(home, HOST, port)
+    side = None
+    if meanwhile is not None:
+        side = threading.Thread(target=meanwhile, args=(api_url,), name="gmm-warm-imports", daemon=True)
+        side.start()
     try:
-        wait_healthy(proc, f"http://{HOST}:{port}/api", home, STARTUP_TIMEOUT)
+        wait_healthy(proc, api_url, home, STARTUP_TIMEOUT)
     except ServerStartError:
         _terminate(proc.pid)
         raise
+    finally:
+        if side is not None:
+            side.join()
     server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
     write_json(_state_path(home), asdict(server))
     return server
 
 
-def ensure(home: Path) -> tuple[KeptServer, bool]:
-    """The running server of the work directory, started if needed; (server, started now)."""
+def ensure(home: Path, meanwhile=None) -> tuple[KeptServer, bool]:
+    """The running server of the work directory, started if needed (see :func:`start`); (server, started now)."""
     server = find(home)
     if server is not None:
         return server, False
-    return start(home), True
+    return start(home, meanwhile), True
 
 
 def _terminate(pid: int, timeout: float = 20.0) -> None:

@@ -31,6 +31,22 @@ PREFECT_DEFAULTS = {
 PREFECT_MODE_VARIABLE = "GMM_STREAM_PREFECT"
 
 
+def _import_prefect(api_url: str) -> None:
+    """Import Prefect and its flow engine, pointed at ``api_url``, while that server starts.
+
+    The command imports them next anyway (1-2 s here); done beside the
+    server's start-up they cost the first command nothing.  An import that
+    fails here fails again, with its traceback, where the command imports it.
+    """
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        import prefect  # noqa: F401
+        import prefect.flow_engine  # noqa: F401
+        import prefect.task_engine  # noqa: F401
+    except Exception:  # noqa: BLE001 - reported by the command's own import
+        logging.getLogger(__name__).debug("warm import of prefect failed", exc_info=True)
+
+
 def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_server: bool = True) -> str | None:
     """Point Prefect at the work directory's server (or its home), and set up logging.
 
@@ -60,7 +76,11 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
         return None
     from . import kept_server
 
-    server, started = kept_server.ensure(home)
+    try:
+        server, started = kept_server.ensure(home, _import_prefect)
+    except BaseException:
+        os.environ.pop("PREFECT_API_URL", None)  # set for the warm imports; that server is not there
+        raise
     os.environ["PREFECT_API_URL"] = server.api_url
     if started:
         return (f"Started a Prefect server for {Path(workdir).absolute()} at {server.api_url} (kept for the next "

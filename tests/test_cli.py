@@ -162,3 +162,28 @@ def test_loading_a_model_and_the_report_helpers_imports_neither_scipy_stats_nor_
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_kept_server_that_fails_to_start_is_one_error_and_leaves_no_api_url(tmp_path, monkeypatch):
+    """Prefect is imported beside the server's start-up; if the server dies, its log is named and no URL stays."""
+    from flows import kept_server, runtime
+    from flows.prefect_server import ServerStartError
+
+    for key in ("PREFECT_HOME", "PREFECT_API_URL", runtime.PREFECT_MODE_VARIABLE):
+        monkeypatch.delenv(key, raising=False)
+    warmed = []
+
+    def dead_launch(home, host, port):
+        return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+
+    def warm(api_url):  # as _import_prefect does, without the import
+        os.environ["PREFECT_API_URL"] = api_url
+        warmed.append(api_url)
+
+    monkeypatch.setattr(kept_server, "launch", dead_launch)
+    monkeypatch.setattr(runtime, "_import_prefect", warm)
+    with pytest.raises(ServerStartError, match=r"prefect server exited with code 3; see .*prefect/server.log"):
+        runtime.configure(tmp_path / "w")
+    assert len(warmed) == 1 and warmed[0].startswith("http://127.0.0.1:")
+    assert "PREFECT_API_URL" not in os.environ
+    assert not (tmp_path / "w" / "prefect" / "server.json").exists()
