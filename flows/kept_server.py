@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,8 +88,6 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     comes up (~11 s on a fresh database): the command's own imports, which
     would otherwise wait for it.  It is waited for before this returns.
     """
-    import threading
-
     from gmm_engine.atomic import write_json
 
     home = Path(home)
