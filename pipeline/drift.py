@@ -195,16 +195,26 @@ class PartitionCounts:
         is_anomaly : ndarray of shape (n,), bool
         reference : DriftReference
         """
-        ll = np.asarray(log_likelihood, dtype=np.float64)
-        sample = reference.score_sample
-        K = reference.n_components
-        return cls(
-            int(ll.shape[0]),
-            int(np.count_nonzero(is_anomaly)),
-            float(ll.sum()),
-            np.bincount(np.asarray(component, dtype=np.int64), minlength=K)[:K],
-            *_sample_bins(ll, sample),
-        )
+        return cls.from_vector(cls.chunk_vector(log_likelihood, component, is_anomaly, reference), reference)
+
+    @classmethod
+    def chunk_vector(cls, log_likelihood, component, is_anomaly, reference: DriftReference) -> np.ndarray:
+        """:meth:`to_vector` of :meth:`from_chunk`, counted straight into the vector.
+
+        The scoring pass takes this in every chunk's task, so the rows are
+        read where they lie (columns of the scoring rows, any stride) and
+        counted in one compiled pass (:meth:`pipeline.drift_bins.SampleBins.count_into`).
+        """
+        ll = np.asarray(log_likelihood)
+        if ll.dtype != np.float64:
+            ll = ll.astype(np.float64)
+        K, m1 = reference.n_components, reference.score_sample.size + 1
+        v = np.zeros(cls.vector_length(reference))
+        v[0] = ll.shape[0]
+        v[1] = np.count_nonzero(is_anomaly)
+        v[2] = _sample_bins(reference.score_sample).count_into(
+            ll, np.asarray(component), v[3:3 + K], v[3 + K:3 + K + m1], v[3 + K + m1:])
+        return v
 
     @staticmethod
     def vector_length(ref: DriftReference) -> int:
@@ -502,16 +512,16 @@ def assess(counts: PartitionCounts, ref: DriftReference, policy: DriftPolicy,
     return drift.with_sequential(record), new_cusum
 
 
-def _sample_bins(ll: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows per bin of the sorted reference sample: ``(hist_right, hist_left)``, each (m + 1,) int64.
+def _sample_bins(sample: np.ndarray):
+    """The :class:`pipeline.drift_bins.SampleBins` index of the sorted reference sample (built once per sample).
 
-    ``hist_right[i]`` counts the rows with ``i`` sample values at or below
-    them, ``hist_left[i]`` those with ``i`` below them (the bincounts of
-    ``searchsorted(sample, ll, side)``), by :mod:`pipeline.drift_bins`.
+    It places rows among the sample values: ``hist_right[i]`` counts the rows
+    with ``i`` sample values at or below them, ``hist_left[i]`` those with
+    ``i`` below them (the bincounts of ``searchsorted(sample, ll, side)``).
     """
     from .drift_bins import sample_bins  # numba loads when counts are first taken
 
-    return sample_bins(sample).counts(ll)
+    return sample_bins(sample)
 
 
 def partition_counts(log_likelihood, component, is_anomaly, ref: DriftReference, rows=None):
@@ -561,4 +571,4 @@ def _chunk_count_vector(log_likelihood, component, responsibility, *, ref, thres
 def _count_vector(ll, comp, flags, rows=None, *, ref):
     if rows is not None:
         ll, comp, flags = ll[rows], comp[rows], flags[rows]
-    return PartitionCounts.from_chunk(ll, comp, flags, ref).to_vector()
+    return PartitionCounts.chunk_vector(ll, comp, flags, ref)
