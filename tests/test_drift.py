@@ -67,6 +67,31 @@ def test_sample_bins_are_the_rows_placed_in_the_reference_sample(decimals):
     np.testing.assert_array_equal(c.hist_left, np.bincount(np.searchsorted(sample, ll, "left"), minlength=301))
 
 
+def test_a_chunk_of_several_blocks_read_in_place_is_counted_exactly():
+    # the scoring pass hands the counts strided float columns of its rows, and chunks far larger
+    # than the blocks the placement works in: every count equals numpy's on the same rows
+    from pipeline.drift_bins import BLOCK
+
+    rng = np.random.default_rng(7)
+    sample = np.sort(rng.normal(size=2000).round(2))  # ties within the sample and with the rows
+    n = 2 * BLOCK + 123
+    rows = np.empty((n, 3))
+    rows[:, 0] = rng.normal(size=n).round(3)
+    rows[:, 1] = rng.integers(0, 3, size=n)
+    rows[:5, 0] = [-np.inf, np.nan, sample[0], sample[-1], 50.0]
+    ll, comp = rows[:, 0], rows[:, 1]
+    assert not ll.flags.c_contiguous
+    ref = _reference(sample, occupancy=(0.2, 0.3, 0.5))
+    c = PartitionCounts.from_chunk(ll, comp, ll < -1, ref)
+    assert (c.n_rows, c.n_flagged) == (n, int(np.count_nonzero(ll < -1)))
+    np.testing.assert_array_equal(c.occupancy, np.bincount(comp.astype(int), minlength=3))
+    np.testing.assert_array_equal(c.hist_right, np.bincount(np.searchsorted(sample, ll, "right"), minlength=2001))
+    np.testing.assert_array_equal(c.hist_left, np.bincount(np.searchsorted(sample, ll, "left"), minlength=2001))
+    assert math.isnan(c.loglik_sum)  # a NaN row's sum, as ll.sum() gives it
+    finite = PartitionCounts.from_chunk(ll[5:], comp[5:], ll[5:] < -1, ref)
+    assert finite.loglik_sum == pytest.approx(ll[5:].sum(), rel=1e-12)
+
+
 def test_counts_do_not_depend_on_chunking():
     rng = np.random.default_rng(1)
     ref = _reference(rng.normal(size=500), occupancy=(0.2, 0.3, 0.5))
