@@ -121,7 +121,7 @@ PER_BENCHMARK = {
         "`pipeline.scoring.score_partitions` (what `gmm score`'s batch task runs: each Parquet partition staged "
         "to Zarr with validation, scored in one pass per chunk, its scores store published atomically, the "
         "batch recorded in the manifest) on the threaded scheduler, with the default drift policy and with "
-        "`drift_policy=None`, fresh outputs and manifest per call, interleaved, best of the rounds.  The "
+        "`drift_policy=None`, fresh outputs and manifest per call, interleaved, the median of the rounds' paired ratios (a call's staging and publishing I/O varies by +-10% here, more than drift adds; the engine rows stay best-of).  Timed inside one such run (15 rounds, diag, medians per 250,000-row partition): the pass with the counts 68.4 ms against 65.9, the tests and their record 1.1 ms, of ~125 ms per partition (staging 53 ms).  The "
         "pipeline always takes the statistics from the same pass, so its 'off' includes them; the engine rows "
         "show what they cost alone.  Beside it, the engine's arithmetic alone: `score_rows` over a 16-chunk "
         "dask array in memory (best of interleaved repeats) with the per-row outputs and flags only, with the "
@@ -133,7 +133,7 @@ PER_BENCHMARK = {
         "streamed through the cache in between, ~0.6-1 ms per 62,500-row chunk, in one compiled pass that "
         "also sums the rows and counts their components; the tests themselves take ~0.6 ms per partition.  "
         "Against the arithmetic alone of the cheapest kernels (diag, spherical: ~10 ms per chunk) that is "
-        "5-10%, so that row sits near 1.1 and moves with the machine's load; against the whole scoring of "
+        "5-15%, so those rows sit near 1.1 and move with the machine's load; against the whole scoring of "
         "a partition it is a few percent."
     ),
     "scoring": (
