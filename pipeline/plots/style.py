@@ -96,7 +96,10 @@ def save_png(fig: Figure, path: Path) -> Path:
     """
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=DPI)
+        # The canvas's own PNG writer draws the figure once, running its layout engine in
+        # that draw; savefig would first draw it a second time to lay it out (about half of
+        # a report plot's rendering).  The figure's dpi is DPI already.
+        fig.canvas.print_png(buffer)
     finally:
         # Drops the renderer and artists now rather than at the next GC cycle.
         fig.clear()
