@@ -147,8 +147,9 @@ def bench_score_partitions_with_drift(ctx=None, *, partitions=4, rows=250_000, D
     atomically, the batch recorded in the manifest; with ``drift_policy``
     the default :class:`pipeline.drift.DriftPolicy` (the counts in the chunk
     tasks, the tests when recording), without it ``None``.  Fresh outputs,
-    staging and manifest per call; the two cases interleaved, and the ratio
-    is the median over the rounds of each round's on / off: a call of
+    staging and manifest per call; the two cases interleaved (their order
+    alternating), and the ratio is the median over the rounds of each
+    round's on / off: a call of
     ~0.5 s with staging and publishing I/O varies by +-10% on a shared
     machine, more than the few milliseconds per partition drift adds, and
     the pairing cancels slow spells that a best-of ratio would keep.
@@ -174,7 +175,7 @@ def bench_score_partitions_with_drift(ctx=None, *, partitions=4, rows=250_000, D
     from pipeline.training import register_model
 
     repeats = getattr(ctx, "repeats", 3) or 3
-    rounds = max(15, 5 * repeats)
+    rounds = max(20, 6 * repeats)
     names = [f"f{j}" for j in range(D)]
     rng = np.random.default_rng(0)
 
@@ -204,28 +205,34 @@ def bench_score_partitions_with_drift(ctx=None, *, partitions=4, rows=250_000, D
 
             def run(case, i):
                 scratch = root / f"run-{ct}-{case}-{i}"
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 results = score_partitions(found, model, outputs_dir=scratch / "outputs",
                                            staging_dir=scratch / "staging", manifest_path=scratch / "manifest.db",
                                            run_id=f"{case}-{i}", drift_policy=calls[case])
-                spent = time.perf_counter() - t
+                spent, cpu = time.perf_counter() - t, time.process_time() - c
                 bad = [r for r in results if r.status != "scored"]
                 if bad or len(results) != partitions:
                     raise RuntimeError(f"scoring failed in the benchmark: {bad[0].error if bad else results}")
                 if case == "on" and any(r.drift is None for r in results):
                     raise RuntimeError("scoring with a drift policy recorded no drift verdict")
                 shutil.rmtree(scratch)
-                return spent
+                return spent, cpu
 
             run("on", -1), run("off", -1)  # compiled, the reference indexed, caches warm: untimed
-            times = {"off": [], "on": []}
+            times, cpus = {"off": [], "on": []}, {"off": [], "on": []}
             for i in range(rounds):
-                for case in ("off", "on"):
-                    times[case].append(run(case, i))
+                # the order alternates, so that what one call leaves behind (page cache, freed memory)
+                # falls on both cases alike
+                for case in (("off", "on") if i % 2 == 0 else ("on", "off")):
+                    spent, cpu = run(case, i)
+                    times[case].append(spent)
+                    cpus[case].append(cpu)
             paired = [a / b for a, b in zip(times["on"], times["off"])]
             out["types"][ct] = {"off_s": float(np.median(times["off"])), "on_s": float(np.median(times["on"])),
                                 "ratio": float(np.median(paired)),
-                                "ratio_of_bests": min(times["on"]) / min(times["off"]), "all": times}
+                                "ratio_of_bests": min(times["on"]) / min(times["off"]), "all": times,
+                                "cpu_ratio": float(np.median([a / b for a, b in zip(cpus["on"], cpus["off"])])),
+                                "cpu_all": cpus}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return out

@@ -121,7 +121,7 @@ PER_BENCHMARK = {
         "`pipeline.scoring.score_partitions` (what `gmm score`'s batch task runs: each Parquet partition staged "
         "to Zarr with validation, scored in one pass per chunk, its scores store published atomically, the "
         "batch recorded in the manifest) on the threaded scheduler, with the default drift policy and with "
-        "`drift_policy=None`, fresh outputs and manifest per call, interleaved, the median of the rounds' paired ratios (a call's staging and publishing I/O varies by +-10% here, more than drift adds; the engine rows stay best-of).  Timed inside one such run (15 rounds, diag, medians per 250,000-row partition): the pass with the counts 68.4 ms against 65.9, the tests and their record 1.1 ms, of ~125 ms per partition (staging 53 ms).  The "
+        "`drift_policy=None`, fresh outputs and manifest per call, interleaved in alternating order, the median of the rounds' paired ratios (a call's staging and publishing I/O varies by +-10% here, more than drift adds, and so does its process CPU time; the engine rows stay best-of).  Timed inside one such run (15 rounds, diag, medians per 250,000-row partition): the pass with the counts 68.4 ms against 65.9, the tests and their record 1.1 ms, of ~125 ms per partition (staging 53 ms).  The "
         "pipeline always takes the statistics from the same pass, so its 'off' includes them; the engine rows "
         "show what they cost alone.  Beside it, the engine's arithmetic alone: `score_rows` over a 16-chunk "
         "dask array in memory (best of interleaved repeats) with the per-row outputs and flags only, with the "

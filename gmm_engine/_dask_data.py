@@ -28,6 +28,7 @@ import numpy as np
 from ._chunked import ChunkedData, apply_chunk, as_block, merge_all, n_threads, run_blocks
 from ._dask_compat import TaskRef
 from ._dask_plan import ChunkPlan, bundle, bundle_graph, evaluate, parts, source_dependencies
+from ._scheduler import compute, scheduler_of
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class DaskData(ChunkedData):
         import dask.threaded
 
         plan = self.plan
-        get = dask.base.get_scheduler(collections=[self.X])
+        get = scheduler_of(self.X)
         if get is dask.threaded.get and plan.local:
             # What the threaded scheduler would do, without its per-task
             # bookkeeping: load each chunk and apply fn on a thread pool.
@@ -253,7 +254,7 @@ class DaskData(ChunkedData):
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.intp)
         order = np.argsort(indices, kind="stable")
-        rows = self.X[indices[order]].compute()
+        (rows,) = compute(self.X[indices[order]])
         out = np.empty((len(indices), self.n_features))
         out[order] = rows
         return out

@@ -287,13 +287,14 @@ def _write_arrays(group, arrays: dict, n: int, chunk_rows: int, guard: Path, lat
     names = list(later)
     values = list(later.values())
     if sources or any(hasattr(v, "__dask_graph__") for v in values):
-        import dask
         import dask.array as da
+
+        from gmm_engine import compute
 
         try:
             # Chunks are aligned with the Zarr chunks, so no lock is needed.
             stored = da.store(sources, targets, lock=False, compute=False) if sources else None
-            _, mean, count, *values = dask.compute(stored, mean, count, *values)
+            _, mean, count, *values = compute(stored, mean, count, *values)
         except BaseException:
             _abandon(guard)
             raise

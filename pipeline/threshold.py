@@ -86,9 +86,9 @@ class Threshold:
 
 def _compute(*arrays):
     if any(hasattr(a, "dask") for a in arrays):
-        import dask
+        from gmm_engine import compute
 
-        return dask.compute(*arrays)
+        return compute(*arrays)
     return arrays
 
 

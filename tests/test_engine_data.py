@@ -309,3 +309,32 @@ def test_row_uniforms_of_a_chunk_are_the_rows_of_the_whole():
     whole = row_uniforms(7, 1, 0, B + 500, 3)
     for start, stop in ((0, 10), (B - 7, B + 9), (400, B + 500)):
         np.testing.assert_array_equal(row_uniforms(7, 1, start, stop, 3), whole[start:stop])
+
+
+def test_a_fit_and_its_threshold_on_local_threads_never_load_distributed():
+    # dask would import distributed (~0.3 s of a small CLI command) only to find no client; a
+    # fresh interpreter shows the engine's passes and gmm_engine.compute do without it, and
+    # that a configured scheduler is still obeyed
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys, dask, dask.array as da, numpy as np",
+        "from gmm_engine import GaussianMixture, compute",
+        "A = np.random.default_rng(0).normal(size=(400, 2))",
+        "X = da.from_array(A, chunks=100)",
+        "gm = GaussianMixture(2, random_state=0, max_iter=5, tol=1e-2).fit(X)",
+        "(total,) = compute(X.sum())",
+        "assert abs(total - A.sum()) < 1e-9",
+        "print('distributed' in sys.modules)",
+        "calls = []",
+        "def spy(dsk, keys, **kw):",
+        "    calls.append(1)",
+        "    return dask.get(dsk, keys, **kw)",
+        "with dask.config.set(scheduler=spy):",
+        "    compute(X.sum())",
+        "print(len(calls))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 from matplotlib.patches import Ellipse
@@ -418,7 +419,8 @@ def test_failed_render_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
     def boom(self, *args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Figure, "savefig", boom)
+    # the render itself fails (save_png renders with the Agg canvas's PNG writer)
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         plots.plot_loglik_trace([-3.0, -2.0, -1.0], target)
     assert target.read_bytes() == before

@@ -216,7 +216,9 @@ def _sample_rows(X, max_points: int, rng) -> tuple[np.ndarray, np.ndarray | None
     else:
         rows = X if isinstance(X, np.ndarray) else X[:]
     if hasattr(rows, "compute"):
-        rows = rows.compute()
+        from gmm_engine import compute
+
+        (rows,) = compute(rows)
     try:
         rows = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError):
