@@ -14,7 +14,12 @@ this order (the files are written by :func:`write_inputs`):
 5. ``gmm score``: one 200-row CSV partition copied into ``incoming/`` just
    before.
 
-then ``gmm server stop``.  The reference, in the same run: the same round
+then ``gmm server stop``.  The commands see a cache directory of this run
+only (``GMM_STREAM_CACHE``): the first round's first command migrates a
+fresh Prefect database and keeps a copy there, as a machine's first ``gmm``
+command does; later rounds' first commands start from that copy, as any
+new work directory does afterwards.  Both are reported, and both count
+against the target.  The reference, in the same run: the same round
 with ``GMM_STREAM_PREFECT=ephemeral`` (Prefect's temporary server started
 inside every command, the behaviour before the kept server).  Rounds
 alternate kept / temporary, ``ROUNDS`` of each (one with ``--quick``);
@@ -93,11 +98,15 @@ def write_inputs(directory: Path) -> None:
     (directory / "fit.yaml").write_text(FIT_YAML)
 
 
-def _env(mode: str) -> dict:
+def _env(mode: str, cache: Path) -> dict:
+    from flows.prefect_database import CACHE_VARIABLE
     from flows.runtime import PREFECT_MODE_VARIABLE
 
     # the user's own Prefect settings would bypass both servers
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != PREFECT_MODE_VARIABLE}
+    # a cache of this run only: its first kept server migrates a fresh database and keeps it there
+    # (flows.prefect_database), as on a machine's first gmm command; later rounds start from the copy
+    env[CACHE_VARIABLE] = str(cache)
     if mode == "ephemeral":
         env[PREFECT_MODE_VARIABLE] = "ephemeral"
     return env
@@ -119,13 +128,13 @@ def timed(cmd: Command, cwd: Path, env: dict) -> dict:
     return {"seconds": float(out.read_text().split()[-1]), "wall_s": wall}
 
 
-def _round(directory: Path, mode: str) -> dict:
+def _round(directory: Path, mode: str, cache: Path) -> dict:
     """One fresh work directory: every command once, then the kept server stopped; {key: timing}."""
     from flows import kept_server
     from pipeline.workspace import Workspace
 
     write_inputs(directory)
-    env = _env(mode)
+    env = _env(mode, cache)
     out = {HELP.key: timed(HELP, directory, env)}
     try:
         for cmd in COMMANDS:
@@ -147,22 +156,23 @@ def measure(base: Path, rounds: int) -> dict:
     runs = {mode: [] for mode in MODES}
     for r in range(rounds):
         for mode in MODES:
-            runs[mode].append(_round(base / f"{mode}-{r}", mode))
+            runs[mode].append(_round(base / f"{mode}-{r}", mode, base / "cache"))
     spreads = {mode: {key: _spread([run[key]["seconds"] for run in rs]) for key in rs[0]} for mode, rs in runs.items()}
-    return {"spreads": spreads, "rounds": runs}
+    return {"spreads": spreads, "rounds": runs, "machine_first": runs["kept"][0]["first"]["seconds"]}
 
 
 def _text(s: dict) -> str:
     return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})" if len(s["all"]) > 1 else f"{s['median']:.2f}"
 
 
-def _figures(spreads: dict, rounds: int) -> list:
+def _figures(spreads: dict, rounds: int, machine_first: float) -> list:
     kept, eph = spreads["kept"], spreads["ephemeral"]
     later = [c.key for c in COMMANDS[1:]]
     within = sum(kept[k]["median"] <= LATER_S for k in later)
     spread = f"median; min-max of {rounds}" if rounds > 1 else "1 run"
     figures = [
         ("first command, kept server, s (median)", kept["first"]["median"]),
+        ("first command on a machine with no migrated Prefect database kept yet (round 1), s", machine_first),
         ("slowest command after the first, kept server, s (median)", max(kept[k]["median"] for k in later)),
         ("reference: first command, Prefect's temporary server per command, s (median)", eph["first"]["median"]),
         ("reference: slowest command after the first, temporary server, s (median)",
@@ -191,7 +201,8 @@ def bench_cli(ctx) -> dict:
     shutil.rmtree(base, ignore_errors=True)  # kept when a command failed, for its logs
     kept = m["spreads"]["kept"]
     later = [c.key for c in COMMANDS[1:]]
-    met = kept["first"]["median"] <= FIRST_S and all(kept[k]["median"] <= LATER_S for k in later)
+    met = (max(kept["first"]["median"], m["machine_first"]) <= FIRST_S
+           and all(kept[k]["median"] <= LATER_S for k in later))
     return dict(
         title=(f"CLI latency: whole `gmm` processes on small data (3-row and 2,000-row CSVs), a fresh work "
                f"directory per round, {rounds} round(s) with the kept Prefect server and {rounds} with Prefect's "
@@ -199,7 +210,7 @@ def bench_cli(ctx) -> dict:
         target=(f"any command after the first in a work directory, on small data, <= {LATER_S:g} s wall; the first "
                 f"<= {FIRST_S:g} s (medians of the rounds, `/usr/bin/time -f %e` around the whole `gmm` process)"),
         met=bool(met),
-        figures=_figures(m["spreads"], rounds),
+        figures=_figures(m["spreads"], rounds, m["machine_first"]),
         raw=dict(rounds=rounds, commands={c.key: ["gmm", *c.args] for c in (*COMMANDS, STOP, HELP)},
                  fit_yaml=FIT_YAML, seconds=m["spreads"], wall_s_by_driver={
                      mode: [{k: v["wall_s"] for k, v in run.items()} for run in rs] for mode, rs in m["rounds"].items()}),

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import prefect_database
 from .prefect_server import ServerStartError, free_port, healthy, launch, wait_healthy
 
 logger = logging.getLogger(__name__)
@@ -87,12 +88,17 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     ``meanwhile(api_url)``, if given, runs in a thread while the server
     comes up (~11 s on a fresh database): the command's own imports, which
     would otherwise wait for it.  It is waited for before this returns.
+    A new database starts as a copy of a migrated one when the user's cache
+    holds one, and the first fresh one is kept there
+    (:mod:`flows.prefect_database`).
     """
     from gmm_engine.atomic import write_json
 
     home = Path(home)
     port = free_port(HOST)
     api_url = f"http://{HOST}:{port}/api"
+    # only a database this server creates from nothing may become the template: never one with history
+    fresh = not (home / prefect_database.DATABASE).exists() and not prefect_database.seed(home)
     proc = launch(home, HOST, port)
     side = None
     if meanwhile is not None:
@@ -106,6 +112,8 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     finally:
         if side is not None:
             side.join()
+    if fresh:
+        prefect_database.remember(home)
     server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
     write_json(_state_path(home), asdict(server))
     return server

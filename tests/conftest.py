@@ -1,6 +1,9 @@
 """Shared test fixtures, data generators and helpers."""
 
+import atexit
 import os
+import shutil
+import tempfile
 import warnings
 
 # Keep Prefect offline and quiet in every test process, and give its
@@ -12,6 +15,9 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 # Commands run by the tests use Prefect's temporary server (or the session's test harness),
 # not a server kept for their work directory; tests of the kept server set it up themselves.
 os.environ.setdefault("GMM_STREAM_PREFECT", "ephemeral")
+# A kept server's migrated Prefect database is kept in a cache of this session, not the user's.
+os.environ["GMM_STREAM_CACHE"] = tempfile.mkdtemp(prefix="gmm-stream-test-cache-")
+atexit.register(shutil.rmtree, os.environ["GMM_STREAM_CACHE"], True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

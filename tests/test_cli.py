@@ -1,9 +1,11 @@
 """The command line: expected errors before anything starts, and the Prefect server kept for a work directory."""
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -61,12 +63,27 @@ def test_a_demo_directory_holding_other_files_is_refused_early(tmp_path):
 
 
 def test_the_server_kept_for_a_work_directory_is_started_once_reused_and_stopped(tmp_path):
-    """The first command starts the server, the second reuses it; status and stop say so."""
-    work = tmp_path / "w"
+    """The first command starts the server, the second reuses it; status and stop say so.
+
+    The first server of a machine (here: of this test's cache) keeps its
+    freshly migrated database; another work directory's server starts from
+    a copy of it.
+    """
+    import sqlite3
+
+    from flows.prefect_database import CACHE_VARIABLE, template_path
+
+    work, other = tmp_path / "w", tmp_path / "w2"
     src = tmp_path / "tiny.csv"
     src.write_text("a,b,c\n1,2,3\n4,5,6\n")
     env = {"GMM_STREAM_PREFECT": "", "PREFECT_HOME": "", "PREFECT_API_URL": ""}
     env = {k: v for k, v in {**os.environ}.items() if k not in env}
+    env[CACHE_VARIABLE] = str(tmp_path / "cache")
+
+    def first_block_type(db):
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            return con.execute("SELECT id FROM block_type ORDER BY slug LIMIT 1").fetchone()
+
     try:
         first = subprocess.run([*GMM, "ingest", "--source", str(src), "--workdir", str(work), "--no-progress"],
                                capture_output=True, text=True, timeout=300, env=env)
@@ -81,7 +98,16 @@ def test_the_server_kept_for_a_work_directory_is_started_once_reused_and_stopped
         status = subprocess.run([*GMM, "server", "status", "--workdir", str(work)], capture_output=True,
                                 text=True, timeout=60, env=env)
         assert status.returncode == 0 and "Running: http://127.0.0.1:" in status.stdout
+        with mock.patch.dict(os.environ, {CACHE_VARIABLE: env[CACHE_VARIABLE]}):
+            template = template_path()
+        assert template.is_file() and first_block_type(template) is not None
+        third = subprocess.run([*GMM, "ingest", "--source", str(src), "--workdir", str(other), "--no-progress"],
+                               capture_output=True, text=True, timeout=300, env=env)
+        assert third.returncode == 0, third.stderr[-3000:]
+        # the same rows as the kept database (block types get new ids when a database is migrated afresh)
+        assert first_block_type(other / "prefect" / "prefect.db") == first_block_type(template)
     finally:
+        subprocess.run([*GMM, "server", "stop", "--workdir", str(other)], capture_output=True, timeout=120, env=env)
         stopped = subprocess.run([*GMM, "server", "stop", "--workdir", str(work)], capture_output=True,
                                  text=True, timeout=120, env=env)
     assert stopped.returncode == 0 and "Stopped http://127.0.0.1:" in stopped.stdout
