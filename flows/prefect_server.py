@@ -20,6 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from . import prefect_database
+
 logger = logging.getLogger(__name__)
 
 
@@ -121,12 +123,16 @@ class LocalPrefectServer:
         return f"http://{self.host}:{self.port}/api"
 
     def _launch(self) -> None:
+        # a new database starts from the migrated copy, and the first fresh one is kept (never one with history)
+        fresh = not (self.home / prefect_database.DATABASE).exists() and not prefect_database.seed(self.home)
         self.proc = launch(self.home, self.host, self.port)
         try:
             wait_healthy(self.proc, self.api_url, self.home, self.startup_timeout)
         except ServerStartError:
             self._terminate()
             raise
+        if fresh:
+            prefect_database.remember(self.home)
 
     def start(self) -> "LocalPrefectServer":
         if healthy(self.api_url):
