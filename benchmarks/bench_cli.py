@@ -98,15 +98,16 @@ def write_inputs(directory: Path) -> None:
     (directory / "fit.yaml").write_text(FIT_YAML)
 
 
-def _env(mode: str, cache: Path) -> dict:
+def _env(mode: str, cache: Path | None = None) -> dict:
     from flows.prefect_database import CACHE_VARIABLE
     from flows.runtime import PREFECT_MODE_VARIABLE
 
     # the user's own Prefect settings would bypass both servers
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != PREFECT_MODE_VARIABLE}
-    # a cache of this run only: its first kept server migrates a fresh database and keeps it there
-    # (flows.prefect_database), as on a machine's first gmm command; later rounds start from the copy
-    env[CACHE_VARIABLE] = str(cache)
+    if cache is not None:
+        # a cache of this run only: its first kept server migrates a fresh database and keeps it there
+        # (flows.prefect_database), as on a machine's first gmm command; later rounds start from the copy
+        env[CACHE_VARIABLE] = str(cache)
     if mode == "ephemeral":
         env[PREFECT_MODE_VARIABLE] = "ephemeral"
     return env
