@@ -141,7 +141,9 @@ def bench_score_partitions_with_drift(ctx=None, *, partitions=4, rows=250_000, D
 
     ``pipeline.scoring.score_partitions`` (what ``gmm score``'s batch task
     runs) over ``partitions`` Parquet files of ``rows`` x ``D`` float32 rows
-    drawn like the training data, on the threaded scheduler: each partition
+    drawn like the training data, on the threaded scheduler (partitions above
+    ``pipeline.scoring.LOCAL_MAX_ROWS``, the function's default; ``--quick``'s
+    50,000-row ones are read into memory and scored in-process): each partition
     staged to Zarr and validated, scored in one pass per chunk (with its
     statistics, which the pipeline always takes), its scores store published
     atomically, the batch recorded in the manifest; with ``drift_policy``

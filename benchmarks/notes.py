@@ -129,7 +129,7 @@ PER_BENCHMARK = {
         "(in the chunk tasks, `score_rows(..., chunk_summary=pipeline.drift.counts_summary(...))`).  The "
         "statistics cost nothing: the fused E-step kernel writes the rows while it accumulates them.  The "
         "drift counts are the cost: every row placed exactly among the 20,000 training scores of the "
-        "reference (for the two-sample test; `pipeline/drift_bins.py`), ~10 ns per row with a scoring chunk "
+        "reference (for the two-sample test; `pipeline/drift_bins.py`), ~10-15 ns per row with a scoring chunk "
         "streamed through the cache in between, ~0.6-1 ms per 62,500-row chunk, in one compiled pass that "
         "also sums the rows and counts their components; the tests themselves take ~0.6 ms per partition.  "
         "Against the arithmetic alone of the cheapest kernels (diag, spherical: ~10 ms per chunk) that is "

@@ -98,7 +98,8 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     port = free_port(HOST)
     api_url = f"http://{HOST}:{port}/api"
     # only a database this server creates from nothing may become the template: never one with history
-    fresh = not (home / prefect_database.DATABASE).exists() and not prefect_database.seed(home)
+    new = prefect_database.is_new(home)
+    seeded = new and prefect_database.seed(home)
     proc = launch(home, HOST, port)
     side = None
     if meanwhile is not None:
@@ -108,11 +109,13 @@ def start(home: Path, meanwhile=None) -> KeptServer:
         wait_healthy(proc, api_url, home, STARTUP_TIMEOUT)
     except ServerStartError:
         _terminate(proc.pid)
+        if seeded:
+            prefect_database.forget(home)
         raise
     finally:
         if side is not None:
             side.join()
-    if fresh:
+    if new and not seeded:
         prefect_database.remember(home)
     server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
     write_json(_state_path(home), asdict(server))

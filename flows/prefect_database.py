@@ -12,8 +12,11 @@ write-ahead log in),
 and the database of a later work directory starts as a copy of that.
 
 The copy is taken the moment the server answers, before any command has
-used it: it holds the schema and what the server registers for itself, no
-flow, run or deployment.  It is keyed by the Prefect version, whose
+used it, and only of a database that server created (no file, log or
+shared memory before it started) and that holds no flow, run or deployment:
+the schema and what the server registers for itself.  A server that does
+not come up from a copy drops the template, so the next start migrates
+afresh and keeps a new one.  It is keyed by the Prefect version, whose
 migrations made it; a newer Prefect makes its own (and migrates a copied
 older database forward as it would any).  A database configured elsewhere
 (``PREFECT_API_DATABASE_CONNECTION_URL``, e.g. PostgreSQL) is left alone.
@@ -52,25 +55,47 @@ def template_path() -> Path | None:
     return Path(cache) / f"prefect-{prefect_version}" / DATABASE
 
 
+def is_new(home: Path) -> bool:
+    """Whether ``home`` holds no database at all (no file, no write-ahead log or shared memory left over)."""
+    home = Path(home)
+    return not any((home / f"{DATABASE}{suffix}").exists() for suffix in ("", "-wal", "-shm", "-journal"))
+
+
 def seed(home: Path) -> bool:
-    """Give ``home`` a copy of the migrated database if it has no database yet; whether it did."""
+    """Give ``home`` a copy of the migrated database if it has no database yet; whether it did.
+
+    The copy is linked into place, which fails rather than replace a
+    database another command's server has created meanwhile.
+    """
     from gmm_engine.atomic import temp_name
 
     template, database = template_path(), Path(home) / DATABASE
-    if template is None or database.exists() or not template.is_file():
+    if template is None or not is_new(home) or not template.is_file():
         return False
     database.parent.mkdir(parents=True, exist_ok=True)
     tmp = database.with_name(temp_name(database.name))
     try:
         shutil.copyfile(template, tmp)
-        os.replace(tmp, database)
+        os.link(tmp, database)  # no-clobber: FileExistsError if a database appeared meanwhile
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         logger.info("could not start from the migrated Prefect database %s (%s); migrating afresh", template, exc)
         return False
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     logger.info("Prefect database of %s copied from %s", home, template)
     return True
+
+
+def forget(home: Path) -> None:
+    """Drop the kept template, and ``home``'s copy of it: a server did not start from that copy."""
+    template = template_path()
+    for path in ([template] if template is not None else []) + [Path(home) / f"{DATABASE}{suffix}"
+                                                                for suffix in ("", "-wal", "-shm")]:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    logger.warning("a Prefect server did not start from the kept migrated database; it is dropped, the next "
+                   "start migrates a fresh one")
 
 
 def remember(home: Path) -> None:
@@ -84,6 +109,12 @@ def remember(home: Path) -> None:
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.closing(sqlite3.connect(database, timeout=10)) as con:
+            # a schema that Prefect's migrations made, and nothing a command wrote into it
+            if not con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]:
+                raise sqlite3.DatabaseError("no migration recorded")
+            for table in ("flow_run", "deployment", "flow"):
+                if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+                    raise sqlite3.DatabaseError(f"it holds rows of {table}")
             con.execute("VACUUM INTO ?", (str(tmp),))
         os.replace(tmp, template)
     except (OSError, sqlite3.Error) as exc:

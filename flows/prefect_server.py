@@ -124,14 +124,17 @@ class LocalPrefectServer:
 
     def _launch(self) -> None:
         # a new database starts from the migrated copy, and the first fresh one is kept (never one with history)
-        fresh = not (self.home / prefect_database.DATABASE).exists() and not prefect_database.seed(self.home)
+        new = prefect_database.is_new(self.home)
+        seeded = new and prefect_database.seed(self.home)
         self.proc = launch(self.home, self.host, self.port)
         try:
             wait_healthy(self.proc, self.api_url, self.home, self.startup_timeout)
         except ServerStartError:
             self._terminate()
+            if seeded:
+                prefect_database.forget(self.home)
             raise
-        if fresh:
+        if new and not seeded:
             prefect_database.remember(self.home)
 
     def start(self) -> "LocalPrefectServer":

@@ -311,7 +311,7 @@ def test_row_uniforms_of_a_chunk_are_the_rows_of_the_whole():
         np.testing.assert_array_equal(row_uniforms(7, 1, start, stop, 3), whole[start:stop])
 
 
-def test_a_fit_and_its_threshold_on_local_threads_never_load_distributed():
+def test_a_fit_and_gmm_engine_compute_on_local_threads_never_load_distributed():
     # dask would import distributed (~0.3 s of a small CLI command) only to find no client; a
     # fresh interpreter shows the engine's passes and gmm_engine.compute do without it, and
     # that a configured scheduler is still obeyed

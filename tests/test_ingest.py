@@ -853,8 +853,8 @@ def test_read_rows_refuses_as_ingest_does(tmp_path):
 # Arrow columns read from their buffers
 
 
-@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int64(), pa.uint32(), pa.float16(), pa.float32(),
-                                        pa.float64(), pa.bool_(), pa.decimal128(9, 3)],
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int64(), pa.uint32(), pa.uint64(), pa.float16(),
+                                        pa.float32(), pa.float64(), pa.bool_(), pa.decimal128(9, 3), pa.null()],
                          ids=str)
 @pytest.mark.parametrize("offset", [0, 5], ids=["whole", "sliced"])
 def test_arrow_columns_convert_as_pyarrow_would_with_nulls_as_nan(arrow_type, offset):
@@ -865,7 +865,9 @@ def test_arrow_columns_convert_as_pyarrow_would_with_nulls_as_nan(arrow_type, of
     from pipeline.ingest.convert import arrow_column
 
     raw = [None, 1, 0, 3, None, 7, 2, None, 1, 5, 0, 4, 6]
-    if pa.types.is_boolean(arrow_type):
+    if pa.types.is_null(arrow_type):  # an all-null column, as pyarrow writes a column of None to Parquet
+        values = [None] * len(raw)
+    elif pa.types.is_boolean(arrow_type):
         values = [None if v is None else bool(v % 2) for v in raw]
     elif pa.types.is_decimal(arrow_type):
         values = [None if v is None else decimal.Decimal(v) / 8 for v in raw]
@@ -876,8 +878,8 @@ def test_arrow_columns_convert_as_pyarrow_would_with_nulls_as_nan(arrow_type, of
     arr = pa.array(values, type=arrow_type).slice(offset)
     expected = np.array([np.nan if v is None else float(v) for v in values[offset:]])
     out = np.full((len(arr), 2), -1.0)
-    kind = {"bool": "bool"}.get(str(arrow_type), "decimal" if pa.types.is_decimal(arrow_type) else
-                                 "int" if pa.types.is_integer(arrow_type) else "float")
+    kind = {"bool": "bool", "null": "null"}.get(str(arrow_type), "decimal" if pa.types.is_decimal(arrow_type) else
+                                                 "int" if pa.types.is_integer(arrow_type) else "float")
     assert arrow_column(arr, kind, "c", out, 1, 0, tolerant=False) is None
     np.testing.assert_array_equal(out[:, 1], expected)
     assert (out[:, 0] == -1.0).all()  # only its own column written

@@ -23,6 +23,8 @@ def _database_in_wal(path, rows):
     con.execute("PRAGMA wal_autocheckpoint=0")
     con.execute("CREATE TABLE alembic_version (version_num TEXT)")
     con.executemany("INSERT INTO alembic_version VALUES (?)", [(r,) for r in rows])
+    for table in ("flow", "flow_run", "deployment"):  # as migrated: empty until a command writes
+        con.execute(f"CREATE TABLE {table} (id TEXT)")
     con.commit()
     return con  # kept open, so the log is not checkpointed into the file
 
@@ -71,3 +73,73 @@ def test_a_database_configured_elsewhere_or_an_unwritable_cache_changes_nothing(
     prefect_database.remember(home)  # logged, not raised: it only costs the start-up time it saves
     assert prefect_database.seed(tmp_path / "w2" / "prefect") is False
     assert not (tmp_path / "w2" / "prefect" / "prefect.db").exists()
+
+
+def test_a_database_with_history_or_leftovers_is_never_kept_and_a_failed_copy_is_dropped(tmp_path, cache):
+    used, leftover = tmp_path / "w1" / "prefect", tmp_path / "w2" / "prefect"
+    con = _database_in_wal(used / "prefect.db", ["a"])
+    con.execute("INSERT INTO flow_run VALUES ('a run')")
+    con.commit()
+    con.close()
+    prefect_database.remember(used)  # a command has written into it: not a template
+    assert not prefect_database.template_path().exists()
+    leftover.mkdir(parents=True)
+    (leftover / "prefect.db-wal").write_bytes(b"a log SQLite would replay")
+    assert not prefect_database.is_new(leftover) and prefect_database.is_new(tmp_path / "w3" / "prefect")
+    fresh = tmp_path / "w3" / "prefect"
+    _database_in_wal(fresh / "prefect.db", ["a"]).close()
+    prefect_database.remember(fresh)
+    assert prefect_database.seed(leftover) is False  # never next to another database's log
+    seeded = tmp_path / "w4" / "prefect"
+    assert prefect_database.seed(seeded) is True
+    prefect_database.forget(seeded)  # its server did not come up: the copy and the template go
+    assert not prefect_database.template_path().exists() and prefect_database.is_new(seeded)
+
+
+def test_a_kept_server_keeps_only_a_database_it_created_and_drops_a_copy_it_could_not_start_from(
+        tmp_path, cache, monkeypatch):
+    # the server itself is faked: the test is about which database kept_server.start keeps or drops
+    import subprocess
+    import sys
+
+    from flows import kept_server
+    from flows.prefect_server import ServerStartError
+
+    procs = []
+
+    def started(home, host, port):  # a fresh server migrates its new database, then answers
+        if prefect_database.is_new(home):
+            _database_in_wal(home / "prefect.db", ["migrated"]).close()
+        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        return procs[-1]
+
+    def dead(home, host, port):
+        procs.append(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
+        return procs[-1]
+
+    def wait_healthy(proc, api_url, home, timeout):
+        try:
+            proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            return  # still running: it answers
+        raise ServerStartError(f"prefect server exited with code {proc.returncode}")
+
+    monkeypatch.setattr(kept_server, "wait_healthy", wait_healthy)
+    monkeypatch.setattr(kept_server, "_terminate", lambda pid: None)
+    monkeypatch.setattr(kept_server, "launch", started)
+    try:
+        old = tmp_path / "old" / "prefect"
+        _database_in_wal(old / "prefect.db", ["with history"]).close()
+        kept_server.start(old)
+        assert not prefect_database.template_path().exists()  # a database it did not create: never kept
+        kept_server.start(tmp_path / "new" / "prefect")
+        assert prefect_database.template_path().is_file()  # the one it migrated from nothing
+        monkeypatch.setattr(kept_server, "launch", dead)
+        with pytest.raises(ServerStartError):
+            kept_server.start(tmp_path / "third" / "prefect")  # seeded from the copy, and does not come up
+        assert not prefect_database.template_path().exists()
+        assert prefect_database.is_new(tmp_path / "third" / "prefect")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

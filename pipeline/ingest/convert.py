@@ -236,7 +236,10 @@ def _null_mask(arr) -> np.ndarray | None:
     if not arr.null_count:
         return None
     n, off = len(arr), arr.offset
-    valid = np.unpackbits(np.frombuffer(arr.buffers()[0], np.uint8), bitorder="little")[off:off + n]
+    validity = arr.buffers()[0]
+    if validity is None:  # an all-null column (Arrow's null type) has no bitmap
+        return np.ones(n, dtype=bool)
+    valid = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little")[off:off + n]
     return valid == 0
 
 
@@ -260,6 +263,7 @@ def _primitive_values(arr, nulls) -> np.ndarray:
         code = "f" if pa.types.is_floating(t) else ("i" if pa.types.is_signed_integer(t) else "u")
         dtype = np.dtype(f"{code}{t.bit_width // 8}")
         v = np.frombuffer(data, dtype, count=n, offset=off * dtype.itemsize)
+        v.flags.writeable = False  # a view of Arrow's buffer
     if nulls is not None:
         v = v.copy()
         v[nulls] = 0
