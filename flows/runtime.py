@@ -20,6 +20,9 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # send our libraries' log records to the Prefect run logs too
     "PREFECT_LOGGING_EXTRA_LOGGERS": "gmm_engine,pipeline,flows",
+    # they also log outside any flow run (a kept server's start-up): those records stay in the
+    # terminal, without Prefect's warning that they cannot go to a run's logs
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "PREFECT_UI_ENABLED": "false",
     # distributed configures its own loggers at import (INFO); scheduler and
     # worker processes inherit this too
