@@ -97,26 +97,20 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     home = Path(home)
     port = free_port(HOST)
     api_url = f"http://{HOST}:{port}/api"
-    # only a database this server creates from nothing may become the template: never one with history
-    new = prefect_database.is_new(home)
-    seeded = new and prefect_database.seed(home)
-    proc = launch(home, HOST, port)
-    side = None
-    if meanwhile is not None:
-        side = threading.Thread(target=meanwhile, args=(api_url,), name="gmm-warm-imports", daemon=True)
-        side.start()
-    try:
-        wait_healthy(proc, api_url, home, STARTUP_TIMEOUT)
-    except ServerStartError:
-        _terminate(proc.pid)
-        if seeded:
-            prefect_database.forget(home)
-        raise
-    finally:
-        if side is not None:
-            side.join()
-    if new and not seeded:
-        prefect_database.remember(home)
+    with prefect_database.server_start(home, ServerStartError):
+        proc = launch(home, HOST, port)
+        side = None
+        if meanwhile is not None:
+            side = threading.Thread(target=meanwhile, args=(api_url,), name="gmm-warm-imports", daemon=True)
+            side.start()
+        try:
+            wait_healthy(proc, api_url, home, STARTUP_TIMEOUT)
+        except ServerStartError:
+            _terminate(proc.pid)
+            raise
+        finally:
+            if side is not None:
+                side.join()
     server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
     write_json(_state_path(home), asdict(server))
     return server

@@ -39,6 +39,8 @@ DATABASE = "prefect.db"
 #: overrides where the migrated database is kept (the test suite points it at a temporary directory)
 CACHE_VARIABLE = "GMM_STREAM_CACHE"
 _URL_SETTINGS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+#: the database file and what SQLite keeps beside it
+_FILES = ("", "-wal", "-shm", "-journal")
 
 
 def template_path() -> Path | None:
@@ -58,7 +60,27 @@ def template_path() -> Path | None:
 def is_new(home: Path) -> bool:
     """Whether ``home`` holds no database at all (no file, no write-ahead log or shared memory left over)."""
     home = Path(home)
-    return not any((home / f"{DATABASE}{suffix}").exists() for suffix in ("", "-wal", "-shm", "-journal"))
+    return not any((home / f"{DATABASE}{suffix}").exists() for suffix in _FILES)
+
+
+@contextlib.contextmanager
+def server_start(home: Path, failure=Exception):
+    """Around a server's start on ``home``: its database from the kept copy if it has none, the first fresh one kept.
+
+    Only a database this server creates from nothing may become the
+    template, never one with history; a start that raises ``failure`` from
+    a copy drops the copy and the template (:func:`forget`).
+    """
+    new = is_new(home)
+    seeded = new and seed(home)
+    try:
+        yield
+    except failure:
+        if seeded:
+            forget(home)
+        raise
+    if new and not seeded:
+        remember(home)
 
 
 def seed(home: Path) -> bool:
@@ -91,7 +113,7 @@ def forget(home: Path) -> None:
     """Drop the kept template, and ``home``'s copy of it: a server did not start from that copy."""
     template = template_path()
     for path in ([template] if template is not None else []) + [Path(home) / f"{DATABASE}{suffix}"
-                                                                for suffix in ("", "-wal", "-shm")]:
+                                                                for suffix in _FILES]:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
     logger.warning("a Prefect server did not start from the kept migrated database; it is dropped, the next "

@@ -123,19 +123,13 @@ class LocalPrefectServer:
         return f"http://{self.host}:{self.port}/api"
 
     def _launch(self) -> None:
-        # a new database starts from the migrated copy, and the first fresh one is kept (never one with history)
-        new = prefect_database.is_new(self.home)
-        seeded = new and prefect_database.seed(self.home)
-        self.proc = launch(self.home, self.host, self.port)
-        try:
-            wait_healthy(self.proc, self.api_url, self.home, self.startup_timeout)
-        except ServerStartError:
-            self._terminate()
-            if seeded:
-                prefect_database.forget(self.home)
-            raise
-        if new and not seeded:
-            prefect_database.remember(self.home)
+        with prefect_database.server_start(self.home, ServerStartError):
+            self.proc = launch(self.home, self.host, self.port)
+            try:
+                wait_healthy(self.proc, self.api_url, self.home, self.startup_timeout)
+            except ServerStartError:
+                self._terminate()
+                raise
 
     def start(self) -> "LocalPrefectServer":
         if healthy(self.api_url):
