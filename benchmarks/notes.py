@@ -94,7 +94,7 @@ PER_BENCHMARK = {
     "acceleration": (
         "What is measured: data passes to convergence.  Plain EM (`acceleration=None`, scikit-learn's algorithm, "
         "the reference) and SQUAREM (`acceleration='squarem'`, the pipeline's default: a step extrapolated from "
-        "two EM steps, then a stabilising EM step, kept only when the log-likelihood did not fall; "
+        "two EM steps, its length bounded by a bound that starts at plain EM's and grows fourfold after each step kept at it, then a stabilising EM step, kept only when the log-likelihood did not fall; "
         "`gmm_engine/_squarem.py`) fit each problem with the estimator's defaults "
         "from the same k-means start (`random_state=0`, `tol=1e-3`, `max_iter=1000`), both stopping by `tol`.  "
         "A pass is one read of every row (`n_passes_`, what `summary.json` reports), the initialisation's "

@@ -4,7 +4,8 @@ With ``F`` one EM pass (parameters to next parameters), a cycle from
 ``theta0`` is::
 
     theta1 = F(theta0), theta2 = F(theta1)
-    r = theta1 - theta0, v = theta2 - theta1 - r, alpha = min(-|r| / |v|, -1)
+    r = theta1 - theta0, v = theta2 - theta1 - r
+    alpha = clip(-|r| / |v|, -step_max, -1)
     theta' = theta0 - 2 alpha r + alpha^2 v
     theta3 = F(theta')                      (the stabilising EM step)
 
@@ -18,6 +19,20 @@ changes only the step length ``alpha`` (a ratio of norms), which then does
 not depend on the units of the features (on covertype, whose features
 span units from tens to thousands, it cut the EM passes to plain EM's
 lower bound from 63 to 38).
+
+The step length is bounded as in Varadhan's reference implementation
+(the R package SQUAREM: ``step.max0 = 1``, ``mstep = 4``): ``step_max``
+starts at 1 (the first cycle is two plain EM steps), is multiplied by
+:data:`STEP_GROWTH` each time a step at the bound is kept and divided by
+it (never below 1) each time one is refused.  Unbounded from the first
+cycle, the long early steps leapt out of the basin plain EM climbs in:
+on river's shuttle data (49,097 x 9, K=7 full, seeds 0-7) they ended at
+another optimum than plain EM's in 6 of 8 starts, twice at a lower
+log-likelihood, and the median ROC-AUC of the scores as outlier scores
+fell from plain EM's 0.907 to 0.781.  Bounded, SQUAREM ends at plain EM's
+optimum from all 8 starts (lower bounds within 0.004, the same ROC-AUC
+to 0.002), and still reaches plain EM's bound on covertype in under half
+its passes.
 
 Each pass's log-likelihood is that of the parameters it ran with, so the
 safeguard costs no pass: ``theta3`` is accepted when ``loglik(theta')`` did not fall
@@ -70,6 +85,10 @@ logger = logging.getLogger("gmm_engine")
 #: which pass of a cycle comes next
 EVALUATE_THETA0, EVALUATE_THETA1, EVALUATE_TRIAL = 0, 1, 2
 
+#: the bound on ``|alpha|`` at the start, and its factor up after a kept step at the bound, down after a refused one
+STEP_MAX0 = 1.0
+STEP_GROWTH = 4.0
+
 
 @dataclass(frozen=True, eq=False)
 class SquaremCycle:
@@ -92,6 +111,8 @@ class SquaremCycle:
         Extrapolations accepted, rejected (log-likelihood fell, or the EM
         step from it collapsed a component), and not tried (``alpha = -1``
         or not a valid mixture), over the run so far.
+    step_max : float
+        The bound on ``|alpha|`` for the next extrapolation (>= 1).
     """
 
     phase: int = EVALUATE_THETA0
@@ -101,6 +122,13 @@ class SquaremCycle:
     n_accepted: int = 0
     n_rejected: int = 0
     n_skipped: int = 0
+    step_max: float = STEP_MAX0
+
+    def after_step(self, alpha: float, kept: bool) -> float:
+        """The bound after a step of length ``alpha``: up if it was kept at the bound, down if refused there."""
+        if alpha != -self.step_max:
+            return self.step_max
+        return self.step_max * STEP_GROWTH if kept else max(STEP_MAX0, self.step_max / STEP_GROWTH)
 
     def parts(self) -> dict:
         """The parameter sets the cycle holds, by role: what a checkpoint stores beside the model."""
@@ -115,6 +143,7 @@ class SquaremCycle:
             "n_accepted": self.n_accepted,
             "n_rejected": self.n_rejected,
             "n_skipped": self.n_skipped,
+            "step_max": self.step_max,
             "parts": sorted(self.parts()),
         }
 
@@ -133,9 +162,14 @@ class SquaremCycle:
         alpha = doc.get("alpha")
         if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
             raise ValueError(f"alpha must be a number or null, got {alpha!r}")
+        # checkpoints written before the bound existed resume with it at its start
+        step_max = doc.get("step_max", STEP_MAX0)
+        if isinstance(step_max, bool) or not isinstance(step_max, (int, float)) or not step_max >= STEP_MAX0 \
+                or not math.isfinite(step_max):
+            raise ValueError(f"step_max must be a finite number >= {STEP_MAX0}, got {step_max!r}")
         return cls(
             phase, parts.get("theta0"), parts.get("trial"),
-            math.nan if alpha is None else float(alpha), *counts[1:],
+            math.nan if alpha is None else float(alpha), *counts[1:], step_max=float(step_max),
         )
 
 
@@ -187,8 +221,8 @@ def from_vector(z: np.ndarray, covariance_type: str, K: int, D: int, scale: np.n
     return GMMParams(covariance_type, weights, means, covariances, prec_chol)
 
 
-def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams):
-    """``(theta', alpha)`` of the cycle; ``theta'`` is None for ``alpha = -1`` or an invalid mixture."""
+def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams, step_max: float = math.inf):
+    """``(theta', alpha)`` of the cycle, ``|alpha| <= step_max``; ``theta'`` is None for ``alpha = -1`` or an invalid mixture."""
     scale = feature_scale(theta2)
     z0, z1, z2 = (to_vector(p, scale) for p in (theta0, theta1, theta2))
     r = z1 - z0
@@ -196,7 +230,7 @@ def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams):
     nr, nv = float(np.linalg.norm(r)), float(np.linalg.norm(v))
     if not (math.isfinite(nr) and math.isfinite(nv) and nv > 0.0):
         return None, -1.0
-    alpha = min(-nr / nv, -1.0)
+    alpha = max(min(-nr / nv, -1.0), -step_max)
     if alpha == -1.0:  # theta' = theta2: nothing to gain over plain EM
         return None, alpha
     K, D = theta2.means.shape
@@ -270,10 +304,12 @@ def _em_step_pass(data, state, cycle, reg_covar, tol):
         cycle = dataclasses.replace(cycle, phase=EVALUATE_THETA1, theta0=x, trial=None, alpha=math.nan)
         what = "EM step"
     else:  # x is theta1, nxt is theta2
-        trial, alpha = extrapolate(cycle.theta0, x, nxt)
+        trial, alpha = extrapolate(cycle.theta0, x, nxt, cycle.step_max)
         if trial is None:
+            # alpha = -1 is theta2 itself, kept; an invalid mixture is a step refused
             cycle = dataclasses.replace(cycle, phase=EVALUATE_THETA0, theta0=None, alpha=math.nan,
-                                        n_skipped=cycle.n_skipped + 1)
+                                        n_skipped=cycle.n_skipped + 1,
+                                        step_max=cycle.after_step(alpha, kept=alpha == -1.0))
             what = "EM step, no extrapolation" + (" (alpha = -1)" if alpha == -1.0 else " (not a valid mixture)")
         else:
             cycle = dataclasses.replace(cycle, phase=EVALUATE_TRIAL, theta0=None, trial=trial, alpha=alpha)
@@ -307,7 +343,9 @@ def _trial_pass(data, state, cycle, reg_covar):
             change=lower_bound - reference,
             stats=stats,
         )
-        return new, dataclasses.replace(after, n_accepted=cycle.n_accepted + 1), f"extrapolation alpha = {cycle.alpha:.3g} accepted"
+        after = dataclasses.replace(after, n_accepted=cycle.n_accepted + 1,
+                                    step_max=cycle.after_step(cycle.alpha, kept=True))
+        return new, after, f"extrapolation alpha = {cycle.alpha:.3g} accepted"
     # continue from theta2: the state stays (with the statistics theta2 came from), one more pass spent
     new = EMState(
         params=state.params,
@@ -319,4 +357,6 @@ def _trial_pass(data, state, cycle, reg_covar):
     )
     what = (f"extrapolation alpha = {cycle.alpha:.3g} rejected (mean log-likelihood {lower_bound:.6f} "
             f"< {reference:.6f}), continuing from the EM step")
-    return new, dataclasses.replace(after, n_rejected=cycle.n_rejected + 1), what
+    after = dataclasses.replace(after, n_rejected=cycle.n_rejected + 1,
+                                step_max=cycle.after_step(cycle.alpha, kept=False))
+    return new, after, what

@@ -246,7 +246,7 @@ def _always(monkeypatch, *, collapse=False, invalid=False):
     real_pass = _squarem._em_pass
     trials = []
 
-    def extrapolate(theta0, theta1, theta2):
+    def extrapolate(theta0, theta1, theta2, step_max):
         if invalid:
             return None, -3.0
         bad = GMMParams(theta2.covariance_type, theta2.weights, theta2.means + 25.0, theta2.covariances,
@@ -283,6 +283,58 @@ def test_failed_extrapolations_continue_with_plain_em(monkeypatch, how):
         assert [v for i, v in enumerate(acc.lower_bounds_) if i % 3 != 2] == plain.lower_bounds_
         for s, prev in zip(states[2::3], states[1::3]):
             assert s.lower_bound == prev.lower_bound and s.params is prev.params and s.change == 0.0
+
+
+def test_the_step_length_is_bounded_and_the_bound_follows_the_steps():
+    """Varadhan's schedule: |alpha| <= step_max, which starts at 1, x4 after a step kept at it, /4 after one refused."""
+    states = []
+    gm = fit(SLOW, on_iteration=states.append, covariance_type="full", init_params="random_from_data", tol=1e-8)
+    assert gm.converged_
+    cycles = [s.acceleration for s in states]
+    bound = _squarem.STEP_MAX0
+    trials = 0
+    for before, after in zip([_squarem.SquaremCycle()] + cycles, cycles):
+        assert before.step_max == bound
+        if after.phase == _squarem.EVALUATE_TRIAL:  # an extrapolation proposed, not yet evaluated
+            trials += 1
+            assert -bound <= after.alpha < -1.0 and after.step_max == bound
+        elif before.phase == _squarem.EVALUATE_TRIAL:  # the trial's pass: kept or refused
+            at_bound = before.alpha == -bound
+            if after.n_accepted > before.n_accepted:
+                bound = bound * _squarem.STEP_GROWTH if at_bound else bound
+            else:
+                bound = max(_squarem.STEP_MAX0, bound / _squarem.STEP_GROWTH) if at_bound else bound
+        elif after.n_skipped > before.n_skipped:  # alpha = -1 at the bound 1: theta2 kept
+            if bound == _squarem.STEP_MAX0:
+                bound *= _squarem.STEP_GROWTH
+        assert after.step_max == bound
+    # the first cycle is two plain EM steps (the bound starts at 1), then the bound grows
+    assert cycles[1].n_skipped == 1 and cycles[1].step_max == _squarem.STEP_GROWTH
+    assert trials > 0 and max(c.step_max for c in cycles) > _squarem.STEP_GROWTH
+
+
+def test_extrapolate_clips_alpha_to_the_bound():
+    start = fit(SLOW, None, max_iter=10, init_params="random_from_data")  # EM has settled to its slow crawl
+    p0 = GMMParams.from_precisions_cholesky("full", start.weights_, start.means_, start.precisions_cholesky_)
+    data = NumpyData(SLOW)
+    p1 = m_step(data.map_reduce(estep_chunk, p0.kernel_params()), 1e-6)
+    p2 = m_step(data.map_reduce(estep_chunk, p1.kernel_params()), 1e-6)
+    free = _squarem.extrapolate(p0, p1, p2)[1]
+    assert free < -2.0  # EM is slow here: an unbounded step is long
+    trial, alpha = _squarem.extrapolate(p0, p1, p2, 2.0)
+    assert alpha == -2.0 and trial is not None
+    assert _squarem.extrapolate(p0, p1, p2, 1.0) == (None, -1.0)  # the bound's start: theta2, plain EM
+
+
+def test_cycle_documents_round_trip_and_old_ones_start_the_bound():
+    cycle = _squarem.SquaremCycle(step_max=16.0, n_accepted=3)
+    doc = json.loads(json.dumps(cycle.to_document()))
+    again = _squarem.SquaremCycle.from_document(doc, {})
+    assert (again.step_max, again.n_accepted, again.phase) == (16.0, 3, _squarem.EVALUATE_THETA0)
+    del doc["step_max"]  # a checkpoint written before the bound existed
+    assert _squarem.SquaremCycle.from_document(doc, {}).step_max == _squarem.STEP_MAX0
+    with pytest.raises(ValueError, match="step_max must be a finite number >= 1.0"):
+        _squarem.SquaremCycle.from_document({**doc, "step_max": float("inf")}, {})
 
 
 def test_alpha_minus_one_is_plain_em():
@@ -327,10 +379,11 @@ def test_coordinates_that_are_not_a_mixture_are_refused(covariance_type):
 
 def test_max_iter_bounds_the_passes():
     states = []
-    gm = GaussianMixture(3, random_state=0, max_iter=8, tol=0.0, acceleration="squarem")
+    # passes: two EM steps (the first cycle's bound is 1), a cycle of three, then two EM steps
+    gm = GaussianMixture(3, random_state=0, max_iter=7, tol=0.0, acceleration="squarem")
     with pytest.warns(UserWarning, match="did not converge"):
         gm.fit(SLOW, on_iteration=states.append)
-    assert gm.n_iter_ == 8 and len(gm.lower_bounds_) == 8 and not gm.converged_
+    assert gm.n_iter_ == 7 and len(gm.lower_bounds_) == 7 and not gm.converged_
     # stopped before evaluating an extrapolation: the model is the EM step, not the trial
     assert states[-1].acceleration.phase == _squarem.EVALUATE_TRIAL
     assert gm.means_ is states[-1].params.means
@@ -453,6 +506,8 @@ def test_checkpoint_keeps_only_the_newest_iterations_and_their_parts(tmp_path):
         lambda a: a.__setitem__("method", "anderson"),
         lambda a: a.__setitem__("n_rejected", -1),
         lambda a: a.__setitem__("alpha", [-2.0]),
+        lambda a: a.__setitem__("step_max", 0.5),         # below the start of the bound
+        lambda a: a.__setitem__("step_max", "4"),
     ],
 )
 def test_corrupt_acceleration_state_is_refused(tmp_path, edit):
