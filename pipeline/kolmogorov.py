@@ -17,8 +17,9 @@ Methods, by region (``t = n d``):
   (``P = 2 (1 - d)^n``), ``d >= 1/2`` (``2 P(D_n^+ > d)``, exact there);
 * ``n <= 140``: the Durbin matrix (Marsaglia, Tsang & Wang 2003) up to
   ``n d^2 = 4`` (Simard & L'Ecuyer use Pomeranz's recursion above
-  ``0.754693``; both are exact, the matrix is small there, and the values
-  agree to rounding), then ``2 P(D_n^+ > d)`` (Miller's approximation);
+  ``0.754693``; both are exact and the matrix is small there: the values
+  agree to ~2e-11 relative, the rounding of ``1 - CDF`` near 1), then
+  ``2 P(D_n^+ > d)`` (Miller's approximation);
 * ``n > 140``: ``0`` from ``n d^2 >= 370``; ``2 P(D_n^+ > d)`` from
   ``n d^2 >= 2.2``; below, the Durbin matrix while ``n <= 10^5`` and
   ``n d^{3/2} <= 1.4``, else Pelz & Good's (1976) asymptotic series.
