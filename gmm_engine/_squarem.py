@@ -18,13 +18,15 @@ factors in units of the per-feature spread of ``theta2``
 changes only the step length ``alpha`` (a ratio of norms), which then does
 not depend on the units of the features (on covertype, whose features
 span units from tens to thousands, it cut the EM passes to plain EM's
-lower bound from 63 to 38).
+lower bound from 63 to 38, measured before the step bound below).
 
 The step length is bounded as in Varadhan's reference implementation
-(the R package SQUAREM: ``step.max0 = 1``, ``mstep = 4``): ``step_max``
-starts at 1 (the first cycle is two plain EM steps), is multiplied by
-:data:`STEP_GROWTH` each time a step at the bound is kept and divided by
-it (never below 1) each time one is refused.  Unbounded from the first
+(the R package SQUAREM, ``step.max0 = 1``, ``mstep = 4``;
+:meth:`SquaremCycle.after_step`): ``step_max`` starts at 1 (the first
+cycle is two plain EM steps) and is multiplied by :data:`STEP_GROWTH`
+each time a step at the bound is kept; a step refused at the bound
+divides it (never below 1) and the cycle ends as plain EM's, which counts
+as a step of length 1 (so a refusal at 4 leaves 4).  Unbounded from the first
 cycle, the long early steps leapt out of the basin plain EM climbs in:
 on river's shuttle data (49,097 x 9, K=7 full, seeds 0-7) they ended at
 another optimum than plain EM's in 6 of 8 starts, twice at a lower
@@ -85,8 +87,9 @@ logger = logging.getLogger("gmm_engine")
 #: which pass of a cycle comes next
 EVALUATE_THETA0, EVALUATE_THETA1, EVALUATE_TRIAL = 0, 1, 2
 
-#: the bound on ``|alpha|`` at the start, and its factor up after a kept step at the bound, down after a refused one
+#: the bound on ``|alpha|`` at the start (R's ``step.max0``)
 STEP_MAX0 = 1.0
+#: the bound's factor up after a step kept at it, and down after one refused there (R's ``mstep``)
 STEP_GROWTH = 4.0
 
 
@@ -125,10 +128,18 @@ class SquaremCycle:
     step_max: float = STEP_MAX0
 
     def after_step(self, alpha: float, kept: bool) -> float:
-        """The bound after a step of length ``alpha``: up if it was kept at the bound, down if refused there."""
-        if alpha != -self.step_max:
-            return self.step_max
-        return self.step_max * STEP_GROWTH if kept else max(STEP_MAX0, self.step_max / STEP_GROWTH)
+        """The bound after a cycle whose step of length ``alpha`` was kept or refused (not evaluated: refused).
+
+        R's ``squarem1``: a refusal at the bound divides the bound (never
+        below ``step.max0``) and the cycle's step becomes plain EM's
+        (``alpha = 1``); then a step at the bound multiplies it.
+        """
+        bound = self.step_max
+        if not kept:
+            if alpha == -bound:
+                bound = max(STEP_MAX0, bound / STEP_GROWTH)
+            alpha = -1.0
+        return bound * STEP_GROWTH if alpha == -bound else bound
 
     def parts(self) -> dict:
         """The parameter sets the cycle holds, by role: what a checkpoint stores beside the model."""
@@ -222,7 +233,10 @@ def from_vector(z: np.ndarray, covariance_type: str, K: int, D: int, scale: np.n
 
 
 def extrapolate(theta0: GMMParams, theta1: GMMParams, theta2: GMMParams, step_max: float = math.inf):
-    """``(theta', alpha)`` of the cycle, ``|alpha| <= step_max``; ``theta'`` is None for ``alpha = -1`` or an invalid mixture."""
+    """``(theta', alpha)`` of the cycle, ``|alpha| <= step_max``.
+
+    ``theta'`` is None for ``alpha = -1`` (plain EM's step) or an invalid mixture.
+    """
     scale = feature_scale(theta2)
     z0, z1, z2 = (to_vector(p, scale) for p in (theta0, theta1, theta2))
     r = z1 - z0

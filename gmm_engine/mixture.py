@@ -141,9 +141,10 @@ default='kmeans'
         SQUAREM, in cycles of three passes) and keeps an extrapolation only
         when the log-likelihood did not fall, so the lower bound of every
         accepted step is at least the previous one.  The step length is
-        bounded, starting at plain EM's and growing fourfold after each
-        step kept at the bound (the reference implementation's schedule),
-        so the early steps stay in the basin plain EM climbs; slow EM (overlapping
+        bounded, starting at plain EM's, growing fourfold after each step
+        kept at the bound and shrinking after one refused there (the
+        reference implementation's schedule), so that the early steps do not
+        leap from the basin plain EM climbs; slow EM (overlapping
         components) then needs several times fewer passes to the same
         lower bound.  ``n_iter_``, ``lower_bounds_`` and ``max_iter`` then
         count EM passes, ``tol`` applies to the EM steps of the path.

@@ -414,7 +414,9 @@ def _ks_test(c: PartitionCounts, ref: DriftReference, policy: DriftPolicy):
     big, small = sorted([float(c.n_rows), float(ref.score_sample.size)], reverse=True)
     en = big * small / (big + small)
     # scipy.stats.ks_2samp's asymptotic p-value: the one-sample distribution at the effective size
-    p = kolmogorov.two_sided_sf(round(en), d)
+    # (below 1, one row against a one-value sample, it is undefined: NaN, as scipy gives)
+    size = round(en)
+    p = kolmogorov.two_sided_sf(size, d) if size >= 1 else math.nan
     return "loglik_ks", d, p, d, policy.min_ks
 
 

@@ -86,6 +86,7 @@ def two_sided_sf(n: int, d: float) -> float:
 
 
 def _clip(p: float) -> float:
+    """``p`` clipped to [0, 1], as scipy clips every value it returns."""
     return min(max(p, 0.0), 1.0)
 
 

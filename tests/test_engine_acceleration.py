@@ -285,32 +285,39 @@ def test_failed_extrapolations_continue_with_plain_em(monkeypatch, how):
             assert s.lower_bound == prev.lower_bound and s.params is prev.params and s.change == 0.0
 
 
-def test_the_step_length_is_bounded_and_the_bound_follows_the_steps():
-    """Varadhan's schedule: |alpha| <= step_max, which starts at 1, x4 after a step kept at it, /4 after one refused."""
+@pytest.mark.parametrize(
+    "bound, alpha, kept, after",
+    [
+        (1.0, -1.0, True, 4.0),     # the first cycle: alpha clipped to -1 (plain EM's step), at the bound
+        (4.0, -4.0, True, 16.0),    # kept at the bound: x4
+        (4.0, -2.5, True, 4.0),     # kept inside it: unchanged
+        (16.0, -1.0, True, 16.0),   # alpha = -1 of itself: unchanged
+        (4.0, -4.0, False, 4.0),    # refused at 4: 1, then plain EM's step at 1: 4 (R's squarem1)
+        (16.0, -16.0, False, 4.0),  # refused at 16: 4
+        (64.0, -64.0, False, 16.0),
+        (16.0, -2.0, False, 16.0),  # refused inside the bound: unchanged
+    ],
+)
+def test_the_bound_follows_the_reference_implementation(bound, alpha, kept, after):
+    """R's SQUAREM (step.max0 = 1, mstep = 4), case by case."""
+    assert _squarem.SquaremCycle(step_max=bound).after_step(alpha, kept) == after
+
+
+def test_the_step_length_stays_within_the_bound_along_a_fit():
     states = []
     gm = fit(SLOW, on_iteration=states.append, covariance_type="full", init_params="random_from_data", tol=1e-8)
     assert gm.converged_
     cycles = [s.acceleration for s in states]
-    bound = _squarem.STEP_MAX0
-    trials = 0
-    for before, after in zip([_squarem.SquaremCycle()] + cycles, cycles):
-        assert before.step_max == bound
-        if after.phase == _squarem.EVALUATE_TRIAL:  # an extrapolation proposed, not yet evaluated
-            trials += 1
-            assert -bound <= after.alpha < -1.0 and after.step_max == bound
-        elif before.phase == _squarem.EVALUATE_TRIAL:  # the trial's pass: kept or refused
-            at_bound = before.alpha == -bound
-            if after.n_accepted > before.n_accepted:
-                bound = bound * _squarem.STEP_GROWTH if at_bound else bound
-            else:
-                bound = max(_squarem.STEP_MAX0, bound / _squarem.STEP_GROWTH) if at_bound else bound
-        elif after.n_skipped > before.n_skipped:  # alpha = -1 at the bound 1: theta2 kept
-            if bound == _squarem.STEP_MAX0:
-                bound *= _squarem.STEP_GROWTH
-        assert after.step_max == bound
-    # the first cycle is two plain EM steps (the bound starts at 1), then the bound grows
+    trials = [c for c in cycles if c.phase == _squarem.EVALUATE_TRIAL]
+    assert trials and all(-c.step_max <= c.alpha < -1.0 for c in trials)
+    # the first cycle is two plain EM steps (the bound starts at 1); the bound then never returns to 1
     assert cycles[1].n_skipped == 1 and cycles[1].step_max == _squarem.STEP_GROWTH
-    assert trials > 0 and max(c.step_max for c in cycles) > _squarem.STEP_GROWTH
+    assert all(c.step_max >= _squarem.STEP_GROWTH for c in cycles[1:])
+    assert max(c.step_max for c in cycles) > _squarem.STEP_GROWTH and cycles[-1].n_accepted > 0
+    # the bound changes only where a cycle ends (an EM step that proposes no trial, or the trial's pass)
+    for before, after in zip(cycles, cycles[1:]):
+        if after.step_max != before.step_max:
+            assert after.phase == _squarem.EVALUATE_THETA0
 
 
 def test_extrapolate_clips_alpha_to_the_bound():

@@ -17,9 +17,11 @@ def _statistics(n, rng):
 
     Fewer for large n: there scipy's one-sided ``smirnov`` (both sides use it) costs ~25 ms a value.
     """
-    edges = [0.5 / n, 1.0 / n, 1.5 / n, (n - 1.0) / n, 0.5, np.nextafter(0.5, 0.0)]
-    edges += [np.sqrt(c / n) for c in (0.754693, 2.2, 4.0, 18.0, 370.0)]  # n d^2 at the methods' borders
-    edges += [(1.4 / n) ** (2 / 3)]  # n d^{3/2} = 1.4
+    borders = [0.5 / n, 1.0 / n, (n - 1.0) / n, 0.5]
+    borders += [np.sqrt(c / n) for c in (0.754693, 2.2, 4.0, 18.0, 370.0)]  # n d^2 at the methods' borders
+    borders += [(1.4 / n) ** (2 / 3)]  # n d^{3/2} = 1.4
+    # each border and the floats on either side of it: rounding puts the border itself on one unknown side
+    edges = [x for b in borders for x in (np.nextafter(b, 0.0), b, np.nextafter(b, 1.0))] + [1.5 / n]
     many = 120 if n <= 20_000 else 12
     d = np.concatenate([rng.uniform(0.0, 1.0, many // 2), rng.uniform(0.0, 4.0 / np.sqrt(n), many), edges])
     return d[(d > 0) & (d < 1)]
@@ -29,15 +31,16 @@ def _statistics(n, rng):
 def test_equals_scipy_kstwo_sf(n):
     """scipy's value to 1e-12 relative wherever both compute the same thing.
 
-    The exception, 1e-9: n <= 140 with 0.754693 < n d^2 <= 4, where scipy
+    The exception, 1e-10: n <= 140 with 0.754693 < n d^2 <= 4, where scipy
     uses Pomeranz's recursion and this module the Durbin matrix (both exact);
     there the survival function is 1 - CDF with the CDF near 1 (down to
-    ~7e-4 below it), so one rounding of the CDF is ~1e-12 of the result.
+    ~7e-4 below it), so the two CDFs' roundings differ by up to ~2e-11 of
+    the result (the largest seen over these values and a review's).
     """
     rng = np.random.default_rng(n)
     for d in _statistics(n, rng):
         ours, scipy_value = two_sided_sf(n, d), float(stats.kstwo.sf(d, n))
-        rel = 1e-9 if n <= 140 and 0.754693 < n * d * d <= 4 else 1e-12
+        rel = 1e-10 if n <= 140 and 0.754693 < n * d * d <= 4 else 1e-12
         assert ours == pytest.approx(scipy_value, rel=rel, abs=1e-300), (n, d)
         assert 0.0 <= ours <= 1.0
 
