@@ -25,7 +25,7 @@ the subflows (they receive its address).
 import math
 import time
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -35,6 +35,7 @@ from .artifacts import publish_markdown
 from .cluster import flow_cluster, shared_config
 from .config import AnomalyConfig, DemoConfig, FitConfig, IngestConfig, ModelConfig, ScoreConfig, SelectConfig
 from .fit_flow import fit_flow
+from .flow_parameters import flow
 from .ingest_flow import IO_RETRIES, ingest_flow
 from .initialize_flow import initialize_flow
 from .score_flow import score_partitions_flow

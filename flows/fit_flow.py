@@ -4,7 +4,7 @@ import io
 import time
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -14,6 +14,7 @@ from pipeline.data import array_bytes
 from .artifacts import publish_markdown
 from .cluster import flow_cluster, task_client
 from .config import FitConfig, ModelConfig
+from .flow_parameters import flow
 from .initialize_flow import initialize_task, run_name
 
 

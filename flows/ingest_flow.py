@@ -1,11 +1,12 @@
 """The ``ingest`` flow: a table or array into a validated, compressed Zarr array."""
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from .artifacts import publish_markdown
 from .config import IngestConfig
+from .flow_parameters import flow
 
 IO_RETRIES = dict(retries=2, retry_delay_seconds=2)
 

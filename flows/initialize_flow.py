@@ -1,6 +1,6 @@
 """The ``initialize`` flow: initial parameters of a fit, saved as a model directory."""
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.cluster import ClusterHandle
@@ -8,6 +8,7 @@ from pipeline.data import array_bytes
 
 from .cluster import flow_cluster, task_client
 from .config import FitConfig, ModelConfig
+from .flow_parameters import flow
 
 
 def run_name(config: FitConfig) -> str:

@@ -4,7 +4,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -16,6 +16,7 @@ from .artifacts import publish_markdown, publish_table
 from .cluster import flow_cluster, task_client
 from .concurrency import run_bounded
 from .config import ScoreConfig
+from .flow_parameters import flow
 
 IO_RETRIES = dict(retries=2, retry_delay_seconds=2)
 

@@ -16,7 +16,7 @@ selection, it is the model registered, and the report shows its weights
 
 import time
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
@@ -27,6 +27,7 @@ from .artifacts import publish_markdown
 from .cluster import flow_cluster, task_client
 from .config import SelectConfig
 from .fit_flow import register_task
+from .flow_parameters import flow
 
 
 @task(name="prepare-selection-data", cache_policy=NO_CACHE)
