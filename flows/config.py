@@ -93,7 +93,7 @@ class ClusterConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """``gmm_engine.GaussianMixture`` parameters (scikit-learn's names and defaults, but ``acceleration``)."""
+    """``gmm_engine.GaussianMixture`` parameters (scikit-learn's names and defaults, but ``acceleration`` and ``init_size``)."""
 
     n_components: Annotated[int, Field(ge=1)] = 1
     covariance_type: CovarianceType = "full"
@@ -102,6 +102,10 @@ class ModelConfig(_Strict):
     max_iter: Annotated[int, Field(ge=0)] = 100
     n_init: Annotated[int, Field(ge=1)] = 1
     init_params: InitParams = "kmeans"
+    init_size: Annotated[int, Field(ge=1)] | None = Field(
+        250_000, description="Find the start on a uniform sample of about this many rows, in memory (k-means and "
+                             "EM there), drawn in the first pass: out of core it saves the passes k-means and the "
+                             "first EM iterations make. null reads every row to initialise, as scikit-learn does.")
     random_state: Annotated[int, Field(ge=0, lt=2**32)] | None = 0
     acceleration: Literal["squarem"] | None = Field(
         "squarem", description="SQUAREM: the same converged fit in fewer passes over the data (max_iter then "

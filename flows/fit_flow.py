@@ -112,7 +112,7 @@ def fit_flow(config: FitConfig, resume: bool = False, init_dir: str | None = Non
         out = ws.run_report("fit", report_to)
         report = fit_report(reg["model_dir"], data, fit["lower_bounds"], reg["scores_sample"],
                             reg["threshold"], out, tol=config.model.tol)
-    write_json(out / "summary.json", fit_summary(fit, reg, config.model.acceleration))
+    write_json(out / "summary.json", fit_summary(fit, reg, config.model.acceleration, config.model.init_size))
     publish_markdown("fit-summary", report.markdown, "EM fit and anomaly threshold")
     logger.info("model %s registered%s", reg["version"], " as current" if config.make_current else "")
     return {**fit, **reg, "plots": report.files, "report_dir": str(out), "data": data}

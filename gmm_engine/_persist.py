@@ -89,6 +89,7 @@ _SCALAR_PARAMS = {
 }
 #: scalar parameters that may also be None
 _OPTIONAL_FLOAT_PARAMS = ("half_life",)
+_OPTIONAL_INT_PARAMS = ("init_size",)
 
 
 def _sha256(data: bytes) -> str:
@@ -214,6 +215,7 @@ def _params_section(params: dict, files: dict, arrays: dict) -> dict:
     stored = {
         **{k: _SCALAR_PARAMS[k](params[k]) for k in _SCALAR_PARAMS if k in params},
         **{k: None if params[k] is None else float(params[k]) for k in _OPTIONAL_FLOAT_PARAMS if k in params},
+        **{k: None if params[k] is None else int(params[k]) for k in _OPTIONAL_INT_PARAMS if k in params},
         "random_state": _storable_random_state(params.get("random_state")),
         "acceleration": params.get("acceleration"),
     }
@@ -508,7 +510,7 @@ def load_model(cls, path):
     ctype, K, D = fitted_shape(path, doc)
     arrays = _fitted_arrays(path, doc, ctype, K, D)
     _check_fitted_section(path, fitted)
-    kwargs = {k: params[k] for k in (*_SCALAR_PARAMS, *_OPTIONAL_FLOAT_PARAMS) if k in params}
+    kwargs = {k: params[k] for k in (*_SCALAR_PARAMS, *_OPTIONAL_FLOAT_PARAMS, *_OPTIONAL_INT_PARAMS) if k in params}
     kwargs["random_state"] = params.get("random_state")
     kwargs["acceleration"] = params.get("acceleration")  # validated below
     for name in _INIT_ARRAYS:

@@ -123,6 +123,7 @@ PARAMETER_CONSTRAINTS = {
     "max_iter": [_Interval(numbers.Integral, 0, None, "left")],
     "n_init": [_Interval(numbers.Integral, 1, None, "left")],
     "init_params": [_Options({"kmeans", "random", "random_from_data", "k-means++"})],
+    "init_size": [_Interval(numbers.Integral, 1, None, "left", allow_bool=False), _NONE],
     "weights_init": [_ARRAY_LIKE, _NONE],
     "means_init": [_ARRAY_LIKE, _NONE],
     "precisions_init": [_ARRAY_LIKE, _NONE],

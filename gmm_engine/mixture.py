@@ -5,6 +5,7 @@ The estimator composes the engine's parts; each lives in its own module:
 =======================  ==========================================================
 :mod:`._input`           what X may be: the training data and the scoring input
 :mod:`._initialization`  the starting parameters of each ``init_params``
+:mod:`._sample_start`    starts found on a sample of the rows (``init_size``)
 :mod:`._em`              the EM loop and the ``n_init`` loop
 :mod:`._squarem`         the accelerated EM loop (``acceleration='squarem'``)
 :mod:`._passes`          the count of passes over the data (``n_passes_``)
@@ -51,6 +52,7 @@ from ._online import FORGETTING, STEPWISE, OnlineState
 from ._partial_fit import PartialFit
 from ._passes import CountedData
 from ._prediction import Prediction
+from ._sample_start import SAMPLE_TOL_FACTOR, Sample, sample_probability, scan_sample_chunk, start_on_sample
 from ._squarem import run_squarem
 from ._stats import refuse_bad_rows, summary_chunk
 from ._validation import (
@@ -114,6 +116,23 @@ default='kmeans'
         'random' draws random responsibilities; 'random_from_data' takes
         random rows as means (the same rows as scikit-learn for the same
         ``random_state``).
+    init_size : int, default=None
+        None reads every row to initialise (scikit-learn's way).  An int
+        (MiniBatchKMeans's name) finds each start on a uniform sample of
+        about that many rows, drawn in the scan that every fit makes: the
+        ``init_params`` initialisation, then EM (as ``acceleration``,
+        with ``max_iter`` and a tenth of ``tol``), run in memory on the sample, and
+        EM on all rows continues from the sample's optimum.  Out of core
+        that saves every pass k-means and the first EM iterations would
+        make; ``n_passes_`` counts the scan and EM on all rows.  With
+        ``sample_weight`` each row is drawn with the same probability and
+        keeps its weight.  At least ``n_samples``, every row is held in
+        memory for the start (MiniBatchKMeans clips ``init_size`` so).
+        Ignored when every ``*_init`` parameter is given, by ``warm_start``
+        and by :meth:`partial_fit`; a sample that cannot serve (fewer rows
+        than components, components collapsing on it) falls back to the
+        start on all rows.  The sample is held by the client: about
+        ``init_size * n_features`` values of the input's dtype.
     weights_init : array-like of shape (n_components,), default=None
     means_init : array-like of shape (n_components, n_features), default=None
     precisions_init : array-like, default=None
@@ -220,6 +239,7 @@ default='kmeans'
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        init_size=None,
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -241,6 +261,7 @@ default='kmeans'
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.init_size = init_size
         self.weights_init = weights_init
         self.means_init = means_init
         self.precisions_init = precisions_init
@@ -295,7 +316,7 @@ Zarr array, of shape (n_samples, n_features)
         """
         self._check_n_samples(data)
         inits = self._check_init_params(data.n_features)
-        summary = self._scan(data)
+        summary, sample = (self._scan(data), None) if warm else self._scan_for_starts(data, inits)
         if warm:
             n_init = 1
 
@@ -304,7 +325,7 @@ Zarr array, of shape (n_samples, n_features)
                 return EMState(last.params, 0, last.lower_bound)
         else:
             n_init = self.n_init
-            start = self._starts(data, summary, inits)
+            start = self._starts(data, summary, inits, sample)
         best = run_inits(n_init, start, lambda init, s: self._run(data, s, init, n_init, on_iteration))
         return self._finish(best, names, data)
 
@@ -344,14 +365,14 @@ Zarr array, of shape (n_samples, n_features)
         data, names = self._training_data(X, sample_weight=sample_weight)
         self._check_n_samples(data)
         inits = self._check_init_params(data.n_features)
-        summary = self._scan(data)
+        summary, sample = self._scan_for_starts(data, inits)
 
         def rate(init, state):
             state = evaluate_start(data, state.params)
             logger.info("initialisation %d/%d: mean log-likelihood %.6g", init + 1, self.n_init, state.lower_bound)
             return state
 
-        best = run_inits(self.n_init, self._starts(data, summary, inits),
+        best = run_inits(self.n_init, self._starts(data, summary, inits, sample),
                          rate if self.n_init > 1 else (lambda init, state: state))
         return set_fitted(self, dataclasses.replace(best, n_passes=data.passes), names)
 
@@ -464,7 +485,29 @@ Zarr array, of shape (n_samples, n_features)
         ``missing='marginalize'`` only rows that cannot be marginalised, and
         features never observed, are refused.
         """
-        summary = data.map_reduce(summary_chunk, data.missing)
+        return self._checked_summary(data.map_reduce(summary_chunk, data.missing), data)
+
+    def _scan_for_starts(self, data, inits):
+        """:meth:`_scan`, drawing in the same pass the ``init_size`` sample the starts will fit on.
+
+        Returns
+        -------
+        summary : DataSummary
+        sample : Sample or None
+            None when the starts read the data itself: no ``init_size``,
+            or every initial parameter given.
+        """
+        given = all(v is not None for v in inits)
+        probability = None if given else sample_probability(self.init_size, data.n_samples)
+        if probability is None:
+            return self._scan(data), None
+        key = int(check_random_state(self.random_state).randint(0, 2**63 - 1, dtype=np.int64))
+        scanned = data.map_reduce(scan_sample_chunk, data.missing, key, probability)
+        summary = self._checked_summary(scanned.summary, data)
+        return summary, Sample.from_rows(scanned.sample, data.missing)
+
+    def _checked_summary(self, summary, data):
+        """The scan's refusals (bad rows, unobserved features, too few weighted rows); ``summary`` when none."""
         refuse_bad_rows(summary, data)
         if data.missing:
             refuse_unobserved_features(summary)
@@ -476,20 +519,21 @@ Zarr array, of shape (n_samples, n_features)
             )
         return summary
 
-    def _starts(self, data, summary, inits):
+    def _starts(self, data, summary, inits, sample=None):
         """``start(init) -> EMState``: initialisations drawn in turn from one random stream.
 
         With missing values the starts read each missing entry as its
-        feature's mean (:class:`~gmm_engine._missing.ImputedData`).
+        feature's mean (:class:`~gmm_engine._missing.ImputedData`).  With
+        a ``sample`` (``init_size``) each start is the optimum of EM on the
+        sample from the initialisation drawn on it
+        (:mod:`gmm_engine._sample_start`).
         """
         rs = check_random_state(self.random_state)
-        if data.missing:
-            data = ImputedData(data, summary.mean)
         weights_init, means_init, precisions_init = inits
 
-        def start(init):
-            params = initial_params(
-                data, summary,
+        def initialize(on, on_summary):
+            return initial_params(
+                ImputedData(on, on_summary.mean) if on.missing else on, on_summary,
                 n_components=self.n_components,
                 covariance_type=self.covariance_type,
                 init_params=self.init_params,
@@ -499,9 +543,22 @@ Zarr array, of shape (n_samples, n_features)
                 means_init=means_init,
                 precisions_init=precisions_init,
             )
-            return EMState(params, 0, -math.inf)
+
+        def start(init):
+            if sample is not None:
+                state = start_on_sample(sample, self.n_components, initialize,
+                                        lambda d, st: self._em(d, st, tol=self.tol * SAMPLE_TOL_FACTOR))
+                if state is not None:
+                    return state
+            return EMState(initialize(data, summary), 0, -math.inf)
 
         return start
+
+    def _em(self, data, state, on_iteration=None, tol=None):
+        """The estimator's EM loop (plain, or ``acceleration``'s) from ``state`` on ``data``."""
+        run = run_em if self.acceleration is None else run_squarem
+        return run(data, state, reg_covar=self.reg_covar, tol=self.tol if tol is None else tol,
+                   max_iter=self.max_iter, on_iteration=on_iteration)
 
     def _run(self, data, start, init, n_init, on_iteration):
         """EM from ``start`` (accelerated if asked), with the progress bar ``verbose`` asks for.
@@ -523,12 +580,8 @@ Zarr array, of shape (n_samples, n_features)
             if on_iteration is not None:
                 on_iteration(state)
 
-        run = run_em if self.acceleration is None else run_squarem
         try:
-            return run(
-                data, start, reg_covar=self.reg_covar, tol=self.tol,
-                max_iter=self.max_iter, on_iteration=hook,
-            )
+            return self._em(data, start, on_iteration=hook)
         finally:
             if bar is not None:
                 bar.close()

@@ -171,8 +171,12 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
     return Report(md, files)
 
 
-def fit_summary(fit: dict, registered: dict, acceleration) -> dict:
-    """``summary.json`` of a fit: the work it took (every pass over the data) and where it ended."""
+def fit_summary(fit: dict, registered: dict, acceleration, init_size=None) -> dict:
+    """``summary.json`` of a fit: the work it took (every pass over the data) and where it ended.
+
+    ``init_size`` (the rows of the sample the start was found on; None:
+    every row) says how the passes were saved, beside ``acceleration``.
+    """
     return {
         "version": registered["version"],
         "passes": int(fit["passes"]),
@@ -181,6 +185,7 @@ def fit_summary(fit: dict, registered: dict, acceleration) -> dict:
         "lower_bound": fit["lower_bound"] if math.isfinite(fit["lower_bound"]) else None,
         "converged": bool(fit["converged"]),
         "acceleration": acceleration,
+        "init_size": init_size,
         "resumed_from": int(fit["resumed_from"]),
         "threshold": registered["threshold"],
     }

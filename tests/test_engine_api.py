@@ -56,7 +56,7 @@ def test_get_set_params_and_clone():
     assert params["persist"] is True and params["random_state"] == 3
     assert set(params) == {
         "n_components", "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
-        "weights_init", "means_init", "precisions_init", "random_state", "warm_start", "verbose",
+        "init_size", "weights_init", "means_init", "precisions_init", "random_state", "warm_start", "verbose",
         "verbose_interval", "persist", "acceleration", "learning_decay", "learning_offset", "half_life",
         "missing",
     }
