@@ -29,6 +29,23 @@ import logging  # noqa: E402
 _LOGGERS = ("", "gmm_engine", "pipeline", "flows", "prefect", "distributed")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_prefect_servers_stopped():
+    """Stop Prefect's temporary servers before pytest closes its output streams.
+
+    Prefect stops them at exit and logs that it does through a rich console
+    on the stream pytest captured, by then closed: a "Logging error"
+    traceback after the summary.  Stopped here, they stop while the stream is open.
+    """
+    yield
+    import sys
+
+    server = sys.modules.get("prefect.server.api.server")
+    if server is not None:
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
+
+
 @pytest.fixture(autouse=True)
 def _process_state_restored():
     """Undo what a command run in this process left behind: environment variables and logging set-up.
