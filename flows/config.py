@@ -118,6 +118,20 @@ class ModelConfig(_Strict):
         return self.model_dump()
 
 
+class SelectionModelConfig(ModelConfig):
+    """The candidates' parameters in ``gmm select``: as :class:`ModelConfig`, but found on all rows by default.
+
+    A start found on a sample runs each candidate's EM to convergence on
+    the sample before the first shared pass, so dropping candidates that
+    cannot win saves nothing (measured on covertype: ``gmm select`` took
+    141 s with ``init_size`` 250,000 against 55 s without).
+    """
+
+    init_size: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="null: candidates initialise on the rows they are compared on, sharing every pass; an "
+                          "int finds each candidate's start on a sample of that many rows first (see gmm fit).")
+
+
 class AnomalyConfig(_Strict):
     """The anomaly threshold is this quantile of the training log-likelihood."""
 
@@ -221,7 +235,7 @@ class SelectConfig(_WithWorkdir):
     trim: bool = Field(
         True, description="Compare candidates after removing the 'contamination' fraction of least likely rows."
     )
-    model: ModelConfig = ModelConfig()
+    model: SelectionModelConfig = SelectionModelConfig()
     anomaly: AnomalyConfig = AnomalyConfig()
     make_current: bool = Field(True, description="Register the winner (threshold on all data) as the current model.")
     drop_early: bool = Field(

@@ -33,7 +33,8 @@ from pipeline.data import array_bytes
 
 from .artifacts import publish_markdown
 from .cluster import flow_cluster, shared_config
-from .config import AnomalyConfig, DemoConfig, FitConfig, IngestConfig, ModelConfig, ScoreConfig, SelectConfig
+from .config import (AnomalyConfig, DemoConfig, FitConfig, IngestConfig, ModelConfig, ScoreConfig, SelectConfig,
+                     SelectionModelConfig)
 from .fit_flow import fit_flow
 from .flow_parameters import flow
 from .ingest_flow import IO_RETRIES, ingest_flow
@@ -162,13 +163,14 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
     train = ingested["path"]
     anomaly = AnomalyConfig(contamination=config.anomaly_fraction)
     base = ModelConfig(max_iter=config.max_iter, random_state=config.seed)
+    candidates = SelectionModelConfig(max_iter=config.max_iter, random_state=config.seed)
     with flow_cluster(config.cluster, config.workdir, data_bytes=array_bytes(train)) as cluster:
         # the subflows reach the cluster started (or reached) here, with the same TLS files
         shared = shared_config(cluster, config.cluster, config.workdir)
         t = time.perf_counter()
         sel = select_model_flow(SelectConfig(
             workdir=ws.root, data=train, cluster=shared, grid=config.grid, criterion="bic",
-            sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
+            sample_rows=config.select_sample_rows, model=candidates, anomaly=anomaly, make_current=False,
         ), report_to=str(ws.report / "select"), progress=progress)  # each subflow's summary.json kept
         timings["select"] = time.perf_counter() - t
         variational = None
@@ -176,7 +178,7 @@ def demo_flow(config: DemoConfig, progress: bool = False) -> dict:
             t = time.perf_counter()
             variational = select_model_flow(SelectConfig(
                 workdir=ws.root, data=train, cluster=shared, method="variational", variational=config.variational,
-                sample_rows=config.select_sample_rows, model=base, anomaly=anomaly, make_current=False,
+                sample_rows=config.select_sample_rows, model=candidates, anomaly=anomaly, make_current=False,
             ), report_to=str(ws.report / "variational"), progress=False)
             timings["select_variational"] = time.perf_counter() - t
         winner = sel["selected"]

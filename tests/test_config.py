@@ -92,3 +92,21 @@ def test_overrides_and_relative_paths(tmp_path):
     assert ws.resolve("s3://bucket/x.zarr", ws.train) == "s3://bucket/x.zarr"
     assert ws.resolve("/abs/x.zarr", ws.train) == "/abs/x.zarr"
     assert ws.resolve("raw/x.zarr", ws.train) == str(tmp_path / "raw/x.zarr")
+
+
+def test_fit_finds_its_start_on_a_sample_and_select_on_all_rows(tmp_path):
+    # gmm fit: the start on a 250,000-row sample, unless the config says otherwise
+    assert FitConfig().model.init_size == 250_000
+    assert load_config(FitConfig, CONFIGS / "fit.yaml").model.init_size == 250_000
+    p = tmp_path / "f.yaml"
+    p.write_text("model:\n  n_components: 3\n")
+    assert load_config(FitConfig, p).model.init_size == 250_000
+    p.write_text("model:\n  init_size: null\n")
+    assert load_config(FitConfig, p).model.init_size is None
+    # gmm select: candidates start on the rows they share passes over, even with a model section
+    assert SelectConfig().model.init_size is None
+    p.write_text("model:\n  n_components: 3\n")
+    assert load_config(SelectConfig, p).model.init_size is None
+    p.write_text("model:\n  init_size: 1000\n")
+    assert load_config(SelectConfig, p).model.init_size == 1000
+    assert "init_size" in _bad(tmp_path, "model:\n  init_size: 0\n")
