@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -55,8 +56,26 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1) from None
 
 
-def _start(cfg, check, verbose: bool, *, keep_server: bool = True) -> None:
-    """Preflight checks (no Prefect, no Dask), then the Prefect set-up of the work directory."""
+#: set by the console entry point: commands may run as forks of the work directory's warm runner
+_DELEGATE = False
+
+
+def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: bool = True) -> None:
+    """Preflight checks (no Prefect, no Dask), then the Prefect set-up of the work directory.
+
+    From the console, when the work directory's kept server has its warm
+    runner ready (:mod:`flows.warm_runner`), the command runs as a fork of
+    it instead (checks and set-up included, with everything already
+    imported) and exits with its code.
+    """
+    if _DELEGATE and delegate and keep_server:
+        from pipeline.workspace import Workspace
+
+        from . import warm_runner
+
+        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:])
+        if code is not None:
+            raise typer.Exit(code)
     try:
         check(cfg)
     except Exception as exc:  # an expected error: one line, before anything starts
@@ -227,7 +246,7 @@ def serve(
     """Run score-partitions on a schedule (starts a local Prefect server unless PREFECT_API_URL is set)."""
     cfg = _load(ServeConfig, config, {"interval_seconds": interval, "cron": cron, "server_port": port,
                                        "score.workdir": workdir and str(workdir)})
-    _start(cfg.score, preflight.score, verbose, keep_server=cfg.api_url is None)
+    _start(cfg.score, preflight.score, verbose, keep_server=cfg.api_url is None, delegate=False)
     from .serve import serve as do_serve
 
     try:
@@ -250,7 +269,7 @@ def deploy(
     """Deploy score-partitions to a work pool of a Prefect server; its workers then run the schedule."""
     cfg = _load(ServeConfig, config, {"interval_seconds": interval, "cron": cron,
                                        "score.workdir": workdir and str(workdir)})
-    _start(cfg.score, preflight.score, verbose, keep_server=cfg.api_url is None)
+    _start(cfg.score, preflight.score, verbose, keep_server=cfg.api_url is None, delegate=False)
     if cfg.api_url:
         import os
 
@@ -391,8 +410,17 @@ def server_start(workdir: Optional[Path] = WorkdirOpt):
     """Start the work directory's Prefect server (every gmm command there then reuses it)."""
     from . import kept_server
 
+    from . import warm_runner
+
     try:
         server, started = kept_server.ensure(_home(workdir))
+        # the environment the commands' own set-up gives (flows.runtime.configure), which the runner imports with
+        from .runtime import PREFECT_DEFAULTS
+
+        for key, value in PREFECT_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        os.environ["PREFECT_HOME"], os.environ["PREFECT_API_URL"] = str(_home(workdir)), server.api_url
+        warm_runner.ensure(_home(workdir), server.pid)
     except Exception as exc:
         _fail(exc)
     typer.echo(f"{'Started' if started else 'Already running'}: {server.api_url} (pid {server.pid}).")
@@ -437,6 +465,8 @@ def _echo_stream(s: dict) -> None:
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    global _DELEGATE
+    _DELEGATE = True
     app()
 
 

@@ -142,6 +142,9 @@ def _terminate(pid: int, timeout: float = 20.0) -> None:
 
 def stop(home: Path) -> KeptServer | None:
     """Stop the work directory's server; the one stopped, or None if none ran."""
+    from . import warm_runner
+
+    warm_runner.stop(home)
     server = find(home)
     if server is not None:
         _terminate(server.pid)

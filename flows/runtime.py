@@ -55,7 +55,8 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
 
     With ``PREFECT_API_URL`` set, that server is used.  Otherwise, with
     ``keep_server`` (the CLI's default), the work directory's kept server
-    (:mod:`flows.kept_server`) is found or started and used; with
+    (:mod:`flows.kept_server`) is found or started and used, with the warm
+    runner beside it (:mod:`flows.warm_runner`); with
     ``GMM_STREAM_PREFECT=ephemeral`` or without ``keep_server``, Prefect's
     temporary server runs on ``<workdir>/prefect`` for this process.
 
@@ -85,6 +86,12 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
         os.environ.pop("PREFECT_API_URL", None)  # set for the warm imports; that server is not there
         raise
     os.environ["PREFECT_API_URL"] = server.api_url
+    from . import warm_runner
+
+    try:
+        warm_runner.ensure(home, server.pid)
+    except OSError:  # the command runs in its own process all the same
+        logging.getLogger(__name__).warning("could not start the warm runner of %s", home, exc_info=True)
     if started:
         return (f"Started a Prefect server for {Path(workdir).absolute()} at {server.api_url} (kept for the next "
                 "commands; `gmm server stop` stops it).")
