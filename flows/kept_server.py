@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import prefect_database
 from .prefect_server import ServerStartError, free_port, healthy, launch, wait_healthy
+from .warm_runner import process_alive as _alive
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +57,6 @@ class KeptServer:
 def _state_path(home: Path) -> Path:
     return Path(home) / STATE_FILE
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: not ours
-        return False
-    return True
 
 
 def find(home: Path) -> KeptServer | None:

@@ -50,6 +50,15 @@ def _import_prefect(api_url: str) -> None:
         logging.getLogger(__name__).debug("warm import of prefect failed", exc_info=True)
 
 
+def _refresh_prefect_settings() -> None:
+    """Where Prefect is already imported (a fork of the warm runner), make it read the settings just set."""
+    import sys
+
+    context = sys.modules.get("prefect.context")
+    if context is not None:
+        context.refresh_global_settings_context()
+
+
 def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_server: bool = True) -> str | None:
     """Point Prefect at the work directory's server (or its home), and set up logging.
 
@@ -86,6 +95,7 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
         os.environ.pop("PREFECT_API_URL", None)  # set for the warm imports; that server is not there
         raise
     os.environ["PREFECT_API_URL"] = server.api_url
+    _refresh_prefect_settings()
     from . import warm_runner
 
     try:

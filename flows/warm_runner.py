@@ -106,12 +106,18 @@ def _read_state(home: Path) -> dict | None:
     return state if isinstance(state, dict) and isinstance(state.get("pid"), int) else None
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """The process runs (a zombie, which an init that does not reap leaves behind, does not)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # "pid (comm) state ...": the state follows the last ')'
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc: os.kill said it exists
 
 
 # ---------------------------------------------------------------------------
@@ -121,7 +127,7 @@ def _alive(pid: int) -> bool:
 def ensure(home: Path, server_pid: int) -> None:
     """Start the runner of ``home`` (detached) unless one of the current code runs for this server."""
     state = _read_state(home)
-    if state is not None and _alive(state["pid"]):
+    if state is not None and process_alive(state["pid"]):
         if (state.get("server_pid") == server_pid and state.get("fingerprint") == fingerprint()
                 and state.get("env") == import_env()):
             return
@@ -138,27 +144,38 @@ def launch(home: Path, server_pid: int) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     with open(home / LOG_FILE, "ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "flows.warm_runner", str(home), str(server_pid)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True, close_fds=True,
         )
+    # recorded at once (without a socket until it is ready), so that the next command, started
+    # while this runner imports, neither launches a second one nor waits for it
+    _write_state(home, proc.pid, server_pid, socket=None)
+    return proc
+
+
+def _write_state(home: Path, pid: int, server_pid: int, socket: str | None) -> None:
+    from gmm_engine.atomic import write_json
+
+    write_json(_state_path(home), {"pid": pid, "server_pid": server_pid, "socket": socket,
+                                   "fingerprint": fingerprint(), "env": import_env()})
 
 
 def stop(home: Path, timeout: float = 10.0) -> bool:
     """Stop the runner of ``home`` (commands it forked run on); whether one ran."""
     state = _read_state(home)
     _state_path(home).unlink(missing_ok=True)
-    if state is None or not _alive(state["pid"]):
+    if state is None or not process_alive(state["pid"]):
         return False
     try:
         os.kill(state["pid"], signal.SIGTERM)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
-    while _alive(state["pid"]) and time.monotonic() < deadline:
+    while process_alive(state["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(state["pid"]):
+    if process_alive(state["pid"]):
         os.kill(state["pid"], signal.SIGKILL)
     return True
 
@@ -202,14 +219,14 @@ def delegate(home: Path, argv: list[str]) -> int | None:
     preflight checks and set-up included, with this process's environment.
     """
     state = _read_state(home)
-    if state is None or not _alive(state["pid"]) or not _alive(state.get("server_pid", -1)):
+    if state is None or not process_alive(state["pid"]) or not process_alive(state.get("server_pid", -1)):
         return None
     if state.get("fingerprint") != fingerprint():
         logger.debug("the warm runner of %s runs other code: stopping it", home)
         stop(home)
         return None
-    if state.get("env") != command_import_env(home, state):
-        return None
+    if state.get("env") != command_import_env(home, state) or not state.get("socket"):
+        return None  # other settings, or a runner still importing
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(CONNECT_TIMEOUT)
     buffer = bytearray()
@@ -253,7 +270,7 @@ def _wait(sock: socket.socket, buffer: bytearray, pid: int) -> int:
         sock.close()
     if done is None or not isinstance(done.get("exit"), int):
         # the runner died under the command: wait for the command itself
-        while _alive(pid):
+        while process_alive(pid):
             time.sleep(0.1)
         sys.stderr.write("Error: the warm runner ended before the command reported how it ended.\n")
         return 1
@@ -377,6 +394,10 @@ def serve(home: Path, server_pid: int) -> None:
         names = ", ".join(t.name for t in threading.enumerate())
         logger.error("threads after the imports (%s): a fork could deadlock; not serving", names)
         return
+    state = _read_state(home)
+    if state is not None and state["pid"] != os.getpid() and process_alive(state["pid"]):
+        logger.info("another runner (%d) serves %s: not serving", state["pid"], home)
+        return
     path = socket_path(home)
     if os.path.exists(path):
         os.unlink(path)
@@ -385,10 +406,7 @@ def serve(home: Path, server_pid: int) -> None:
     os.chmod(path, 0o600)
     listener.listen(16)
     listener.setblocking(False)
-    from gmm_engine.atomic import write_json
-
-    write_json(_state_path(home), {"pid": os.getpid(), "server_pid": server_pid, "socket": path,
-                                   "fingerprint": fingerprint(), "env": import_env()})
+    _write_state(home, os.getpid(), server_pid, socket=path)
     logger.info("warm runner for %s ready in %.1f s on %s", home, time.perf_counter() - t0, path)
     stopping = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
@@ -397,7 +415,7 @@ def serve(home: Path, server_pid: int) -> None:
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     try:
-        while not stopping and _alive(server_pid):
+        while not stopping and process_alive(server_pid):
             for _ in sel.select(timeout=0.05):
                 try:
                     conn, _ = listener.accept()

@@ -1,12 +1,14 @@
 """The command line: expected errors before anything starts, and the Prefect server kept for a work directory."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
 from unittest import mock
 
+import httpx
 import numpy as np
 import pytest
 from conftest import write_zarr
@@ -96,6 +98,26 @@ def test_the_server_kept_for_a_work_directory_is_started_once_reused_and_stopped
         assert second.returncode == 0, second.stderr[-3000:]
         assert "Started a Prefect server" not in second.stderr
         assert (work / "prefect" / "server.json").read_text() == state  # the same server
+        # the warm runner started beside the server: once it is ready, a command runs as its fork
+        runner_state, runner_log = work / "prefect" / "runner.json", work / "prefect" / "runner.log"
+        deadline = time.monotonic() + 180
+        while not (runner_state.exists() and json.loads(runner_state.read_text())["socket"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        runner = json.loads(runner_state.read_text())
+        assert runner["server_pid"] == json.loads(state)["pid"]
+        api = f"http://127.0.0.1:{json.loads(state)['port']}/api/flow_runs/count"
+
+        def flow_runs():
+            return int(httpx.post(api, json={}, timeout=30).json())
+
+        runs = flow_runs()
+        forked = subprocess.run([*GMM, "ingest", "--source", str(src), "--workdir", str(work), "--overwrite",
+                                 "--no-progress"], capture_output=True, text=True, timeout=300, env=env)
+        assert forked.returncode == 0, forked.stderr[-3000:]
+        assert flow_runs() == runs + 1  # recorded on the kept server, as a command run in its own process
+        assert "Wrote " in forked.stdout and "2 rows x 3 features" in forked.stdout
+        assert "gmm ingest --source" in runner_log.read_text() and "exited with 0" in runner_log.read_text()
         status = subprocess.run([*GMM, "server", "status", "--workdir", str(work)], capture_output=True,
                                 text=True, timeout=60, env=env)
         assert status.returncode == 0 and "Running: http://127.0.0.1:" in status.stdout
@@ -117,6 +139,11 @@ def test_the_server_kept_for_a_work_directory_is_started_once_reused_and_stopped
             [*GMM, "server", "status", "--workdir", str(work)], capture_output=True, env=env).returncode == 0:
         time.sleep(1)
     assert not (work / "prefect" / "server.json").exists()
+    # the runner stopped with it
+    assert not (work / "prefect" / "runner.json").exists()
+    from flows.warm_runner import process_alive
+
+    assert not process_alive(runner["pid"])
     assert (work / "prefect" / "prefect.db").exists()  # the run history stays
 
 

@@ -33,7 +33,7 @@ def _wait_ready(home: Path, proc: subprocess.Popen, log: Path, timeout: float = 
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         state = warm_runner._read_state(home)
-        if state is not None and Path(state["socket"]).exists():
+        if state is not None and state.get("socket") and Path(state["socket"]).exists():
             return state
         time.sleep(0.2)
     pytest.fail("the runner never became ready:\n" + log.read_text()[-3000:])
@@ -63,6 +63,7 @@ def test_a_command_runs_as_a_fork_with_its_streams_directory_and_exit_code(runne
     work, home, proc, log, state = runner
     assert state["pid"] == proc.pid and state["server_pid"] == os.getpid()
     assert state["env"]["PREFECT_API_URL"] == FAKE_API
+    assert os.stat(state["socket"]).st_mode & 0o777 == 0o600  # the user's only
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # a relative --workdir: the fork must take it in the command's own directory
