@@ -66,7 +66,8 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
     From the console, when the work directory's kept server has its warm
     runner ready (:mod:`flows.warm_runner`), the command runs as a fork of
     it instead (checks and set-up included, with everything already
-    imported) and exits with its code.
+    imported) and exits with its code; a command that starts the server
+    (and the runner beside it) waits for the runner and runs as its fork too.
     """
     if _DELEGATE and delegate and keep_server:
         from pipeline.workspace import Workspace
@@ -86,6 +87,16 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
         _fail(exc)
     if started:
         typer.echo(started, err=True)
+    if _DELEGATE and delegate and keep_server:
+        # a runner launched beside a server that just came up: this command is its first fork
+        from pipeline.workspace import Workspace
+
+        from . import warm_runner
+
+        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], configured=True,
+                                    wait=warm_runner.STARTUP_WAIT)
+        if code is not None:
+            raise typer.Exit(code)
 
 
 def _run(flow, *args, **kwargs):

@@ -77,9 +77,10 @@ def find(home: Path) -> KeptServer | None:
 def start(home: Path, meanwhile=None) -> KeptServer:
     """Start a server for the work directory whose Prefect home is ``home``, detached; record it.
 
-    ``meanwhile(api_url)``, if given, runs in a thread while the server
-    comes up (~11 s on a fresh database): the command's own imports, which
-    would otherwise wait for it.  It is waited for before this returns.
+    ``meanwhile(api_url, server_pid)``, if given, runs in a thread while
+    the server comes up (~11 s on a fresh database): the launch of the warm
+    runner, whose imports would otherwise wait for it.  It is waited for
+    before this returns.
     A new database starts as a copy of a migrated one when the user's cache
     holds one, and the first fresh one is kept there
     (:mod:`flows.prefect_database`).
@@ -93,7 +94,8 @@ def start(home: Path, meanwhile=None) -> KeptServer:
         proc = launch(home, HOST, port)
         side = None
         if meanwhile is not None:
-            side = threading.Thread(target=meanwhile, args=(api_url,), name="gmm-warm-imports", daemon=True)
+            side = threading.Thread(target=meanwhile, args=(api_url, proc.pid), name="gmm-beside-server",
+                                    daemon=True)
             side.start()
         try:
             wait_healthy(proc, api_url, home, STARTUP_TIMEOUT)

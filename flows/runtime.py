@@ -34,29 +34,44 @@ PREFECT_DEFAULTS = {
 PREFECT_MODE_VARIABLE = "GMM_STREAM_PREFECT"
 
 
-def _import_prefect(api_url: str) -> None:
-    """Import Prefect and its flow engine, pointed at ``api_url``, while that server starts.
+def _runner_beside(home: Path):
+    """``meanwhile(api_url, server_pid)`` for the kept server's start: launch the warm runner of ``home``.
 
-    The command imports them next anyway (1-2 s here); done beside the
-    server's start-up they cost the first command nothing.  An import that
-    fails here fails again, with its traceback, where the command imports it.
+    The runner imports Prefect, Dask and the rest while the server comes
+    up (migrations, 6-14 s on a fresh database), so that the first command
+    itself can run as its fork once both are ready, and the commands after it too.
     """
-    os.environ["PREFECT_API_URL"] = api_url
-    try:
-        import prefect  # noqa: F401
-        import prefect.flow_engine  # noqa: F401
-        import prefect.task_engine  # noqa: F401
-    except Exception:  # noqa: BLE001 - reported by the command's own import
-        logging.getLogger(__name__).debug("warm import of prefect failed", exc_info=True)
+
+    def meanwhile(api_url: str, server_pid: int) -> None:
+        from . import warm_runner
+
+        try:
+            warm_runner.launch(home, server_pid, api_url=api_url)
+        except OSError:  # the command runs in its own process all the same
+            logging.getLogger(__name__).warning("could not start the warm runner of %s", home, exc_info=True)
+
+    return meanwhile
+
+
+#: the Prefect settings (``PREFECT_*`` variables) an already imported Prefect was built from: set by the
+#: warm runner, whose forks then rebuild Prefect's settings only when their own differ
+imported_prefect_env: dict | None = None
 
 
 def _refresh_prefect_settings() -> None:
     """Where Prefect is already imported (a fork of the warm runner), make it read the settings just set."""
     import sys
 
+    global imported_prefect_env
     context = sys.modules.get("prefect.context")
-    if context is not None:
+    if context is None:
+        return
+    from .warm_runner import import_env
+
+    env = import_env()
+    if env != imported_prefect_env:  # rebuilding them costs ~0.25 s
         context.refresh_global_settings_context()
+        imported_prefect_env = env
 
 
 def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_server: bool = True) -> str | None:
@@ -90,9 +105,11 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
     from . import kept_server
 
     try:
-        server, started = kept_server.ensure(home, _import_prefect)
+        server, started = kept_server.ensure(home, _runner_beside(home))
     except BaseException:
-        os.environ.pop("PREFECT_API_URL", None)  # set for the warm imports; that server is not there
+        from . import warm_runner
+
+        warm_runner.stop(home)  # launched beside a server that did not come up
         raise
     os.environ["PREFECT_API_URL"] = server.api_url
     _refresh_prefect_settings()

@@ -20,8 +20,9 @@ holds no thread but its main one when it forks (checked before serving),
 its code is the code the command would import (a fingerprint of every
 module file of ``flows``, ``pipeline`` and ``gmm_engine``, and the
 interpreter), and the environment Prefect read at import is the
-command's (the ``PREFECT_*`` variables; the child refreshes Prefect's
-settings from its own environment too).  Otherwise, or when the runner
+command's (the ``PREFECT_*`` variables, as the command's set-up makes
+them; should they differ there after all, the fork rebuilds Prefect's
+settings from its own).  Otherwise, or when the runner
 does not answer, the command runs in its own process as before, and a
 runner of stale code is replaced.  The runner ends with its server
 (``gmm server stop``, or the server's death).
@@ -54,6 +55,8 @@ PACKAGES = ("flows", "pipeline", "gmm_engine")
 IMPORT_ENV_PREFIXES = ("PREFECT_",)
 #: how long a command waits for the runner to fork it before running in its own process
 CONNECT_TIMEOUT = 2.0
+#: how long a command whose set-up just started the server waits for the runner launched beside it
+STARTUP_WAIT = 30.0
 #: a request larger than this is not a command line
 MAX_REQUEST = 1 << 20
 
@@ -137,11 +140,17 @@ def ensure(home: Path, server_pid: int) -> None:
     launch(home, server_pid)
 
 
-def launch(home: Path, server_pid: int) -> subprocess.Popen:
-    """Start ``python -m flows.warm_runner`` for ``home`` in a session of its own; its log is ``<home>/runner.log``."""
+def launch(home: Path, server_pid: int, api_url: str | None = None) -> subprocess.Popen:
+    """Start ``python -m flows.warm_runner`` for ``home`` in a session of its own; its log is ``<home>/runner.log``.
+
+    ``api_url`` is the server's (default: this process's ``PREFECT_API_URL``),
+    given while the server still comes up.
+    """
     home = Path(home)
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     with open(home / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
@@ -151,15 +160,15 @@ def launch(home: Path, server_pid: int) -> subprocess.Popen:
         )
     # recorded at once (without a socket until it is ready), so that the next command, started
     # while this runner imports, neither launches a second one nor waits for it
-    _write_state(home, proc.pid, server_pid, socket=None)
+    _write_state(home, proc.pid, server_pid, socket=None, env=env)
     return proc
 
 
-def _write_state(home: Path, pid: int, server_pid: int, socket: str | None) -> None:
+def _write_state(home: Path, pid: int, server_pid: int, socket: str | None, env=None) -> None:
     from gmm_engine.atomic import write_json
 
     write_json(_state_path(home), {"pid": pid, "server_pid": server_pid, "socket": socket,
-                                   "fingerprint": fingerprint(), "env": import_env()})
+                                   "fingerprint": fingerprint(), "env": import_env(env)})
 
 
 def stop(home: Path, timeout: float = 10.0) -> bool:
@@ -210,13 +219,23 @@ def command_import_env(home: Path, state: dict) -> dict | None:
     return import_env(env)
 
 
-def delegate(home: Path, argv: list[str]) -> int | None:
+def delegate(home: Path, argv: list[str], *, configured: bool = False, wait: float = 0.0) -> int | None:
     """Run ``gmm argv`` as a fork of the runner of ``home``; its exit code, or None when it could not start there.
 
     None means nothing ran: no runner, or one of other code (then stopped)
     or other Prefect settings, or one that did not answer in
     :data:`CONNECT_TIMEOUT`.  The fork runs the whole command, its
     preflight checks and set-up included, with this process's environment.
+
+    Parameters
+    ----------
+    configured : bool
+        This process already ran :func:`flows.runtime.configure` (its
+        environment is compared as it is); else the environment it would
+        have after it.
+    wait : float
+        Seconds to wait for a runner still importing (launched beside a
+        server that just came up); 0: run elsewhere at once.
     """
     state = _read_state(home)
     if state is None or not process_alive(state["pid"]) or not process_alive(state.get("server_pid", -1)):
@@ -225,8 +244,16 @@ def delegate(home: Path, argv: list[str]) -> int | None:
         logger.debug("the warm runner of %s runs other code: stopping it", home)
         stop(home)
         return None
-    if state.get("env") != command_import_env(home, state) or not state.get("socket"):
-        return None  # other settings, or a runner still importing
+    if state.get("env") != (import_env() if configured else command_import_env(home, state)):
+        return None  # other settings
+    deadline = time.monotonic() + wait
+    while not state.get("socket"):  # still importing
+        if time.monotonic() >= deadline or not process_alive(state["pid"]):
+            return None
+        time.sleep(0.05)
+        state = _read_state(home)
+        if state is None:
+            return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(CONNECT_TIMEOUT)
     buffer = bytearray()
@@ -302,6 +329,9 @@ def _preload() -> None:
     from gmm_engine import COVARIANCE_TYPES, GaussianMixture
     from pipeline import plots  # noqa: F401
 
+    from flows import runtime
+
+    runtime.imported_prefect_env = import_env()  # what Prefect read: a fork whose own differ rebuilds them
     # the compiled kernels load per signature on first call (~0.5 s): fit and score a tiny mixture
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(40, 2)), rng.normal(size=(40, 2)) + 5])
@@ -358,9 +388,6 @@ def _child(listener: socket.socket, conn: socket.socket, request: dict, fds: lis
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        import prefect.context
-
-        prefect.context.refresh_global_settings_context()  # the command's settings, not the runner's
         from flows import cli
 
         sys.argv = ["gmm", *request["argv"]]

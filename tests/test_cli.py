@@ -219,7 +219,8 @@ def test_loading_a_model_and_the_report_helpers_imports_neither_scipy_stats_nor_
 
 
 def test_a_kept_server_that_fails_to_start_is_one_error_and_leaves_no_api_url(tmp_path, monkeypatch):
-    """Prefect is imported beside the server's start-up; if the server dies, its log is named and no URL stays."""
+    """The warm runner is launched beside the server's start-up; if the server dies, its log is named, no URL
+    stays and the runner is stopped."""
     from flows import kept_server, runtime
     from flows.prefect_server import ServerStartError
 
@@ -230,14 +231,19 @@ def test_a_kept_server_that_fails_to_start_is_one_error_and_leaves_no_api_url(tm
     def dead_launch(home, host, port):
         return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
 
-    def warm(api_url):  # as _import_prefect does, without the import
-        os.environ["PREFECT_API_URL"] = api_url
+    def runner_launch(home, server_pid, api_url=None):  # as warm_runner.launch records it, without the process
         warmed.append(api_url)
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        warm_runner._write_state(home, sleeper.pid, server_pid, socket=None)
+        return sleeper
+
+    from flows import warm_runner
 
     monkeypatch.setattr(kept_server, "launch", dead_launch)
-    monkeypatch.setattr(runtime, "_import_prefect", warm)
+    monkeypatch.setattr(warm_runner, "launch", runner_launch)
     with pytest.raises(ServerStartError, match=r"prefect server exited with code 3; see .*prefect/server.log"):
         runtime.configure(tmp_path / "w")
     assert len(warmed) == 1 and warmed[0].startswith("http://127.0.0.1:")
+    assert not (tmp_path / "w" / "prefect" / "runner.json").exists()  # the runner beside it was stopped
     assert "PREFECT_API_URL" not in os.environ
     assert not (tmp_path / "w" / "prefect" / "server.json").exists()
