@@ -66,15 +66,17 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
     From the console, when the work directory's kept server has its warm
     runner ready (:mod:`flows.warm_runner`), the command runs as a fork of
     it instead (checks and set-up included, with everything already
-    imported) and exits with its code; a command that starts the server
-    (and the runner beside it) waits for the runner and runs as its fork too.
+    imported) and exits with its code, waiting for a runner still
+    importing; a command that starts the server (and the runner beside
+    it) runs as its first fork if the runner is up as soon as the server.
     """
     if _DELEGATE and delegate and keep_server:
         from pipeline.workspace import Workspace
 
         from . import warm_runner
 
-        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:])
+        # a runner still importing is waited for: this command would compete with it for the cores
+        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], wait=warm_runner.STARTUP_WAIT)
         if code is not None:
             raise typer.Exit(code)
     try:
@@ -88,13 +90,12 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
     if started:
         typer.echo(started, err=True)
     if _DELEGATE and delegate and keep_server:
-        # a runner launched beside a server that just came up: this command is its first fork
+        # the runner launched beside a server that just came up, if it is up already: this command is its first fork
         from pipeline.workspace import Workspace
 
         from . import warm_runner
 
-        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], configured=True,
-                                    wait=warm_runner.STARTUP_WAIT)
+        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], configured=True)
         if code is not None:
             raise typer.Exit(code)
 

@@ -34,12 +34,29 @@ PREFECT_DEFAULTS = {
 PREFECT_MODE_VARIABLE = "GMM_STREAM_PREFECT"
 
 
-def _runner_beside(home: Path):
-    """``meanwhile(api_url, server_pid)`` for the kept server's start: launch the warm runner of ``home``.
+def _import_prefect(api_url: str) -> None:
+    """Import Prefect and its flow engine, pointed at ``api_url``, while that server starts.
 
-    The runner imports Prefect, Dask and the rest while the server comes
-    up (migrations, 6-14 s on a fresh database), so that the first command
-    itself can run as its fork once both are ready, and the commands after it too.
+    The command imports them next anyway (1-2 s here); done beside the
+    server's start-up they cost the first command nothing.  An import that
+    fails here fails again, with its traceback, where the command imports it.
+    """
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        import prefect  # noqa: F401
+        import prefect.flow_engine  # noqa: F401
+        import prefect.task_engine  # noqa: F401
+    except Exception:  # noqa: BLE001 - reported by the command's own import
+        logging.getLogger(__name__).debug("warm import of prefect failed", exc_info=True)
+
+
+def _beside_server(home: Path):
+    """``meanwhile(api_url, server_pid)`` for the kept server's start: the warm runner, and this command's imports.
+
+    The runner (:mod:`flows.warm_runner`, at a lower CPU priority while it
+    imports) is up for the next command; this command imports Prefect
+    itself meanwhile and runs in its own process unless the runner is
+    already up when the server is.
     """
 
     def meanwhile(api_url: str, server_pid: int) -> None:
@@ -47,8 +64,9 @@ def _runner_beside(home: Path):
 
         try:
             warm_runner.launch(home, server_pid, api_url=api_url)
-        except OSError:  # the command runs in its own process all the same
+        except OSError:  # the commands run in their own process all the same
             logging.getLogger(__name__).warning("could not start the warm runner of %s", home, exc_info=True)
+        _import_prefect(api_url)
 
     return meanwhile
 
@@ -105,10 +123,11 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
     from . import kept_server
 
     try:
-        server, started = kept_server.ensure(home, _runner_beside(home))
+        server, started = kept_server.ensure(home, _beside_server(home))
     except BaseException:
         from . import warm_runner
 
+        os.environ.pop("PREFECT_API_URL", None)  # set for the warm imports; that server is not there
         warm_runner.stop(home)  # launched beside a server that did not come up
         raise
     os.environ["PREFECT_API_URL"] = server.api_url

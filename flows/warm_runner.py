@@ -412,11 +412,22 @@ def _child(listener: socket.socket, conn: socket.socket, request: dict, fds: lis
             os._exit(code)
 
 
+#: the runner imports at this lower CPU priority (niceness), so that the command and the server it starts
+#: beside keep the cores they need; it takes its priority back before forking commands where it may
+PRELOAD_NICENESS = 10
+
+
 def serve(home: Path, server_pid: int) -> None:
     """Preload, then fork one child per command until the server ``server_pid`` ends or SIGTERM."""
     home = Path(home)
     t0 = time.perf_counter()
+    os.nice(PRELOAD_NICENESS)
     _preload()
+    try:
+        os.nice(-PRELOAD_NICENESS)
+    except PermissionError:  # lowering niceness needs the privilege (or RLIMIT_NICE): forks stay nicer
+        logger.info("commands forked here run at niceness %d (not permitted to take the priority back)",
+                    os.nice(0))
     if threading.active_count() != 1:
         names = ", ".join(t.name for t in threading.enumerate())
         logger.error("threads after the imports (%s): a fork could deadlock; not serving", names)

@@ -231,6 +231,11 @@ def test_a_kept_server_that_fails_to_start_is_one_error_and_leaves_no_api_url(tm
     def dead_launch(home, host, port):
         return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
 
+    def warm(api_url):  # as _import_prefect does, without the import
+        os.environ["PREFECT_API_URL"] = api_url
+
+    monkeypatch.setattr(runtime, "_import_prefect", warm)
+
     def runner_launch(home, server_pid, api_url=None):  # as warm_runner.launch records it, without the process
         warmed.append(api_url)
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
