@@ -315,6 +315,8 @@ def _preload() -> None:
     matplotlib.use("Agg")
     import dask.array  # noqa: F401
     import numpy as np
+    import pyarrow.csv  # noqa: F401 - partitions and ingest sources are read with pyarrow
+    import pyarrow.parquet  # noqa: F401
     import zarr  # noqa: F401
 
     import flows.cli  # noqa: F401
@@ -417,17 +419,32 @@ def _child(listener: socket.socket, conn: socket.socket, request: dict, fds: lis
 PRELOAD_NICENESS = 10
 
 
+def _set_niceness(value: int) -> bool:
+    """This process's niceness, and its session's scheduling group's (Linux autogroups: the runner's own session
+    would otherwise compete as a whole with the command's, whatever its niceness); whether it was permitted."""
+    try:
+        os.nice(value - os.nice(0))
+    except PermissionError:
+        return False
+    try:
+        with open("/proc/self/autogroup", "w") as f:
+            f.write(str(value))
+    except FileNotFoundError:  # no autogroups: niceness alone orders the processes
+        pass
+    except PermissionError:
+        return False
+    return True
+
+
 def serve(home: Path, server_pid: int) -> None:
     """Preload, then fork one child per command until the server ``server_pid`` ends or SIGTERM."""
     home = Path(home)
     t0 = time.perf_counter()
-    os.nice(PRELOAD_NICENESS)
+    _set_niceness(PRELOAD_NICENESS)
     _preload()
-    try:
-        os.nice(-PRELOAD_NICENESS)
-    except PermissionError:  # lowering niceness needs the privilege (or RLIMIT_NICE): forks stay nicer
+    if not _set_niceness(0):  # lowering it needs the privilege (or RLIMIT_NICE): forks stay nicer
         logger.info("commands forked here run at niceness %d (not permitted to take the priority back)",
-                    os.nice(0))
+                    PRELOAD_NICENESS)
     if threading.active_count() != 1:
         names = ", ".join(t.name for t in threading.enumerate())
         logger.error("threads after the imports (%s): a fork could deadlock; not serving", names)
