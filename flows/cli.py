@@ -66,17 +66,18 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
     From the console, when the work directory's kept server has its warm
     runner ready (:mod:`flows.warm_runner`), the command runs as a fork of
     it instead (checks and set-up included, with everything already
-    imported) and exits with its code, waiting for a runner still
-    importing; a command that starts the server (and the runner beside
-    it) runs as its first fork if the runner is up as soon as the server.
+    imported) and exits with its code; a runner still importing is not
+    waited for, except by ``gmm server start``; a command that starts the
+    server (and the runner beside it) runs as its first fork if the runner
+    is up as soon as the server.
     """
     if _DELEGATE and delegate and keep_server:
         from pipeline.workspace import Workspace
 
         from . import warm_runner
 
-        # a runner still importing is waited for: this command would compete with it for the cores
-        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], wait=warm_runner.STARTUP_WAIT)
+        # a runner still importing is not waited for: it imports at a lower priority than this command
+        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:])
         if code is not None:
             raise typer.Exit(code)
     try:
@@ -433,9 +434,12 @@ def server_start(workdir: Optional[Path] = WorkdirOpt):
             os.environ.setdefault(key, value)
         os.environ["PREFECT_HOME"], os.environ["PREFECT_API_URL"] = str(_home(workdir)), server.api_url
         warm_runner.ensure(_home(workdir), server.pid)
+        # the commands that follow fork from the runner only once it has imported: wait for it here
+        ready = warm_runner.wait_ready(_home(workdir), warm_runner.STARTUP_WAIT)
     except Exception as exc:
         _fail(exc)
-    typer.echo(f"{'Started' if started else 'Already running'}: {server.api_url} (pid {server.pid}).")
+    typer.echo(f"{'Started' if started else 'Already running'}: {server.api_url} (pid {server.pid})"
+               f"{'' if ready else '; the warm runner is not up (commands run in their own process)'}.")
 
 
 @server_app.command("stop")

@@ -55,8 +55,8 @@ PACKAGES = ("flows", "pipeline", "gmm_engine")
 IMPORT_ENV_PREFIXES = ("PREFECT_",)
 #: how long a command waits for the runner to fork it before running in its own process
 CONNECT_TIMEOUT = 2.0
-#: how long a command whose set-up just started the server waits for the runner launched beside it
-STARTUP_WAIT = 30.0
+#: how long ``gmm server start`` waits for the runner launched beside the server
+STARTUP_WAIT = 60.0
 #: a request larger than this is not a command line
 MAX_REQUEST = 1 << 20
 
@@ -189,6 +189,20 @@ def stop(home: Path, timeout: float = 10.0) -> bool:
     return True
 
 
+def wait_ready(home: Path, timeout: float) -> bool:
+    """Wait until the runner of ``home`` listens (it has imported everything); whether it does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _read_state(home)
+        if state is None or not process_alive(state["pid"]):
+            return False
+        if state.get("socket"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def _recv_line(sock: socket.socket, buffer: bytearray) -> dict | None:
     while b"\n" not in buffer:
         chunk = sock.recv(4096)
@@ -246,11 +260,9 @@ def delegate(home: Path, argv: list[str], *, configured: bool = False, wait: flo
         return None
     if state.get("env") != (import_env() if configured else command_import_env(home, state)):
         return None  # other settings
-    deadline = time.monotonic() + wait
-    while not state.get("socket"):  # still importing
-        if time.monotonic() >= deadline or not process_alive(state["pid"]):
+    if not state.get("socket"):  # still importing
+        if not wait_ready(home, wait):
             return None
-        time.sleep(0.05)
         state = _read_state(home)
         if state is None:
             return None

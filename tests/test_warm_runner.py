@@ -154,3 +154,21 @@ def test_no_fork_without_the_kept_server(monkeypatch, tmp_path):
     monkeypatch.setenv("PREFECT_API_URL", "http://team:4200/api")  # a team's server: no kept server, no runner
     assert warm_runner.command_import_env(tmp_path, state) is None
     assert warm_runner.delegate(tmp_path, ["fit"]) is None  # no runner recorded at all
+
+
+def test_wait_ready_waits_only_for_a_live_runner(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        warm_runner._write_state(tmp_path, sleeper.pid, os.getpid(), socket=None)  # launched, still importing
+        t = time.monotonic()
+        assert not warm_runner.wait_ready(tmp_path, 0.3)
+        assert time.monotonic() - t >= 0.3
+        warm_runner._write_state(tmp_path, sleeper.pid, os.getpid(), socket=str(tmp_path / "s"))
+        assert warm_runner.wait_ready(tmp_path, 0.0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    t = time.monotonic()
+    assert not warm_runner.wait_ready(tmp_path, 30.0)  # its process is gone: no wait
+    assert time.monotonic() - t < 5
+    assert not warm_runner.wait_ready(tmp_path / "none", 1.0)  # no runner recorded
