@@ -18,8 +18,8 @@ same probability and keeps its weight (rows of weight 0 are never drawn),
 so the sample is an unbiased weighted sample.  On the sample, in memory
 (:class:`~gmm_engine._chunked.NumpyData` on local threads, never on the
 cluster), the initialisation of ``init_params`` runs, then EM (plain or
-SQUAREM, as the estimator's ``acceleration``, with its ``max_iter`` and a
-tenth of its ``tol``); EM on all rows starts from the sample's optimum, where a
+SQUAREM, as the estimator's ``acceleration``, to a tenth of its ``tol``
+and at most :data:`SAMPLE_MAX_ITER` iterations); EM on all rows starts from the sample's optimum, where a
 few passes polish it.  A fit then reads the data for the scan and its own
 EM passes only.
 
@@ -49,6 +49,9 @@ logger = logging.getLogger("gmm_engine")
 #: the plateaus where EM creeps before a component moves (on covertype, K=6,
 #: a sample of 100,000 rows stopped at ``tol`` ends 0.3 nats/row lower)
 SAMPLE_TOL_FACTOR = 0.1
+#: and after at most this many iterations, whatever the estimator's ``max_iter`` (which bounds the passes
+#: over the data; ``initialize``, which runs none, sets it to 0)
+SAMPLE_MAX_ITER = 1000
 #: the row stream of the sample's uniforms (below 2**24; the initialisers use 0, 1, ... per pass)
 SAMPLE_STREAM = 2**20
 

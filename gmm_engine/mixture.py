@@ -52,7 +52,7 @@ from ._online import FORGETTING, STEPWISE, OnlineState
 from ._partial_fit import PartialFit
 from ._passes import CountedData
 from ._prediction import Prediction
-from ._sample_start import SAMPLE_TOL_FACTOR, Sample, sample_probability, scan_sample_chunk, start_on_sample
+from ._sample_start import SAMPLE_MAX_ITER, SAMPLE_TOL_FACTOR, Sample, sample_probability, scan_sample_chunk, start_on_sample
 from ._squarem import run_squarem
 from ._stats import refuse_bad_rows, summary_chunk
 from ._validation import (
@@ -120,8 +120,9 @@ default='kmeans'
         None reads every row to initialise (scikit-learn's way).  An int
         (MiniBatchKMeans's name) finds each start on a uniform sample of
         about that many rows, drawn in the scan that every fit makes: the
-        ``init_params`` initialisation, then EM (as ``acceleration``,
-        with ``max_iter`` and a tenth of ``tol``), run in memory on the sample, and
+        ``init_params`` initialisation, then EM (as ``acceleration``, to
+        a tenth of ``tol``, at most 1,000 iterations whatever ``max_iter``:
+        they read no data), run in memory on the sample, and
         EM on all rows continues from the sample's optimum.  Out of core
         that saves every pass k-means and the first EM iterations would
         make; ``n_passes_`` counts the scan and EM on all rows.  With
@@ -547,18 +548,19 @@ Zarr array, of shape (n_samples, n_features)
         def start(init):
             if sample is not None:
                 state = start_on_sample(sample, self.n_components, initialize,
-                                        lambda d, st: self._em(d, st, tol=self.tol * SAMPLE_TOL_FACTOR))
+                                        lambda d, st: self._em(d, st, tol=self.tol * SAMPLE_TOL_FACTOR,
+                                                               max_iter=SAMPLE_MAX_ITER))
                 if state is not None:
                     return state
             return EMState(initialize(data, summary), 0, -math.inf)
 
         return start
 
-    def _em(self, data, state, on_iteration=None, tol=None):
+    def _em(self, data, state, on_iteration=None, tol=None, max_iter=None):
         """The estimator's EM loop (plain, or ``acceleration``'s) from ``state`` on ``data``."""
         run = run_em if self.acceleration is None else run_squarem
         return run(data, state, reg_covar=self.reg_covar, tol=self.tol if tol is None else tol,
-                   max_iter=self.max_iter, on_iteration=on_iteration)
+                   max_iter=self.max_iter if max_iter is None else max_iter, on_iteration=on_iteration)
 
     def _run(self, data, start, init, n_init, on_iteration):
         """EM from ``start`` (accelerated if asked), with the progress bar ``verbose`` asks for.

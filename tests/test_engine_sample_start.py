@@ -174,6 +174,12 @@ def test_initialize_gives_the_start_fit_would_start_from():
     started = quiet(GaussianMixture(K, random_state=0, init_size=INIT_SIZE).initialize, X)
     fitted = fit(X, tol=1e-3, init_size=INIT_SIZE, max_iter=1)
     assert started.n_passes_ == 1  # the scan only
+    # the sample's EM runs whatever max_iter (which bounds passes over the data): as the pipeline initialises
+    zero = quiet(GaussianMixture(K, random_state=0, init_size=INIT_SIZE, max_iter=0).initialize, X)
+    np.testing.assert_array_equal(zero.means_, started.means_)
+    kmeans_only = quiet(GaussianMixture(K, random_state=0, init_size=INIT_SIZE, max_iter=0).fit, X)
+    assert kmeans_only.n_iter_ == 0
+    np.testing.assert_array_equal(kmeans_only.means_, started.means_)
     # one EM step from the start: the sample's optimum is already close to the full one
     np.testing.assert_allclose(np.sort(started.means_[:, 0]), np.sort(fitted.means_[:, 0]), atol=0.05)
 
