@@ -72,14 +72,8 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
     is up as soon as the server.
     """
     if _DELEGATE and delegate and keep_server:
-        from pipeline.workspace import Workspace
-
-        from . import warm_runner
-
         # a runner still importing is not waited for: it imports at a lower priority than this command
-        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:])
-        if code is not None:
-            raise typer.Exit(code)
+        _run_as_fork(cfg)
     try:
         check(cfg)
     except Exception as exc:  # an expected error: one line, before anything starts
@@ -92,13 +86,18 @@ def _start(cfg, check, verbose: bool, *, keep_server: bool = True, delegate: boo
         typer.echo(started, err=True)
     if _DELEGATE and delegate and keep_server:
         # the runner launched beside a server that just came up, if it is up already: this command is its first fork
-        from pipeline.workspace import Workspace
+        _run_as_fork(cfg, configured=True)
 
-        from . import warm_runner
 
-        code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], configured=True)
-        if code is not None:
-            raise typer.Exit(code)
+def _run_as_fork(cfg, configured: bool = False) -> None:
+    """Run this command as a fork of the work directory's warm runner and exit with its code, if it can serve."""
+    from pipeline.workspace import Workspace
+
+    from . import warm_runner
+
+    code = warm_runner.delegate(Workspace(cfg.workdir).prefect_home, sys.argv[1:], configured=configured)
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def _run(flow, *args, **kwargs):

@@ -52,7 +52,14 @@ from ._online import FORGETTING, STEPWISE, OnlineState
 from ._partial_fit import PartialFit
 from ._passes import CountedData
 from ._prediction import Prediction
-from ._sample_start import SAMPLE_MAX_ITER, SAMPLE_TOL_FACTOR, Sample, sample_probability, scan_sample_chunk, start_on_sample
+from ._sample_start import (
+    SAMPLE_MAX_ITER,
+    SAMPLE_TOL_FACTOR,
+    Sample,
+    sample_probability,
+    scan_sample_chunk,
+    start_on_sample,
+)
 from ._squarem import run_squarem
 from ._stats import refuse_bad_rows, summary_chunk
 from ._validation import (
