@@ -426,12 +426,10 @@ def server_start(workdir: Optional[Path] = WorkdirOpt):
 
     try:
         server, started = kept_server.ensure(_home(workdir))
-        # the environment the commands' own set-up gives (flows.runtime.configure), which the runner imports with
-        from .runtime import PREFECT_DEFAULTS
+        # the runner imports with the environment the commands' own set-up gives them
+        from .runtime import kept_server_env
 
-        for key, value in PREFECT_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        os.environ["PREFECT_HOME"], os.environ["PREFECT_API_URL"] = str(_home(workdir)), server.api_url
+        os.environ.update(kept_server_env(_home(workdir), server.api_url))
         warm_runner.ensure(_home(workdir), server.pid)
         # the commands that follow fork from the runner only once it has imported: wait for it here
         ready = warm_runner.wait_ready(_home(workdir), warm_runner.STARTUP_WAIT)

@@ -34,6 +34,29 @@ PREFECT_DEFAULTS = {
 PREFECT_MODE_VARIABLE = "GMM_STREAM_PREFECT"
 
 
+def _set_prefect_defaults(env) -> None:
+    for key, value in PREFECT_DEFAULTS.items():
+        env.setdefault(key, value)
+
+
+def kept_server_env(home: str | Path, api_url: str, env=None) -> dict[str, str]:
+    """The environment of a command run against the kept server of ``home``.
+
+    ``env`` (default: this process's) with :data:`PREFECT_DEFAULTS` where
+    unset, ``PREFECT_HOME`` (absolute) and ``PREFECT_API_URL``.  The one
+    definition for a command's own set-up (:func:`configure`), for
+    ``gmm server start``, which launches the warm runner with it, and for
+    the runner's prediction of a command's settings
+    (:func:`flows.warm_runner.command_import_env`): where they disagreed
+    the runner would refuse every command.
+    """
+    out = dict(os.environ if env is None else env)
+    _set_prefect_defaults(out)
+    out["PREFECT_HOME"] = str(Path(home).absolute())
+    out["PREFECT_API_URL"] = api_url
+    return out
+
+
 def _import_prefect(api_url: str) -> None:
     """Import Prefect and its flow engine, pointed at ``api_url``, while that server starts.
 
@@ -107,8 +130,7 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
     str or None
         A line for the person at the terminal when a server was started now.
     """
-    for key, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    _set_prefect_defaults(os.environ)
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("gmm_engine", "pipeline", "flows"):
@@ -117,7 +139,7 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
         return None
     home = Workspace(workdir).prefect_home
     home.mkdir(parents=True, exist_ok=True)
-    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_HOME"] = str(home.absolute())
     if not keep_server or os.environ.get(PREFECT_MODE_VARIABLE, "").lower() == "ephemeral":
         return None
     from . import kept_server
@@ -130,7 +152,7 @@ def configure(workdir: str | Path | None = None, *, verbose: bool = False, keep_
         os.environ.pop("PREFECT_API_URL", None)  # set for the warm imports; that server is not there
         warm_runner.stop(home)  # launched beside a server that did not come up
         raise
-    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ.update(kept_server_env(home, server.api_url))
     _refresh_prefect_settings()
     from . import warm_runner
 

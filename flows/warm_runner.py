@@ -220,17 +220,12 @@ def command_import_env(home: Path, state: dict) -> dict | None:
     Worked out without configuring (no server check, no import): a command
     delegated before its own set-up has the environment it starts with.
     """
-    from .runtime import PREFECT_DEFAULTS, PREFECT_MODE_VARIABLE
+    from .runtime import PREFECT_MODE_VARIABLE, kept_server_env
 
     if ("PREFECT_HOME" in os.environ or "PREFECT_API_URL" in os.environ
             or os.environ.get(PREFECT_MODE_VARIABLE, "").lower() == "ephemeral"):
         return None  # configure uses no kept server then
-    env = dict(os.environ)
-    for key, value in PREFECT_DEFAULTS.items():
-        env.setdefault(key, value)
-    env["PREFECT_HOME"] = str(Path(home).absolute())
-    env["PREFECT_API_URL"] = (state.get("env") or {}).get("PREFECT_API_URL", "")
-    return import_env(env)
+    return import_env(kept_server_env(home, (state.get("env") or {}).get("PREFECT_API_URL", "")))
 
 
 def delegate(home: Path, argv: list[str], *, configured: bool = False, wait: float = 0.0) -> int | None:

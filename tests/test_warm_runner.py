@@ -172,3 +172,26 @@ def test_wait_ready_waits_only_for_a_live_runner(tmp_path):
     assert not warm_runner.wait_ready(tmp_path, 30.0)  # its process is gone: no wait
     assert time.monotonic() - t < 5
     assert not warm_runner.wait_ready(tmp_path / "none", 1.0)  # no runner recorded
+
+
+def test_the_runner_predicts_the_environment_a_command_sets_up(monkeypatch, tmp_path):
+    """A fork serves a command only when the settings it imported with are the command's: the two must agree."""
+    from flows import kept_server, runtime
+
+    for name in {*PREFECT_DEFAULTS, "PREFECT_HOME", "PREFECT_API_URL", "GMM_STREAM_PREFECT",
+                 *(k for k in os.environ if k.startswith(warm_runner.IMPORT_ENV_PREFIXES))}:
+        monkeypatch.setenv(name, "")  # recorded, so that what configure sets is undone after the test
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    workdir = Path("work")  # spelled relative, as a user types it
+    home = Workspace(workdir).prefect_home
+    server = kept_server.KeptServer(pid=os.getpid(), host="127.0.0.1", port=9, started_at="")
+    monkeypatch.setattr(kept_server, "ensure", lambda home, meanwhile=None: (server, False))
+    monkeypatch.setattr(warm_runner, "ensure", lambda home, pid: None)
+    monkeypatch.setattr(runtime, "_refresh_prefect_settings", lambda: None)
+    predicted = warm_runner.command_import_env(home, {"env": {"PREFECT_API_URL": FAKE_API}})
+    runtime.configure(workdir)
+    assert predicted == warm_runner.import_env()
+    assert predicted["PREFECT_HOME"] == str(tmp_path / home) and predicted["PREFECT_API_URL"] == FAKE_API
+    assert {k: predicted[k] for k in PREFECT_DEFAULTS if k.startswith("PREFECT_")} == {
+        k: v for k, v in PREFECT_DEFAULTS.items() if k.startswith("PREFECT_")}
