@@ -321,7 +321,6 @@ def _preload() -> None:
 
     matplotlib.use("Agg")
     import dask.array  # noqa: F401
-    import numpy as np
     import pyarrow.csv  # noqa: F401 - partitions and ingest sources are read with pyarrow
     import pyarrow.parquet  # noqa: F401
     import zarr  # noqa: F401
@@ -335,21 +334,13 @@ def _preload() -> None:
     import flows.select_flow  # noqa: F401
     import prefect.flow_engine  # noqa: F401
     import prefect.task_engine  # noqa: F401
-    from gmm_engine import COVARIANCE_TYPES, GaussianMixture
+    from gmm_engine import load_kernels
     from pipeline import plots  # noqa: F401
 
     from flows import runtime
 
     runtime.imported_prefect_env = import_env()  # what Prefect read: a fork whose own differ rebuilds them
-    # the compiled kernels load per signature on first call (~0.5 s): fit and score a tiny mixture
-    rng = np.random.default_rng(0)
-    X = np.vstack([rng.normal(size=(40, 2)), rng.normal(size=(40, 2)) + 5])
-    for dtype in (np.float64, np.float32):
-        for covariance_type in COVARIANCE_TYPES:
-            gm = GaussianMixture(2, covariance_type=covariance_type, max_iter=3, random_state=0)
-            gm.fit(X.astype(dtype))
-            gm.score_samples(X.astype(dtype))
-            gm.predict_proba(X.astype(dtype))
+    load_kernels()  # per signature on first call, ~0.5 s in all
     import io
 
     import matplotlib.pyplot as plt

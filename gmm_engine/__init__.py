@@ -55,6 +55,10 @@ Computing: :func:`compute` ``(*collections, **kwargs)`` is ``dask.compute`` on
 the scheduler dask would choose, without importing ``distributed`` (~0.3 s)
 when nothing has, so no client can exist; the engine's own passes use it.
 
+Compiled kernels: :func:`load_kernels` () compiles (once per install, ~30 s)
+or loads from numba's cache (~0.5 s) every kernel the estimators call,
+before anyone waits on it; ``make install`` and the CLI's warm runner call it.
+
 Model selection (several mixtures on the same data):
 
 * :class:`JointFit` ``(X, *, sample_weight=None, persist=False)``:
@@ -105,6 +109,7 @@ _PUBLIC = {
     "EFFECTIVE_WEIGHT_FLOOR": (".bayesian_mixture", "EFFECTIVE_WEIGHT_FLOOR"),
     "InformationCriteria": (".mixture", "InformationCriteria"),
     "load_model": (".mixture", "load_model"),
+    "load_kernels": ("._kernel_cache", "load_kernels"),
 }
 
 __all__ = sorted([*_PUBLIC, "__version__"])
