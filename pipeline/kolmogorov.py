@@ -52,7 +52,11 @@ def two_sided_sf(n: int, d: float) -> float:
     -------
     float in [0, 1]
     """
-    if int(n) != n or n < 1:
+    try:
+        whole = float(n).is_integer() and n >= 1  # False for NaN and infinities, which int() would refuse
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
         raise ValueError(f"the sample size must be a positive integer, got {n!r}")
     n = int(n)
     d = float(d)

@@ -55,7 +55,7 @@ def test_the_ends_of_the_support():
 
 
 def test_a_size_that_is_not_a_positive_integer_is_refused():
-    for n in (0, -3, 2.5):
+    for n in (0, -3, 2.5, float("nan"), float("inf"), "ten", None):
         with pytest.raises(ValueError, match="the sample size must be a positive integer"):
             two_sided_sf(n, 0.1)
 
