@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import prefect_database
-from .prefect_server import ServerStartError, free_port, healthy, launch, wait_healthy
+from .prefect_server import free_port, healthy, start_server, terminate
 from .warm_runner import process_alive as _alive
 
 logger = logging.getLogger(__name__)
@@ -89,22 +89,7 @@ def start(home: Path, meanwhile=None) -> KeptServer:
 
     home = Path(home)
     port = free_port(HOST)
-    api_url = f"http://{HOST}:{port}/api"
-    with prefect_database.server_start(home, ServerStartError):
-        proc = launch(home, HOST, port)
-        side = None
-        if meanwhile is not None:
-            side = threading.Thread(target=meanwhile, args=(api_url, proc.pid), name="gmm-beside-server",
-                                    daemon=True)
-            side.start()
-        try:
-            wait_healthy(proc, api_url, home, STARTUP_TIMEOUT)
-        except ServerStartError:
-            _terminate(proc.pid)
-            raise
-        finally:
-            if side is not None:
-                side.join()
+    proc = start_server(home, HOST, port, STARTUP_TIMEOUT, meanwhile)
     server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
     write_json(_state_path(home), asdict(server))
     return server
@@ -118,22 +103,6 @@ def ensure(home: Path, meanwhile=None) -> tuple[KeptServer, bool]:
     return start(home, meanwhile), True
 
 
-def _terminate(pid: int, timeout: float = 20.0) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def stop(home: Path) -> KeptServer | None:
     """Stop the work directory's server; the one stopped, or None if none ran."""
     from . import warm_runner
@@ -141,6 +110,6 @@ def stop(home: Path) -> KeptServer | None:
     warm_runner.stop(home)
     server = find(home)
     if server is not None:
-        _terminate(server.pid)
+        terminate(server.pid)
     _state_path(home).unlink(missing_ok=True)
     return server

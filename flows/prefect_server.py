@@ -9,6 +9,7 @@ restarts it if it dies, and stops it on exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -86,6 +87,59 @@ def wait_healthy(proc: subprocess.Popen, api_url: str, home: Path, timeout: floa
     )
 
 
+def start_server(home: Path, host: str, port: int, timeout: float, meanwhile=None) -> subprocess.Popen:
+    """``prefect server start`` on ``host:port`` with its database under ``home``, returned once it answers.
+
+    The database starts as a copy of a migrated one when the user's cache
+    holds one, and a fresh one is kept there (:mod:`flows.prefect_database`).
+    ``meanwhile(api_url, server_pid)``, if given, runs in a thread while the
+    server comes up and is waited for before this returns.  A server that
+    does not come up, or whose start is interrupted, is stopped.
+
+    Raises
+    ------
+    ServerStartError
+        The process exited, or did not answer within ``timeout`` seconds.
+    """
+    api_url = f"http://{host}:{port}/api"
+    with prefect_database.server_start(home, ServerStartError):
+        proc = launch(home, host, port)
+        side = None
+        if meanwhile is not None:
+            side = threading.Thread(target=meanwhile, args=(api_url, proc.pid), name="gmm-beside-server",
+                                    daemon=True)
+            side.start()
+        try:
+            wait_healthy(proc, api_url, home, timeout)
+        except BaseException:  # also Ctrl-C: nothing would know of the server to stop it later
+            terminate(proc.pid)
+            proc.poll()
+            raise
+        finally:
+            if side is not None:
+                side.join()
+    return proc
+
+
+def terminate(pid: int, timeout: float = 20.0) -> None:
+    """Stop the server whose process group ``pid`` leads: SIGTERM, and SIGKILL after ``timeout`` seconds."""
+    from .warm_runner import process_alive
+
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def free_port(host: str = "127.0.0.1", start: int = 4200, tries: int = 200) -> int:
     """The first free port from ``start`` on ``host``."""
     for port in range(start, start + tries):
@@ -123,13 +177,7 @@ class LocalPrefectServer:
         return f"http://{self.host}:{self.port}/api"
 
     def _launch(self) -> None:
-        with prefect_database.server_start(self.home, ServerStartError):
-            self.proc = launch(self.home, self.host, self.port)
-            try:
-                wait_healthy(self.proc, self.api_url, self.home, self.startup_timeout)
-            except ServerStartError:
-                self._terminate()
-                raise
+        self.proc = start_server(self.home, self.host, self.port, self.startup_timeout)
 
     def start(self) -> "LocalPrefectServer":
         if healthy(self.api_url):
@@ -161,14 +209,9 @@ class LocalPrefectServer:
     def _terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        terminate(self.proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)  # reaped: no zombie left behind
 
     def stop(self) -> None:
         self._stop.set()

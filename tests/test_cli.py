@@ -221,7 +221,7 @@ def test_loading_a_model_and_the_report_helpers_imports_neither_scipy_stats_nor_
 def test_a_kept_server_that_fails_to_start_is_one_error_and_leaves_no_api_url(tmp_path, monkeypatch):
     """The warm runner is launched beside the server's start-up; if the server dies, its log is named, no URL
     stays and the runner is stopped."""
-    from flows import kept_server, runtime
+    from flows import prefect_server, runtime
     from flows.prefect_server import ServerStartError
 
     for key in ("PREFECT_HOME", "PREFECT_API_URL", runtime.PREFECT_MODE_VARIABLE):
@@ -244,7 +244,7 @@ def test_a_kept_server_that_fails_to_start_is_one_error_and_leaves_no_api_url(tm
 
     from flows import warm_runner
 
-    monkeypatch.setattr(kept_server, "launch", dead_launch)
+    monkeypatch.setattr(prefect_server, "launch", dead_launch)
     monkeypatch.setattr(warm_runner, "launch", runner_launch)
     with pytest.raises(ServerStartError, match=r"prefect server exited with code 3; see .*prefect/server.log"):
         runtime.configure(tmp_path / "w")

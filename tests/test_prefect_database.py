@@ -102,7 +102,7 @@ def test_a_kept_server_keeps_only_a_database_it_created_and_drops_a_copy_it_coul
     import subprocess
     import sys
 
-    from flows import kept_server
+    from flows import kept_server, prefect_server
     from flows.prefect_server import ServerStartError
 
     procs = []
@@ -124,9 +124,9 @@ def test_a_kept_server_keeps_only_a_database_it_created_and_drops_a_copy_it_coul
             return  # still running: it answers
         raise ServerStartError(f"prefect server exited with code {proc.returncode}")
 
-    monkeypatch.setattr(kept_server, "wait_healthy", wait_healthy)
-    monkeypatch.setattr(kept_server, "_terminate", lambda pid: None)
-    monkeypatch.setattr(kept_server, "launch", started)
+    monkeypatch.setattr(prefect_server, "wait_healthy", wait_healthy)
+    monkeypatch.setattr(prefect_server, "terminate", lambda pid: None)
+    monkeypatch.setattr(prefect_server, "launch", started)
     try:
         old = tmp_path / "old" / "prefect"
         _database_in_wal(old / "prefect.db", ["with history"]).close()
@@ -134,11 +134,40 @@ def test_a_kept_server_keeps_only_a_database_it_created_and_drops_a_copy_it_coul
         assert not prefect_database.template_path().exists()  # a database it did not create: never kept
         kept_server.start(tmp_path / "new" / "prefect")
         assert prefect_database.template_path().is_file()  # the one it migrated from nothing
-        monkeypatch.setattr(kept_server, "launch", dead)
+        monkeypatch.setattr(prefect_server, "launch", dead)
         with pytest.raises(ServerStartError):
             kept_server.start(tmp_path / "third" / "prefect")  # seeded from the copy, and does not come up
         assert not prefect_database.template_path().exists()
         assert prefect_database.is_new(tmp_path / "third" / "prefect")
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_server_start_interrupted_stops_the_server(tmp_path, cache, monkeypatch):
+    """Ctrl-C while the server comes up: nothing has recorded it, so nothing could stop it later."""
+    import subprocess
+    import sys
+
+    from flows import prefect_server
+
+    procs = []
+
+    def launched(home, host, port):
+        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                      start_new_session=True))
+        return procs[-1]
+
+    def interrupted(proc, api_url, home, timeout):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prefect_server, "launch", launched)
+    monkeypatch.setattr(prefect_server, "wait_healthy", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prefect_server.start_server(tmp_path / "prefect", "127.0.0.1", 9, 5.0)
+        assert procs[0].wait(timeout=30) == -15  # SIGTERM to its process group
     finally:
         for proc in procs:
             proc.kill()
