@@ -405,7 +405,7 @@ Zarr array, of shape (n_samples, n_features)
         """
         validate_params(self)
         data, names = self._training_data(X, sample_weight=sample_weight, passes=state.n_passes)
-        # the same checks as fit: too few rows, then NaN or inf (one scan)
+        # the same checks as fit: too few rows, then (in the first pass) NaN or inf
         self._check_n_samples(data)
         if (
             state.params.n_features != data.n_features
@@ -420,8 +420,11 @@ Zarr array, of shape (n_samples, n_features)
                 f"{self.n_components}, covariance_type={self.covariance_type!r}. Resume "
                 "with the estimator parameters and data of the interrupted fit."
             )
-        self._scan(data)
-        return self._finish(self._run(data, state, 0, 1, on_iteration), names, data)
+        # the scan's refusals, from the first EM pass's own read of the rows (no pass of their own)
+        data.check_first_pass(lambda summary: self._checked_summary(summary, data))
+        state = self._run(data, state, 0, 1, on_iteration)
+        data.check_unread()  # no EM pass was left to make
+        return self._finish(state, names, data)
 
     def _training_data(self, X, warm=False, sample_weight=None, passes=0):
         """ChunkedData for X and its weights (passes counted from ``passes``), and the input's feature names.

@@ -451,6 +451,35 @@ def test_resume_refuses_nan_and_inf(mid_state, kind):
         GaussianMixture(3, random_state=0, max_iter=6).resume(Xin, mid_state)
 
 
+def test_resume_checks_the_rows_in_its_first_pass_before_anything_sees_it(mid_state):
+    """No pass of its own for the checks: the first EM pass reads and checks; a refused pass reaches no hook."""
+    Xbad = CLUSTERS.copy()
+    Xbad[130, 2] = np.nan
+    seen = []
+    with pytest.raises(DataValidationError, match=re.escape("Input X contains NaN") + ".*row indices 130"):
+        GaussianMixture(3, random_state=0, max_iter=6).resume(da.from_array(Xbad, chunks=(50, 3)), mid_state,
+                                                              on_iteration=seen.append)
+    assert seen == []
+    weights = np.ones(len(CLUSTERS))
+    weights[5] = -1.0
+    with pytest.raises(DataValidationError, match=re.escape("Negative values in data passed to `sample_weight`.")):
+        GaussianMixture(3, random_state=0, max_iter=6).resume(da.from_array(CLUSTERS, chunks=(50, 3)), mid_state,
+                                                              sample_weight=da.from_array(weights, chunks=50))
+    good = quiet(GaussianMixture(3, random_state=0, max_iter=6, tol=0).resume,
+                 da.from_array(CLUSTERS, chunks=(50, 3)), mid_state)
+    assert good.n_passes_ == mid_state.n_passes + (6 - mid_state.n_iter)
+
+
+def test_resume_with_no_iteration_left_still_checks_the_rows(mid_state):
+    Xbad = da.from_array(np.where(np.arange(len(CLUSTERS))[:, None] == 3, np.inf, CLUSTERS), chunks=(50, 3))
+    done = GaussianMixture(3, random_state=0, max_iter=mid_state.n_iter)
+    with pytest.raises(DataValidationError, match=re.escape("Input X contains infinity") + ".*row indices 3"):
+        done.resume(Xbad, mid_state)
+    resumed = quiet(GaussianMixture(3, random_state=0, max_iter=mid_state.n_iter).resume,
+                    da.from_array(CLUSTERS, chunks=(50, 3)), mid_state)
+    assert resumed.n_passes_ == mid_state.n_passes + 1 and resumed.n_iter_ == mid_state.n_iter  # the scan alone
+
+
 def test_resume_refuses_fewer_rows_than_components(mid_state):
     with pytest.raises(ValueError, match="Expected n_samples >= n_components but got n_components = 3, n_samples = 2"):
         GaussianMixture(3, max_iter=6).resume(CLUSTERS[:2], mid_state)
