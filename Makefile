@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# bytecode, not in a user's first commands
 	$(BIN)/python -c "import gmm_engine; gmm_engine.load_kernels()"
 	$(BIN)/python -m compileall -q gmm_engine pipeline flows
+	# the migrated Prefect database new work directories' servers start from (~10 s once per machine)
+	$(BIN)/python -m flows.prefect_database
 	touch $(STAMP)
 
 demo: $(STAMP)

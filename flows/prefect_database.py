@@ -21,6 +21,9 @@ migrations made it; a newer Prefect makes its own (and migrates a copied
 older database forward as it would any).  A database configured elsewhere
 (``PREFECT_API_DATABASE_CONNECTION_URL``, e.g. PostgreSQL) is left alone.
 Failing to read or write the cache only costs the start-up time it saves.
+:func:`prepare` (``python -m flows.prefect_database``, which ``make
+install`` runs) keeps the template at install time, so that not even the
+first command on a machine pays the migration.
 """
 
 from __future__ import annotations
@@ -145,3 +148,49 @@ def remember(home: Path) -> None:
         logger.info("could not keep the migrated Prefect database in %s (%s)", template.parent, exc)
         return
     logger.info("kept the migrated Prefect database as %s for new work directories", template)
+
+
+def prepare(timeout: float = 180.0) -> Path | None:
+    """Keep the migrated database of this Prefect version now, as the first server on a machine would.
+
+    A server starts on a temporary home, its fresh database is kept the
+    moment it answers (:func:`server_start`), and it is stopped: a
+    one-time ~8-14 s on these machines, paid by the install rather than by
+    a person's first command.  A template already kept is left alone.
+
+    Returns
+    -------
+    Path or None
+        The template; None where the database is not SQLite here
+        (``PREFECT_API_DATABASE_CONNECTION_URL`` set) or it could not be kept.
+
+    Raises
+    ------
+    flows.prefect_server.ServerStartError
+        The server did not come up within ``timeout`` seconds.
+    """
+    import tempfile
+
+    from .prefect_server import free_port, start_server, terminate
+
+    template = template_path()
+    if template is None or template.is_file():
+        return template
+    with tempfile.TemporaryDirectory(prefix="gmm-prefect-") as tmp:
+        proc = start_server(Path(tmp) / "prefect", "127.0.0.1", free_port("127.0.0.1"), timeout)
+        terminate(proc.pid)
+        proc.wait()
+    return template if template.is_file() else None
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        kept = prepare()
+    except Exception as exc:  # noqa: BLE001 - an install goes on: the first server keeps one instead
+        logger.warning("no migrated Prefect database kept now (%s); the first gmm command will migrate one", exc)
+        sys.exit(0)
+    if kept is not None:
+        logger.info("migrated Prefect database: %s", kept)

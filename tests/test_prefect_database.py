@@ -172,3 +172,39 @@ def test_a_server_start_interrupted_stops_the_server(tmp_path, cache, monkeypatc
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_prepare_keeps_the_template_once_and_stops_its_server(tmp_path, cache, monkeypatch):
+    """What make install runs: the first server on the machine, without a work directory or a command waiting."""
+    import subprocess
+    import sys
+
+    from flows import prefect_server
+
+    procs, homes = [], []
+
+    def started(home, host, port):  # migrates its new database, then answers until stopped
+        homes.append(home)
+        _database_in_wal(home / "prefect.db", ["migrated"]).close()
+        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                      start_new_session=True))
+        return procs[-1]
+
+    monkeypatch.setattr(prefect_server, "launch", started)
+    monkeypatch.setattr(prefect_server, "wait_healthy", lambda proc, api_url, home, timeout: None)
+    try:
+        template = prefect_database.prepare()
+        assert template == prefect_database.template_path() and template.is_file()
+        assert procs[0].poll() == -15  # stopped (SIGTERM to its group) and reaped
+        assert not homes[0].exists()  # its temporary home is gone
+        assert prefect_database.prepare() == template and len(procs) == 1  # kept already: no server
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_prepare_leaves_a_database_configured_elsewhere_alone(cache, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "postgresql+asyncpg://team/prefect")
+    assert prefect_database.prepare() is None
+    assert not cache.exists()
