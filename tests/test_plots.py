@@ -277,6 +277,25 @@ def test_plot_loglik_trace(tmp_path):
     assert_png(plots.plot_loglik_trace([-3.0], tmp_path / "one.png", tol=1e-4), TWO_PANELS)
 
 
+def test_loglik_trace_ticks_read_as_values_without_an_offset(tmp_path, monkeypatch):
+    """A converged fit's bounds differ in the fourth decimal: the ticks show them whole, no '-1.0263e1' offset."""
+    labels = []
+    real_save = style.save_png
+
+    def capture(fig, path):
+        fig.canvas.draw()
+        bounds = fig.axes[0]
+        labels.append(([t.get_text() for t in bounds.get_yticklabels()],
+                       bounds.yaxis.get_major_formatter().get_offset()))
+        return real_save(fig, path)
+
+    monkeypatch.setattr(style, "save_png", capture)
+    plots.plot_loglik_trace([-10.26414, -10.26348, -10.26328], tmp_path / "t.png", tol=1e-3)
+    ticks, offset = labels[0]
+    assert offset == ""
+    assert all(t.replace("\u2212", "-").startswith("-10.26") for t in ticks if t), ticks
+
+
 def test_plot_score_histogram(tmp_path, rng):
     scores = rng.normal(-7.0, 1.0, 5000)
     truth = np.zeros(5000, dtype=bool)

@@ -21,6 +21,8 @@ from .checks import check_all_finite, check_path, finite_float, vector
 def _draw_bounds(ax, its: np.ndarray, lb: np.ndarray, title) -> None:
     ax.plot(its, lb, color=style.OKABE_ITO[0], marker="o", ms=4, lw=1.5)
     ax.set_ylabel("mean log-likelihood\nper row (nats)")
+    # the values themselves on the ticks: an offset ("-1.0263e1" above "-0.0003") has to be added up to read
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_title(title or "EM convergence")
     ax.grid(True, alpha=0.3)
     ax.annotate(
