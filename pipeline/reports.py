@@ -105,14 +105,14 @@ def selection_report(table, selected, criterion, out: Path, trim: dict | None = 
 # and should not pay a second or two for a fit's plots.
 
 
-def training_sample(data: str, max_points: int = PROJECTION_POINTS, seed: int = 0) -> np.ndarray:
-    """A uniform sample of training rows (float64), read chunk by chunk."""
+def training_sample(data: str, max_points: int = PROJECTION_POINTS, seed: int = 0) -> tuple[np.ndarray, int]:
+    """A uniform sample of training rows (float64), read chunk by chunk, and the number of rows it is drawn from."""
     from gmm_engine import open_zarr_array
 
     z = open_zarr_array(data)
     n = z.shape[0]
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False))
-    return z.get_orthogonal_selection((idx, slice(None))).astype(np.float64)
+    return z.get_orthogonal_selection((idx, slice(None))).astype(np.float64), n
 
 
 def _check_same_features(model, data: str, model_dir: str) -> None:
@@ -146,7 +146,7 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
             s, threshold["threshold"], out / "scores.png",
             title=f"Training log-likelihood (sample of {len(s):,} rows) and anomaly threshold"))
     _check_same_features(model, data, model_dir)
-    X = training_sample(data, max_points)
+    X, n_rows = training_sample(data, max_points)
     # The rows come from the training array itself, so its names are the model's; the numpy
     # sample has lost them, and the engine would warn that X has no feature names.
     with warnings.catch_warnings():
@@ -155,7 +155,7 @@ def fit_report(model_dir: str, data: str, lower_bounds: list, scores_sample: str
     files["projection_plot"] = str(plots.plot_projection(
         X, model.means_, model.covariances_, model.covariance_type, out / "projection.png",
         labels=labels, is_anomaly=loglik <= threshold["threshold"], weights=model.weights_,
-        max_points=max_points))
+        max_points=max_points, sample_of=n_rows))
     md = "\n".join([
         "# Fit summary",
         "",

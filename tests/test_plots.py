@@ -296,6 +296,26 @@ def test_loglik_trace_ticks_read_as_values_without_an_offset(tmp_path, monkeypat
     assert all(t.replace("\u2212", "-").startswith("-10.26") for t in ticks if t), ticks
 
 
+def test_projection_title_says_when_the_rows_are_a_sample_of_more(tmp_path, monkeypatch):
+    titles = []
+    real_save = style.save_png
+
+    def capture(fig, path):
+        titles.append(fig.axes[0].get_title())
+        return real_save(fig, path)
+
+    monkeypatch.setattr(style, "save_png", capture)
+    args = _proj_args()
+    plots.plot_projection(path=tmp_path / "a.png", **args)
+    plots.plot_projection(path=tmp_path / "b.png", sample_of=2_000_000, **args)
+    plots.plot_projection(path=tmp_path / "c.png", sample_of=2_000_000, max_points=10, **args)
+    assert titles[0].endswith("(all 40 rows)")
+    assert titles[1].endswith("(random 40 of 2,000,000 rows)")
+    assert titles[2].endswith("(random 10 of 2,000,000 rows)")
+    with pytest.raises(ValueError, match="sample_of=39 is smaller than the 40 rows of X"):
+        plots.plot_projection(path=tmp_path / "d.png", sample_of=39, **args)
+
+
 def test_plot_score_histogram(tmp_path, rng):
     scores = rng.normal(-7.0, 1.0, 5000)
     truth = np.zeros(5000, dtype=bool)

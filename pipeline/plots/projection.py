@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.lines import Line2D
 from matplotlib.patches import Ellipse
 
@@ -282,8 +283,10 @@ def _draw_components(ax, mu_p: np.ndarray, cov_p: np.ndarray, w, comp_colours: l
     for k, c in enumerate(comp_colours):
         for n_std, ls in ((1.0, "-"), (2.0, "--")):
             width, height, angle = ellipse_geometry(cov_p[k], n_std)
+            # a white halo: the ellipse crosses its own component's points, drawn in the same colour
             ax.add_patch(Ellipse(tuple(mu_p[k]), width, height, angle=angle, fill=False,
-                                 edgecolor=c, lw=2.0, ls=ls, zorder=5))
+                                 edgecolor=c, lw=2.0, ls=ls, zorder=5,
+                                 path_effects=[patheffects.withStroke(linewidth=4.0, foreground="white")]))
         ax.plot(*mu_p[k], marker="P", ms=10, color=c, mec=style.BLACK, mew=0.8, zorder=6)
         text = f"{k}" if w is None else f"{k} ({w[k]:.2f})"
         ax.annotate(text, mu_p[k], xytext=(6, 6), textcoords="offset points", fontsize=9,
@@ -303,7 +306,7 @@ def _draw_components(ax, mu_p: np.ndarray, cov_p: np.ndarray, w, comp_colours: l
 
 def plot_projection(
     X, means, covariances, covariance_type, path, *, labels=None, is_anomaly=None, weights=None,
-    max_points: int = 20000, random_state=0,
+    max_points: int = 20000, random_state=0, sample_of: int | None = None,
 ) -> Path:
     """Data and component ellipses in a 2-D projection.
 
@@ -329,6 +332,9 @@ def plot_projection(
     max_points : int, default=20000
     random_state : int or numpy Generator, default=0
         Seeds the subsample.
+    sample_of : int, optional
+        When ``X`` is itself a random sample, the number of rows it was
+        drawn from (>= n): the title then says how many of them are shown.
 
     Returns
     -------
@@ -354,6 +360,11 @@ def plot_projection(
     lab = _labels(labels, n)
     anom_all = None if is_anomaly is None else bool_vector(is_anomaly, "is_anomaly", n, "X")
 
+    if sample_of is not None:
+        sample_of = positive_int(sample_of, "sample_of")
+        if sample_of < n:
+            raise ValueError(f"sample_of={sample_of} is smaller than the {n} rows of X: pass the number of rows "
+                             "X was drawn from, or None when X is all of them.")
     rows, idx = _sample_rows(X, max_points, rng)
     check_all_finite(rows, "X", "drop or impute rows with NaN/inf before plotting.")
     P, mu_p, cov_p, axis_labels = _project(rows, mu, cov_full)
@@ -371,7 +382,8 @@ def plot_projection(
     ax.set_ylabel(axis_labels[1])
     if D == 1:
         ax.set_yticks([])  # the padding axis carries no information
-    sample_note = f"all {n:,} rows" if idx is None else f"random {P.shape[0]:,} of {n:,} rows"
+    total = n if sample_of is None else sample_of
+    sample_note = f"all {n:,} rows" if idx is None and total == n else f"random {P.shape[0]:,} of {total:,} rows"
     ax.set_title(f"{K}-component {covariance_type} mixture, D = {D} ({sample_note})")
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.85)
