@@ -91,7 +91,11 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     port = free_port(HOST)
     proc = start_server(home, HOST, port, STARTUP_TIMEOUT, meanwhile)
     server = KeptServer(proc.pid, HOST, port, _dt.datetime.now(_dt.timezone.utc).isoformat())
-    write_json(_state_path(home), asdict(server))
+    try:
+        write_json(_state_path(home), asdict(server))
+    except BaseException:  # a server no state file records could never be found, or stopped, again
+        terminate(proc.pid)
+        raise
     return server
 
 

@@ -65,11 +65,11 @@ def launch(home: Path, host: str, port: int) -> subprocess.Popen:
     """Start ``prefect server start`` on ``host:port`` in its own session, logging to ``home/server.log``."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    log = open(home / "server.log", "ab")
     prefect = Path(sys.executable).with_name("prefect")
     cmd = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", host, "--port", str(port)]
-    return subprocess.Popen(cmd, env=server_env(home), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(home / "server.log", "ab") as log:  # the server has its own copy of the descriptor
+        return subprocess.Popen(cmd, env=server_env(home), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def wait_healthy(proc: subprocess.Popen, api_url: str, home: Path, timeout: float) -> None:
@@ -87,14 +87,19 @@ def wait_healthy(proc: subprocess.Popen, api_url: str, home: Path, timeout: floa
     )
 
 
-def start_server(home: Path, host: str, port: int, timeout: float, meanwhile=None) -> subprocess.Popen:
+def start_server(home: Path, host: str, port: int, timeout: float, meanwhile=None,
+                 on_launch=None) -> subprocess.Popen:
     """``prefect server start`` on ``host:port`` with its database under ``home``, returned once it answers.
 
     The database starts as a copy of a migrated one when the user's cache
     holds one, and a fresh one is kept there (:mod:`flows.prefect_database`).
     ``meanwhile(api_url, server_pid)``, if given, runs in a thread while the
-    server comes up and is waited for before this returns.  A server that
-    does not come up, or whose start is interrupted, is stopped.
+    server comes up and is waited for before this returns.
+    ``on_launch(proc)``, if given, is called as soon as the process exists
+    (a supervisor that may be stopped meanwhile must know it); whatever it
+    raises stops the start.  A server that does not come up, or whose start
+    is interrupted or fails at any point before this returns, is stopped:
+    nothing else knows of it yet.
 
     Raises
     ------
@@ -102,23 +107,36 @@ def start_server(home: Path, host: str, port: int, timeout: float, meanwhile=Non
         The process exited, or did not answer within ``timeout`` seconds.
     """
     api_url = f"http://{host}:{port}/api"
-    with prefect_database.server_start(home, ServerStartError):
-        proc = launch(home, host, port)
-        side = None
-        if meanwhile is not None:
-            side = threading.Thread(target=meanwhile, args=(api_url, proc.pid), name="gmm-beside-server",
-                                    daemon=True)
-            side.start()
-        try:
-            wait_healthy(proc, api_url, home, timeout)
-        except BaseException:  # also Ctrl-C: nothing would know of the server to stop it later
-            terminate(proc.pid)
-            proc.poll()
-            raise
-        finally:
-            if side is not None:
-                side.join()
+    proc = None
+    try:
+        with prefect_database.server_start(home, ServerStartError):
+            proc = launch(home, host, port)
+            side = None
+            try:
+                if on_launch is not None:
+                    on_launch(proc)
+                if meanwhile is not None:
+                    side = threading.Thread(target=meanwhile, args=(api_url, proc.pid), name="gmm-beside-server",
+                                            daemon=True)
+                    side.start()
+                try:
+                    wait_healthy(proc, api_url, home, timeout)
+                finally:
+                    if side is not None:
+                        side.join()
+            except BaseException:
+                _stop(proc)  # before server_start drops a copied database it would still hold open
+                raise
+    except BaseException:  # also what follows the health check: keeping the database, Ctrl-C
+        if proc is not None:
+            _stop(proc)
+        raise
     return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    terminate(proc.pid)
+    proc.poll()  # reaped once it has exited
 
 
 def terminate(pid: int, timeout: float = 20.0) -> None:
@@ -177,7 +195,13 @@ class LocalPrefectServer:
         return f"http://{self.host}:{self.port}/api"
 
     def _launch(self) -> None:
-        self.proc = start_server(self.home, self.host, self.port, self.startup_timeout)
+        start_server(self.home, self.host, self.port, self.startup_timeout, on_launch=self._launched)
+
+    def _launched(self, proc: subprocess.Popen) -> None:
+        # known at once, so that stop() during a (re)start terminates this process, not the last one
+        self.proc = proc
+        if self._stop.is_set():
+            raise ServerStartError("the Prefect server was stopped while it started")
 
     def start(self) -> "LocalPrefectServer":
         if healthy(self.api_url):
@@ -203,8 +227,10 @@ class LocalPrefectServer:
                 try:
                     self._launch()
                 except ServerStartError:
+                    if self._stop.is_set():
+                        return
                     logger.exception("could not restart the Prefect server")
-                    time.sleep(min(30, 2 ** self.restarts))
+                    self._stop.wait(min(30, 2 ** self.restarts))
 
     def _terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
