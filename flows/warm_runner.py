@@ -25,7 +25,9 @@ them; should they differ there after all, the fork rebuilds Prefect's
 settings from its own).  Otherwise, or when the runner
 does not answer, the command runs in its own process as before, and a
 runner of stale code is replaced.  The runner ends with its server
-(``gmm server stop``, or the server's death).
+(``gmm server stop``, or the server's death); a work directory deleted
+while they run (``rm -rf``) takes both down: the runner stops the server,
+which nothing could find or stop any more, and ends.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ LOG_FILE = "runner.log"
 PACKAGES = ("flows", "pipeline", "gmm_engine")
 #: environment variables Prefect (or the runner's imports) read when imported
 IMPORT_ENV_PREFIXES = ("PREFECT_",)
+#: seconds between looks at whether the work directory still exists
+HOME_CHECK_INTERVAL = 1.0
 #: how long a command waits for the runner to fork it before running in its own process
 CONNECT_TIMEOUT = 2.0
 #: how long ``gmm server start`` waits for the runner launched beside the server
@@ -467,6 +471,8 @@ def serve(home: Path, server_pid: int) -> None:
     children: dict[int, socket.socket] = {}
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
+    next_look = time.monotonic() + HOME_CHECK_INTERVAL
+    orphaned = False
     try:
         while not stopping and process_alive(server_pid):
             for _ in sel.select(timeout=0.05):
@@ -476,14 +482,26 @@ def serve(home: Path, server_pid: int) -> None:
                     continue
                 _fork(listener, conn, children)
             _reap(children)
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + HOME_CHECK_INTERVAL
+                if not home.is_dir():
+                    orphaned = True
+                    break
     finally:
         sel.close()
         listener.close()
         state = _read_state(home)
+        if (orphaned or state is not None and state.get("pid") == os.getpid()) and os.path.exists(path):
+            os.unlink(path)
         if state is not None and state.get("pid") == os.getpid():
             _state_path(home).unlink(missing_ok=True)
-            if os.path.exists(path):
-                os.unlink(path)
+    if orphaned:
+        # the work directory was deleted under its server (rm -rf of it while it ran): its database is
+        # gone and no command can find the server to reuse or stop it, so it is stopped here
+        from .prefect_server import terminate
+
+        logger.warning("%s was deleted: stopping its Prefect server (pid %d)", home, server_pid)
+        terminate(server_pid)
         # commands still running keep running; their commands learn they ended from the process itself
         for conn in children.values():
             conn.close()

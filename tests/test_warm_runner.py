@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,30 @@ def test_the_runner_ends_with_its_server(tmp_path):
         assert not warm_runner._state_path(home).exists() and not Path(state["socket"]).exists()
     finally:
         server.kill()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_deleted_work_directory_takes_its_server_and_runner_down(tmp_path):
+    """rm -rf of a work directory while its server runs: nothing could find that server again to stop it."""
+    home = tmp_path / "work" / "prefect"
+    home.mkdir(parents=True)
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    env = {**_base_env(), **PREFECT_DEFAULTS, "PREFECT_HOME": str(home), "PREFECT_API_URL": FAKE_API}
+    log = tmp_path / "runner.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.warm_runner", str(home), str(server.pid)],
+                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        state = _wait_ready(home, proc, log)
+        shutil.rmtree(tmp_path / "work")
+        assert proc.wait(timeout=30) == 0
+        assert server.wait(timeout=30) == -signal.SIGTERM
+        assert not Path(state["socket"]).exists()
+        assert "was deleted: stopping its Prefect server" in log.read_text()
+    finally:
+        server.kill()
+        server.wait()
         if proc.poll() is None:
             proc.kill()
 
