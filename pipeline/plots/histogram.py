@@ -19,10 +19,10 @@ from .checks import bool_vector, check_all_finite, check_path, finite_float, pos
 
 
 def _draw_groups(ax, s: np.ndarray, edges: np.ndarray, truth) -> None:
-    """All rows, or normal rows and known anomalies as two histograms on ``edges``."""
+    """The scored rows, or normal rows and known anomalies as two histograms on ``edges``."""
     blue, vermillion = style.OKABE_ITO[0], style.OKABE_ITO[3]
     if truth is None:
-        ax.hist(s, bins=edges, color=blue, alpha=0.85, label=f"all rows (n = {s.size:,})")
+        ax.hist(s, bins=edges, color=blue, alpha=0.85, label=f"scored rows (n = {s.size:,})")
         return
     normal = s[~truth]
     anom = s[truth]
