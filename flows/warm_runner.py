@@ -491,10 +491,14 @@ def serve(home: Path, server_pid: int) -> None:
         sel.close()
         listener.close()
         state = _read_state(home)
-        if (orphaned or state is not None and state.get("pid") == os.getpid()) and os.path.exists(path):
-            os.unlink(path)
-        if state is not None and state.get("pid") == os.getpid():
+        owned = state is not None and state.get("pid") == os.getpid()
+        if owned:
             _state_path(home).unlink(missing_ok=True)
+        if (owned or orphaned) and os.path.exists(path):  # a deleted home leaves no state to say whose it is
+            os.unlink(path)
+        # commands still running keep running; their commands learn they ended from the process itself
+        for conn in children.values():
+            conn.close()
     if orphaned:
         # the work directory was deleted under its server (rm -rf of it while it ran): its database is
         # gone and no command can find the server to reuse or stop it, so it is stopped here
@@ -502,9 +506,6 @@ def serve(home: Path, server_pid: int) -> None:
 
         logger.warning("%s was deleted: stopping its Prefect server (pid %d)", home, server_pid)
         terminate(server_pid)
-        # commands still running keep running; their commands learn they ended from the process itself
-        for conn in children.values():
-            conn.close()
     logger.info("warm runner for %s stopped", home)
 
 
