@@ -21,15 +21,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
-import signal
-import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import prefect_database
-from .prefect_server import free_port, healthy, start_server, terminate
+from .prefect_server import free_port, healthy, start_server, stop_child, terminate
 from .warm_runner import process_alive as _alive
 
 logger = logging.getLogger(__name__)
@@ -94,7 +89,7 @@ def start(home: Path, meanwhile=None) -> KeptServer:
     try:
         write_json(_state_path(home), asdict(server))
     except BaseException:  # a server no state file records could never be found, or stopped, again
-        terminate(proc.pid)
+        stop_child(proc)
         raise
     return server
 

@@ -171,15 +171,14 @@ def prepare(timeout: float = 180.0) -> Path | None:
     """
     import tempfile
 
-    from .prefect_server import free_port, start_server, terminate
+    from .prefect_server import free_port, start_server, stop_child
 
     template = template_path()
     if template is None or template.is_file():
         return template
     with tempfile.TemporaryDirectory(prefix="gmm-prefect-") as tmp:
         proc = start_server(Path(tmp) / "prefect", "127.0.0.1", free_port("127.0.0.1"), timeout)
-        terminate(proc.pid)
-        proc.wait()
+        stop_child(proc)
     return template if template.is_file() else None
 
 

@@ -125,18 +125,20 @@ def start_server(home: Path, host: str, port: int, timeout: float, meanwhile=Non
                     if side is not None:
                         side.join()
             except BaseException:
-                _stop(proc)  # before server_start drops a copied database it would still hold open
+                stop_child(proc)  # before server_start drops a copied database it would still hold open
                 raise
     except BaseException:  # also what follows the health check: keeping the database, Ctrl-C
         if proc is not None:
-            _stop(proc)
+            stop_child(proc)
         raise
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_child(proc: subprocess.Popen) -> None:
+    """:func:`terminate` a server this process started, and reap it (no zombie left behind)."""
     terminate(proc.pid)
-    proc.poll()  # reaped once it has exited
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 def terminate(pid: int, timeout: float = 20.0) -> None:
@@ -235,9 +237,7 @@ class LocalPrefectServer:
     def _terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        terminate(self.proc.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)  # reaped: no zombie left behind
+        stop_child(self.proc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -40,17 +40,22 @@ def _wait_ready(home: Path, proc: subprocess.Popen, log: Path, timeout: float = 
     pytest.fail("the runner never became ready:\n" + log.read_text()[-3000:])
 
 
+def _start_runner(home: Path, server_pid: int, log: Path) -> subprocess.Popen:
+    """``python -m flows.warm_runner`` for ``home`` beside the 'server' ``server_pid``, as a command launches it."""
+    env = {**_base_env(), **PREFECT_DEFAULTS, "PREFECT_HOME": str(home.absolute()), "PREFECT_API_URL": FAKE_API}
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "flows.warm_runner", str(home), str(server_pid)],
+                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.fixture
 def runner(tmp_path):
     """A runner for tmp_path/work, as the kept server's would be (its 'server' is this test process)."""
     work = tmp_path / "work"
     home = Workspace(work).prefect_home
     home.mkdir(parents=True)
-    env = {**_base_env(), **PREFECT_DEFAULTS, "PREFECT_HOME": str(home.absolute()), "PREFECT_API_URL": FAKE_API}
     log = tmp_path / "runner.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.warm_runner", str(home), str(os.getpid())],
-                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start_runner(home, os.getpid(), log)
     try:
         state = _wait_ready(home, proc, log)
         yield work, home, proc, log, state
@@ -108,11 +113,8 @@ def test_the_runner_ends_with_its_server(tmp_path):
     home = tmp_path / "prefect"
     home.mkdir()
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    env = {**_base_env(), **PREFECT_DEFAULTS, "PREFECT_HOME": str(home), "PREFECT_API_URL": FAKE_API}
     log = tmp_path / "runner.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.warm_runner", str(home), str(server.pid)],
-                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start_runner(home, server.pid, log)
     try:
         state = _wait_ready(home, proc, log)
         server.kill()
@@ -130,11 +132,8 @@ def test_a_deleted_work_directory_takes_its_server_and_runner_down(tmp_path):
     home = tmp_path / "work" / "prefect"
     home.mkdir(parents=True)
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
-    env = {**_base_env(), **PREFECT_DEFAULTS, "PREFECT_HOME": str(home), "PREFECT_API_URL": FAKE_API}
     log = tmp_path / "runner.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.warm_runner", str(home), str(server.pid)],
-                                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start_runner(home, server.pid, log)
     try:
         state = _wait_ready(home, proc, log)
         shutil.rmtree(tmp_path / "work")
